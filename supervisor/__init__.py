@@ -1,0 +1,1 @@
+"""The control plane of h5gate: one asyncio process (uvicorn + Starlette)."""

@@ -1,0 +1,1 @@
+"""REST endpoints, one module per chapter of the H5Stream manual."""

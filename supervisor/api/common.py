@@ -1,0 +1,139 @@
+"""What every REST endpoint shares: session check, role check, parameter validation, JSON answers.
+
+Each endpoint is `async def handler(request, user) -> dict | Response` wrapped by `endpoint(role)`.
+Validation failures raise ApiError, which becomes `{"bStatus": false, "strCode": ...}` with a 4xx status,
+so no handler ever answers with a stack trace.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+
+log = logging.getLogger("h5gate.api")
+
+ROLES = ("Viewer", "Operator", "Administrator")  # each role may do what the ones before it may
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class ApiError(Exception):
+    """A request the server will not carry out; `code` is the human message clients show."""
+
+    def __init__(self, code: str, status: int = 400) -> None:
+        super().__init__(code)
+        self.code = code
+        self.status = status
+
+
+def ok(message: str, **extra: Any) -> dict[str, Any]:
+    return {"bStatus": True, "strCode": message, **extra}
+
+
+def fail(code: str, status: int = 400, **extra: Any) -> JSONResponse:
+    return JSONResponse({"bStatus": False, "strCode": code, **extra}, status_code=status)
+
+
+def session_of(conn: HTTPConnection) -> str | None:
+    """The session may come as ?session=, as `Authorization: token <s>`, or as the console's cookie."""
+    s = conn.query_params.get("session")
+    if s:
+        return s
+    auth = conn.headers.get("authorization", "")
+    if auth[:6].lower() == "token ":
+        return auth[6:].strip() or None
+    return conn.cookies.get("h5gate_session") or None
+
+
+def require_user(conn: HTTPConnection, role: str = "Viewer") -> Any:
+    """The logged-in user of this request or ApiError(401/403); renews the session's idle timer."""
+    auth = conn.app.state.auth
+    user = auth.check(session_of(conn))
+    if user is None:
+        raise ApiError("session is missing, invalid or expired", 401)
+    if ROLES.index(user.role) < ROLES.index(role):
+        raise ApiError(f"this needs the {role} role", 403)
+    return user
+
+
+Handler = Callable[[Request, Any], Awaitable[dict[str, Any] | Response]]
+
+
+def endpoint(role: str | None = "Viewer") -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
+    """Wrap a handler with auth (role=None: no session needed) and error-to-JSON translation."""
+
+    def wrap(fn: Handler) -> Callable[[Request], Awaitable[Response]]:
+        @functools.wraps(fn)
+        async def run(request: Request) -> Response:
+            try:
+                user = require_user(request, role) if role else None
+                result = await fn(request, user)
+            except ApiError as e:
+                return fail(e.code, e.status)
+            except Exception:
+                log.exception("endpoint %s failed", request.url.path)
+                return fail("internal error", 500)
+            return result if isinstance(result, Response) else JSONResponse(result)
+
+        return run
+
+    return wrap
+
+
+def param(request: HTTPConnection, name: str, *, required: bool = True, default: str = "",
+          maxlen: int = 256, pattern: re.Pattern[str] | None = None) -> str:
+    """One query parameter as text, length- and character-checked."""
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        if required:
+            raise ApiError(f"missing parameter: {name}")
+        return default
+    if len(value) > maxlen:
+        raise ApiError(f"parameter too long: {name} (at most {maxlen} characters)")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ApiError(f"control characters are not allowed in {name}")
+    if pattern is not None and not pattern.match(value):
+        raise ApiError(f"invalid value for {name}")
+    return value
+
+
+def param_token(request: HTTPConnection, name: str = "token", *, required: bool = True) -> str:
+    value = param(request, name, required=required, maxlen=64)
+    if value and not TOKEN_RE.match(value):
+        raise ApiError(f"invalid {name}: use 1-64 letters, digits, '_', '-' or '.'")
+    if value in (".", ".."):
+        raise ApiError(f"invalid {name}")
+    return value
+
+
+def param_bool(request: HTTPConnection, name: str, default: bool) -> bool:
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        return default
+    low = value.lower()
+    if low in ("true", "1", "yes", "on"):
+        return True
+    if low in ("false", "0", "no", "off"):
+        return False
+    raise ApiError(f"invalid value for {name}: use true or false")
+
+
+def param_number(request: HTTPConnection, name: str, *, default: float | None = None,
+                 low: float | None = None, high: float | None = None, integer: bool = False) -> float:
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        if default is None:
+            raise ApiError(f"missing parameter: {name}")
+        return default
+    try:
+        number = int(value) if integer else float(value)
+    except ValueError:
+        raise ApiError(f"invalid number for {name}") from None
+    if number != number or (low is not None and number < low) or (high is not None and number > high):
+        raise ApiError(f"{name} out of range ({low} to {high})")
+    return number

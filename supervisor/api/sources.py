@@ -1,0 +1,160 @@
+"""Manual §5.3, Sources: GetSrc, AddSrcFile, AddSrcRTSP, DelSrc, GetImage (PTZ and ONVIF live in onvif.py)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from supervisor.api.common import ApiError, endpoint, ok, param, param_bool, param_token
+from supervisor.auth import User
+from supervisor.registry import (
+    MEDIA_DIR,
+    RTSP_TYPES,
+    SourceConfig,
+    SourceRuntime,
+    check_file_path,
+    split_credentials,
+)
+from workers.snapshot import SnapshotError
+
+log = logging.getLogger("h5gate.api")
+
+NAME_MAX = 128
+RTSP_TYPE_ALIASES = {"auto": "H5_RTSP_AUTO", "tcp": "H5_RTSP_TCP", "udp": "H5_RTSP_UDP"}
+CONNECT_ALIASES = {"always": "H5_ALWAYS", "ondemand": "H5_ONDEMAND", "auto": "H5_AUTO"}
+
+
+def describe(runtime: SourceRuntime, host_id: str) -> dict[str, Any]:
+    """One source in GetSrc's shape; credentials are never part of it."""
+    cfg = runtime.config
+    state = runtime.main.process.state
+    parts = urlsplit(cfg.url) if cfg.kind != "H5_FILE" else None
+    try:
+        port = str(parts.port or "") if parts else ""
+    except ValueError:
+        port = ""
+    return {
+        "nType": cfg.kind, "strName": cfg.name, "strToken": cfg.token,
+        "strUrl": cfg.url.removeprefix("file:") if cfg.kind == "H5_FILE" else cfg.url,
+        "strUser": cfg.user, "strPasswd": "*****", "bPasswdEncrypt": False, "bEnableAudio": cfg.audio,
+        "nConnectType": cfg.connect_type, "nRTSPType": cfg.rtsp_type,
+        "strSrcIpAddress": cfg.ip or (parts.hostname or "" if parts else ""), "strSrcPort": cfg.port or port,
+        "nChannelNumber": 1, "bOnvifProfileAuto": cfg.profile_auto, "strOnvifAddr": cfg.onvif_addr,
+        "strOnvifProfileMain": cfg.profile_main, "strOnvifProfileSub": cfg.profile_sub,
+        "bOnline": state.online, "strSnapshotUrl": f"/api/v1/GetImage?token={cfg.token}",
+        "bRec": cfg.record, "strServerToken": "", "strOriginalToken": cfg.token, "strServerUuid": host_id,
+        "strUrlSub": cfg.url_sub, "bEnableUrlSub": bool(cfg.url_sub),
+        # h5gate additions: why a source is offline, and what the supervisor did about it
+        "strLastError": state.last_error, "nRestarts": state.restarts, "strTransport": state.transport,
+        "strVideoCodec": state.video_codec, "strAudioCodec": state.audio_codec,
+        "nViewers": sum(s.users for s in runtime.streams.values()),
+    }
+
+
+@endpoint()
+async def get_src(request: Request, user: User) -> Any:
+    token = param_token(request, required=False)
+    state = request.app.state
+    runtimes = list(state.registry.sources.values())
+    if token:
+        runtimes = [r for r in runtimes if r.config.token == token]
+        if not runtimes:
+            raise ApiError(f"no such source: {token}", 404)
+    kind = param(request, "type", required=False, maxlen=32)
+    if kind:
+        runtimes = [r for r in runtimes if r.config.kind == kind]
+    return {"src": [describe(r, state.host_id) for r in runtimes]}
+
+
+def _common(request: Request) -> tuple[str, str, bool, str]:
+    token = param_token(request)
+    name = param(request, "name", required=False, default=token, maxlen=NAME_MAX)
+    audio = param_bool(request, "audio", True)
+    connect = param(request, "connecttype", required=False, default="H5_ALWAYS", maxlen=16)
+    connect = CONNECT_ALIASES.get(connect.lower(), connect)
+    return token, name, audio, connect
+
+
+@endpoint(role="Administrator")
+async def add_src_rtsp(request: Request, user: User) -> Any:
+    token, name, audio, connect = _common(request)
+    url, url_user, url_password = split_credentials(param(request, "url", maxlen=2048))
+    sub_raw = param(request, "suburl", required=False, maxlen=2048)
+    sub = split_credentials(sub_raw)[0] if sub_raw and param_bool(request, "enablesub", bool(sub_raw)) else ""
+    rtsp_type = param(request, "rtsptype", required=False, default="H5_RTSP_AUTO", maxlen=16)
+    rtsp_type = RTSP_TYPE_ALIASES.get(rtsp_type.lower(), rtsp_type)
+    if rtsp_type not in RTSP_TYPES:
+        raise ApiError(f"invalid rtsptype: use one of {', '.join(RTSP_TYPES)}")
+    cfg = SourceConfig(
+        token=token, name=name, kind="H5_STREAM", url=url,
+        user=param(request, "user", required=False, default=url_user, maxlen=128),
+        password=param(request, "password", required=False, default=url_password, maxlen=128),
+        audio=audio, rtsp_type=rtsp_type, connect_type=connect, url_sub=sub)
+    await request.app.state.registry.add(cfg)
+    return ok("Add successfully")
+
+
+@endpoint(role="Administrator")
+async def add_src_file(request: Request, user: User) -> Any:
+    token, name, audio, connect = _common(request)
+    path = param(request, "url", maxlen=1024)
+    registry = request.app.state.registry
+    real = check_file_path(path, registry.media_roots)
+    await registry.add(SourceConfig(token=token, name=name, kind="H5_FILE", url=f"file:{real}", audio=audio,
+                                    connect_type=connect))
+    return ok("Add successfully")
+
+
+@endpoint(role="Administrator")
+async def del_src(request: Request, user: User) -> Any:
+    token = param_token(request)
+    await request.app.state.registry.delete(token)
+    return ok("Delete successfully")
+
+
+def placeholder() -> Response:
+    data = (MEDIA_DIR / "connecting.jpg").read_bytes()
+    return Response(data, media_type="image/jpeg",
+                    headers={"Cache-Control": "no-store", "X-H5gate-Image": "placeholder"})
+
+
+@endpoint()
+async def get_image(request: Request, user: User) -> Any:
+    token = param_token(request)
+    state = request.app.state
+    runtime = state.registry.get(token)
+    if runtime is None:
+        raise ApiError(f"no such source: {token}", 404)
+    hub = runtime.main.hub
+    if hub.ready:
+        try:
+            jpeg = await state.snapshots.get(hub)
+            return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+        except SnapshotError as e:
+            log.info("%s: GetImage decode failed: %s", token, e)
+    fallback = state.registry.snapshot_fallbacks.get(runtime.config.kind)
+    if fallback is not None:
+        jpeg = await fallback(runtime.config)
+        if jpeg:
+            return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+    return placeholder()
+
+
+@endpoint()
+async def get_loading_image(request: Request, user: User) -> Any:
+    return placeholder()
+
+
+routes = [
+    Route("/api/v1/GetSrc", get_src),
+    Route("/api/v1/AddSrcRTSP", add_src_rtsp),
+    Route("/api/v1/AddSrcFile", add_src_file),
+    Route("/api/v1/DelSrc", del_src),
+    Route("/api/v1/GetImage", get_image),
+    Route("/api/v1/GetLoadingImage", get_loading_image),
+]

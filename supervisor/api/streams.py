@@ -1,0 +1,235 @@
+"""Live video out: the vendor player's WebSocket (h5swsapi), its HLS keep-alive socket, HLS files, Status.
+
+A WS viewer gets, as the vendor player expects: the MIME string with codecs as the first binary message,
+the init segment, the cached GOP from the newest keyframe, then every live fragment as it arrives. Each
+viewer's timeline starts at zero (a stock SourceBuffer plays it without seeking) and stays continuous
+across a restart of the source's ffmpeg; viewers that joined at the same keyframe share the same bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from supervisor.api.common import TOKEN_RE, endpoint, fail, session_of
+from supervisor.auth import User
+from workers.hub import HubClosed
+
+log = logging.getLogger("h5gate.ws")
+
+READY_TIMEOUT = 8.0  # how long a new viewer waits for a source that is (re)connecting
+HLS_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\.(m3u8|ts|m4s|mp4)$")
+
+# Close codes: 1000 normal, 1011 server error, 1013 try again later, 4xxx application-defined.
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_UNKNOWN = 4404
+CLOSE_UNSUPPORTED = 4415
+CLOSE_FORMAT_CHANGED = 4000
+
+
+class Viewers:
+    """Counts for h5swsapi/Status and the benchmark."""
+
+    def __init__(self) -> None:
+        self.live = 0
+        self.total = 0
+        self.slow_disconnects = 0
+
+
+async def _reject(ws: WebSocket, code: int, reason: str) -> None:
+    """Accept then close with a code and reason the client can read (a bare HTTP 403 tells it nothing)."""
+    await ws.accept()
+    await ws.close(code=code, reason=reason[:120])
+
+
+async def _read_commands(ws: WebSocket) -> None:
+    """Drain what the player sends: keepalives in any of the three forms; return when it closes."""
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+
+
+async def h5swsapi(ws: WebSocket) -> None:
+    state = ws.app.state
+    user = state.auth.check(session_of(ws))
+    if user is None:
+        return await _reject(ws, CLOSE_UNAUTHORIZED, "session is missing, invalid or expired")
+    if ws.query_params.get("playback", "").lower() == "true":
+        handler = getattr(state, "playback_ws", None)
+        if handler is None:
+            return await _reject(ws, CLOSE_UNSUPPORTED, "playback is not available on this server")
+        return await handler(ws, user)
+    token = ws.query_params.get("token", "")
+    runtime = state.registry.get(token) if TOKEN_RE.match(token) else None
+    if runtime is None:
+        return await _reject(ws, CLOSE_UNKNOWN, f"unknown token: {token[:64]}")
+    profile = ws.query_params.get("profile", "main") or "main"
+    stream = runtime.stream(profile)
+    if stream is None:
+        return await _reject(ws, CLOSE_UNKNOWN, f"unknown profile: {profile[:64]}")
+    hub = stream.acquire()
+    viewers: Viewers = state.viewers
+    try:
+        await ws.accept()
+        try:
+            ready = await hub.wait_ready(READY_TIMEOUT)
+        except HubClosed:
+            return await ws.close(code=1000, reason="source deleted")
+        if not ready:
+            why = stream.process.state.last_error or "no data yet"
+            return await ws.close(code=1013, reason=f"source offline: {why}"[:120])
+        assert hub.init is not None
+        hevc_ok = ws.query_params.get("hevc", "true").lower() != "false"
+        video = hub.init.video
+        if not hevc_ok and video is not None and video.codec[:4] in ("hev1", "hvc1"):
+            reason = "source is H.265 and the player cannot play it"
+            return await ws.close(code=CLOSE_UNSUPPORTED, reason=reason)
+        viewers.live += 1
+        viewers.total += 1
+        reader = asyncio.create_task(_read_commands(ws))
+        sender = asyncio.create_task(_send_live(ws, hub, state.settings))
+        try:
+            done, _ = await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
+            if sender in done and not sender.cancelled():
+                code, reason = sender.result()
+                if code == 1008:
+                    viewers.slow_disconnects += 1
+                await ws.close(code=code, reason=reason)
+        finally:
+            viewers.live -= 1
+            for task in (reader, sender):
+                task.cancel()
+            await asyncio.gather(reader, sender, return_exceptions=True)
+    except (WebSocketDisconnect, RuntimeError, ConnectionError):
+        pass
+    finally:
+        stream.release()
+
+
+async def _send_live(ws: WebSocket, hub: Any, settings: Any) -> tuple[int, str]:
+    """The hot loop: one ring cursor, one send per fragment. Returns the close code and reason."""
+    cursor = hub.cursor()
+    cursor.slow_seconds = settings.slow_viewer_seconds
+    send = ws.send_bytes
+    gen = None
+    mime = ""
+    shift_us = 0
+    end_us = 0  # where this viewer's timeline has got to
+    send_timeout = settings.send_timeout
+    try:
+        while True:
+            frag = await cursor.next(timeout=30.0)
+            if frag is None:
+                continue
+            if frag.gen != gen:
+                init = hub.inits.get(frag.gen)
+                if init is None:
+                    continue
+                if gen is None:
+                    mime = init.mime
+                    await send(mime.encode("ascii"))
+                    shift_us = int(frag.dts * 1_000_000)
+                elif init.mime != mime:
+                    return CLOSE_FORMAT_CHANGED, "stream format changed, reconnect"
+                else:  # the source restarted: continue this viewer's timeline where it stopped
+                    shift_us = int(frag.dts * 1_000_000) - end_us - 40_000
+                await send(init.data)
+                gen = frag.gen
+            try:
+                async with asyncio.timeout(send_timeout):
+                    await send(frag.rebased(shift_us))
+            except TimeoutError:
+                log.info("%s: viewer stopped reading for %.0fs, disconnecting", hub.name, send_timeout)
+                return 1008, "viewer too slow"
+            end = int(frag.end * 1_000_000) - shift_us
+            if end > end_us:
+                end_us = end
+    except HubClosed:
+        return 1000, "source deleted"
+
+
+async def h5swscmnapi(ws: WebSocket) -> None:
+    """HLS players hold this socket open to keep an on-demand source running; we ignore what they send."""
+    state = ws.app.state
+    if state.auth.check(session_of(ws)) is None:
+        return await _reject(ws, CLOSE_UNAUTHORIZED, "session is missing, invalid or expired")
+    token = ws.query_params.get("token", "")
+    runtime = state.registry.get(token) if TOKEN_RE.match(token) else None
+    if runtime is None:
+        return await _reject(ws, CLOSE_UNKNOWN, f"unknown token: {token[:64]}")
+    stream = runtime.main
+    stream.acquire()
+    try:
+        await ws.accept()
+        await _read_commands(ws)
+    except (WebSocketDisconnect, RuntimeError, ConnectionError):
+        pass
+    finally:
+        stream.release()
+
+
+@endpoint()
+async def ws_status(request: Request, user: User) -> Any:
+    viewers: Viewers = request.app.state.viewers
+    hubs = [s.hub for r in request.app.state.registry.sources.values() for s in r.streams.values()]
+    return {"nConnectCount": viewers.live, "nTotalConnects": viewers.total,
+            "nSkips": sum(h.skips for h in hubs), "nSlowDisconnects": viewers.slow_disconnects}
+
+
+def _rewrite_playlist(text: str, session: str) -> str:
+    """Carry the session on every URI of the playlist, so segment requests are authorised too."""
+    out = []
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            line = f"{line}?session={session}"
+        elif line.startswith("#EXT-X-MAP:URI=\""):
+            line = re.sub(r'URI="([^"]+)"', lambda m: f'URI="{m.group(1)}?session={session}"', line)
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+async def hls_file(request: Request) -> Response:
+    """HLS written by the source's ffmpeg, behind the session (query, header or the console's cookie)."""
+    state = request.app.state
+    if state.auth.check(session_of(request)) is None:
+        return fail("session is missing, invalid or expired", 401)
+    version = request.path_params["version"]
+    token = request.path_params["token"]
+    name = request.path_params["name"]
+    if version not in ("v1", "v2") or not TOKEN_RE.match(token) or not HLS_NAME_RE.match(name):
+        return fail("invalid HLS path", 400)
+    if state.registry.get(token) is None:
+        return fail(f"no such source: {token}", 404)
+    path: Path = state.settings.hls_dir / version / token / name
+    if name.endswith(".m3u8"):
+        try:
+            text = await asyncio.to_thread(path.read_text)
+        except FileNotFoundError:
+            return fail("playlist not ready yet", 404)
+        session = request.query_params.get("session")
+        if session:
+            text = _rewrite_playlist(text, session)
+        return Response(text, media_type="application/vnd.apple.mpegurl",
+                        headers={"Cache-Control": "no-cache"})
+    if not await asyncio.to_thread(path.is_file):
+        return fail("segment not found", 404)
+    kind = {"ts": "video/mp2t", "m4s": "video/iso.segment", "mp4": "video/mp4"}[name.rsplit(".", 1)[1]]
+    return FileResponse(path, media_type=kind, headers={"Cache-Control": "max-age=60"})
+
+
+routes = [
+    WebSocketRoute("/api/v1/h5swsapi", h5swsapi),
+    WebSocketRoute("/h5swsapi", h5swsapi),
+    WebSocketRoute("/api/v1/h5swscmnapi", h5swscmnapi),
+    Route("/api/v1/h5swsapi/Status", ws_status),
+    Route("/hls/{version}/{token}/{name}", hls_file),
+]

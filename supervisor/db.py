@@ -1,0 +1,98 @@
+"""SQLite state (WAL, one schema version table), used from the event loop through one worker thread.
+
+All statements run on a single dedicated thread, which serialises access to the one connection and
+keeps disk waits off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("h5gate.db")
+
+# Each entry moves the schema one version up. Append only; never edit a released step.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE sources (
+        token TEXT PRIMARY KEY,
+        config TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        password_md5 TEXT NOT NULL,
+        role TEXT NOT NULL
+    );
+    """,
+]
+
+
+class Database:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.created = False  # True when this start made a new database (first start)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.created = not self.path.exists()
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+        version = row[0] if row else 0
+        if row is None:
+            conn.execute("INSERT INTO schema_version VALUES (0)")
+        for step, sql in enumerate(MIGRATIONS[version:], start=version + 1):
+            conn.executescript("BEGIN;" + sql + f";UPDATE schema_version SET version = {step}; COMMIT;")
+            log.info("database schema now at version %d", step)
+        self._conn = conn
+
+    async def open(self) -> None:
+        await self.run(self._open)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self.run(self._conn.close)
+            self._conn = None
+        self._pool.shutdown(wait=True)
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        """Run fn(*args) on the database thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def execute(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> int:
+        """One statement; returns the number of rows it changed."""
+        def work() -> int:
+            assert self._conn is not None
+            return self._conn.execute(sql, params).rowcount
+
+        return await self.run(work)
+
+    async def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        def work() -> None:
+            assert self._conn is not None
+            with self._conn:
+                self._conn.execute("BEGIN")
+                self._conn.executemany(sql, rows)
+
+        await self.run(work)
+
+    async def fetchall(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+        def work() -> list[sqlite3.Row]:
+            assert self._conn is not None
+            return self._conn.execute(sql, params).fetchall()
+
+        return await self.run(work)
+
+    async def fetchone(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> sqlite3.Row | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None

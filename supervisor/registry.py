@@ -1,0 +1,309 @@
+"""token -> source runtime: validates and persists sources, starts and stops their ffmpeg and hubs.
+
+A source has a main and optionally a sub stream. Each stream is one FfmpegProcess feeding one StreamHub.
+`H5_ALWAYS` main streams run from start-up; sub streams and `H5_ONDEMAND` sources start with their first
+consumer and stop a while after the last one leaves, so an idle camera is not held open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from supervisor.api.common import TOKEN_RE, ApiError
+from supervisor.config import Settings
+from supervisor.db import Database
+from workers.ffmpeg import STREAM_SCHEMES, Plan
+from workers.hub import StreamHub
+from workers.process import FfmpegProcess, redact
+
+log = logging.getLogger("h5gate.registry")
+
+KINDS = ("H5_STREAM", "H5_FILE", "H5_ONVIF")
+RTSP_TYPES = ("H5_RTSP_AUTO", "H5_RTSP_TCP", "H5_RTSP_UDP")
+CONNECT_TYPES = ("H5_AUTO", "H5_ONDEMAND", "H5_ALWAYS")
+IDLE_STOP_SECONDS = 30.0
+MEDIA_DIR = Path(__file__).resolve().parent.parent / "media"
+
+
+@dataclass
+class SourceConfig:
+    token: str
+    name: str
+    kind: str
+    url: str
+    user: str = ""
+    password: str = ""
+    audio: bool = True
+    rtsp_type: str = "H5_RTSP_AUTO"
+    connect_type: str = "H5_ALWAYS"
+    url_sub: str = ""
+    ip: str = ""
+    port: str = ""
+    onvif_addr: str = ""
+    profile_main: str = ""
+    profile_sub: str = ""
+    profile_auto: bool = True
+    snapshot_url: str = ""
+    record: bool = False  # continuous recording on (GetSrc bRec)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> SourceConfig:
+        data = json.loads(text)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def check_stream_url(url: str) -> str:
+    """A camera/encoder URL that is safe to hand to ffmpeg as the one argument after -i."""
+    if len(url) > 2048 or any(ord(c) <= 32 or ord(c) == 127 for c in url):
+        raise ApiError("invalid url: too long or contains spaces/control characters")
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in STREAM_SCHEMES:
+        raise ApiError(f"unsupported url scheme: use one of {', '.join(STREAM_SCHEMES)}")
+    if not parts.hostname:
+        raise ApiError("invalid url: no host")
+    return url
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    """Put user/password into the URL (percent-encoded) unless the URL already carries some."""
+    if not user:
+        return url
+    parts = urlsplit(url)
+    if parts.username:
+        return url
+    host = parts.netloc
+    cred = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
+    return urlunsplit((parts.scheme, f"{cred}@{host}", parts.path, parts.query, parts.fragment))
+
+
+def split_credentials(url: str) -> tuple[str, str, str]:
+    """(url without credentials, user, password) so credentials are stored once and never shown."""
+    parts = urlsplit(url)
+    if not parts.username:
+        return url, "", ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return clean, unquote(parts.username), unquote(parts.password or "")
+
+
+def check_file_path(path: str, roots: list[Path]) -> Path:
+    """A media file under one of the configured roots (symlinks resolved: no escaping them)."""
+    if path.startswith("file://"):
+        path = path[7:]
+    elif path.startswith("file:"):
+        path = path[5:]
+    if not path or len(path) > 1024 or any(ord(c) < 32 for c in path):
+        raise ApiError("invalid file path")
+    candidates = [Path(path)] if Path(path).is_absolute() else [r / path for r in roots]
+    for candidate in candidates:
+        real = candidate.resolve()
+        if any(real.is_relative_to(r.resolve()) for r in roots):
+            if not real.is_file():
+                raise ApiError("file not found under the media roots")
+            return real
+    raise ApiError("file is outside the configured media roots")
+
+
+class Stream:
+    """One profile of a source: its ffmpeg and its hub, with a count of who uses it."""
+
+    def __init__(self, runtime: SourceRuntime, profile: str, hub: StreamHub, process: FfmpegProcess,
+                 always: bool) -> None:
+        self.runtime = runtime
+        self.profile = profile
+        self.hub = hub
+        self.process = process
+        self.always = always
+        self.users = 0
+        self.running = False
+        self._idle_task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if not self.running:
+            self.running = True
+            self.process.start()
+
+    def acquire(self) -> StreamHub:
+        """A consumer arrives: make sure the stream runs."""
+        self.users += 1
+        if self._idle_task is not None:
+            self._idle_task.cancel()
+            self._idle_task = None
+        self.start()
+        return self.hub
+
+    def release(self) -> None:
+        self.users = max(0, self.users - 1)
+        if self.users == 0 and not self.always and self.running and self._idle_task is None:
+            self._idle_task = asyncio.create_task(self._stop_when_idle())
+
+    async def _stop_when_idle(self) -> None:
+        await asyncio.sleep(IDLE_STOP_SECONDS)
+        self._idle_task = None
+        if self.users == 0 and not self.always:
+            log.info("%s/%s: no consumers for %.0fs, stopping", self.runtime.config.token, self.profile,
+                     IDLE_STOP_SECONDS)
+            await self.stop()
+
+    async def stop(self) -> None:
+        if self._idle_task is not None:
+            self._idle_task.cancel()
+            self._idle_task = None
+        self.running = False
+        await self.process.stop()
+
+
+class SourceRuntime:
+    def __init__(self, config: SourceConfig) -> None:
+        self.config = config
+        self.streams: dict[str, Stream] = {}
+        self.created = time.time()
+
+    @property
+    def main(self) -> Stream:
+        return self.streams["main"]
+
+    @property
+    def online(self) -> bool:
+        return self.main.process.state.online
+
+    def stream(self, profile: str) -> Stream | None:
+        """The stream for a WS `profile=`: main, sub (falls back to main where there is no sub)."""
+        return self.streams.get(profile) or (self.streams["main"] if profile in ("", "main", "sub") else None)
+
+
+UrlResolver = Callable[[SourceConfig, str], Awaitable[str]]
+SnapshotFallback = Callable[[SourceConfig], Awaitable[bytes | None]]
+
+
+class Registry:
+    def __init__(self, settings: Settings, db: Database, ffmpeg: str) -> None:
+        self.settings = settings
+        self.db = db
+        self.ffmpeg = ffmpeg
+        self.sources: dict[str, SourceRuntime] = {}
+        self.url_resolvers: dict[str, UrlResolver] = {}
+        self.snapshot_fallbacks: dict[str, SnapshotFallback] = {}
+        self._lock = asyncio.Lock()
+
+    @property
+    def media_roots(self) -> list[Path]:
+        return [MEDIA_DIR, *(Path(r).expanduser() for r in self.settings.media_roots)]
+
+    def get(self, token: str) -> SourceRuntime | None:
+        return self.sources.get(token)
+
+    async def load(self) -> None:
+        """Bring back every persisted source; add the demo on the very first start."""
+        rows = await self.db.fetchall("SELECT config FROM sources ORDER BY created")
+        for row in rows:
+            try:
+                cfg = SourceConfig.from_json(row["config"])
+            except (ValueError, TypeError):
+                log.error("skipping an unreadable source row")
+                continue
+            self._start(cfg)
+        if self.db.created and self.settings.demo_source and "demo" not in self.sources:
+            await self.add(SourceConfig("demo", "Demo clip", "H5_FILE", f"file:{MEDIA_DIR / 'demo.mp4'}"))
+        log.info("%d sources loaded", len(self.sources))
+
+    def validate(self, cfg: SourceConfig) -> None:
+        if not TOKEN_RE.match(cfg.token) or cfg.token in (".", ".."):
+            raise ApiError("invalid token: use 1-64 letters, digits, '_', '-' or '.'")
+        if not cfg.name or len(cfg.name) > 128 or any(ord(c) < 32 for c in cfg.name):
+            raise ApiError("invalid name: 1-128 printable characters")
+        if cfg.kind not in KINDS:
+            raise ApiError("invalid source type")
+        if cfg.rtsp_type not in RTSP_TYPES:
+            raise ApiError(f"invalid rtsp type: use one of {', '.join(RTSP_TYPES)}")
+        if cfg.connect_type not in CONNECT_TYPES:
+            raise ApiError(f"invalid connect type: use one of {', '.join(CONNECT_TYPES)}")
+        if cfg.kind == "H5_STREAM":
+            check_stream_url(cfg.url)
+            if cfg.url_sub:
+                check_stream_url(cfg.url_sub)
+        elif cfg.kind == "H5_FILE":
+            check_file_path(cfg.url, self.media_roots)
+
+    async def add(self, cfg: SourceConfig) -> SourceRuntime:
+        self.validate(cfg)
+        async with self._lock:
+            if cfg.token in self.sources:
+                raise ApiError(f"token already exists: {cfg.token}", 409)
+            await self.db.execute("INSERT INTO sources (token, config, created) VALUES (?, ?, ?)",
+                                  (cfg.token, cfg.to_json(), time.time()))
+            runtime = self._start(cfg)
+        log.info("%s: source added (%s %s)", cfg.token, cfg.kind, redact(cfg.url))
+        return runtime
+
+    async def delete(self, token: str) -> None:
+        async with self._lock:
+            runtime = self.sources.pop(token, None)
+            if runtime is None:
+                raise ApiError(f"no such source: {token}", 404)
+            await self.db.execute("DELETE FROM sources WHERE token = ?", (token,))
+        await self._stop_runtime(runtime)
+        for kind in ("v1", "v2"):
+            await asyncio.to_thread(shutil.rmtree, self.settings.hls_dir / kind / token, True)
+        log.info("%s: source deleted", token)
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(self._stop_runtime(r) for r in self.sources.values()))
+
+    async def _stop_runtime(self, runtime: SourceRuntime) -> None:
+        for stream in runtime.streams.values():
+            await stream.stop()
+            stream.hub.close()
+
+    def _start(self, cfg: SourceConfig) -> SourceRuntime:
+        runtime = SourceRuntime(cfg)
+        has_sub = bool(cfg.url_sub) or (cfg.kind == "H5_ONVIF" and (cfg.profile_sub or cfg.profile_auto))
+        for profile in ("main", "sub") if has_sub else ("main",):
+            hub = StreamHub(f"{cfg.token}/{profile}", self.settings.ring_seconds)
+            process = FfmpegProcess(
+                f"{cfg.token}/{profile}", self.ffmpeg, hub, self._planner(cfg, profile),
+                rtsp_type=cfg.rtsp_type, stall_timeout=self.settings.stall_timeout,
+                restart_min=self.settings.restart_min, restart_max=self.settings.restart_max,
+                secrets=tuple(s for s in (cfg.password,) if len(s) >= 3))
+            always = profile == "main" and cfg.connect_type != "H5_ONDEMAND"
+            runtime.streams[profile] = Stream(runtime, profile, hub, process, always)
+        self.sources[cfg.token] = runtime
+        if runtime.main.always:
+            runtime.main.start()
+        return runtime
+
+    def _planner(self, cfg: SourceConfig, profile: str) -> Callable[[], Awaitable[Plan]]:
+        settings = self.settings
+
+        async def plan() -> Plan:
+            if cfg.kind == "H5_FILE":
+                path = check_file_path(cfg.url, self.media_roots)
+                url, is_file = f"file:{path}", True
+            elif cfg.kind in self.url_resolvers:
+                url, is_file = await self.url_resolvers[cfg.kind](cfg, profile), False
+            else:
+                raw = cfg.url_sub if profile == "sub" and cfg.url_sub else cfg.url
+                url, is_file = with_credentials(raw, cfg.user, cfg.password), False
+            kinds = tuple(k for k in settings.hls.split(",") if k in ("v1", "v2"))
+            return Plan(url=url, is_file=is_file, audio=cfg.audio,
+                        hls_dir=settings.hls_dir if profile == "main" and kinds else None, hls_kinds=kinds,
+                        hls_segment_num=settings.hls_segment_num, hls_duration=settings.hls_duration,
+                        timeout_s=settings.rtsp_timeout, token=cfg.token)
+
+        return plan

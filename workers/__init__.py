@@ -1,0 +1,1 @@
+"""The data plane of h5gate: everything that touches media bytes."""

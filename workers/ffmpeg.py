@@ -1,0 +1,107 @@
+"""Find the ffmpeg binary and build each source's command line.
+
+The command line is a plain argv list (no shell): the source URL is always exactly one element after
+`-i`, validated beforehand against a protocol allow-list, so no request can smuggle in an option.
+One ffmpeg per source writes three outputs from a single camera connection: the fMP4 pipe for the hub
+and the two HLS flavours.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https")
+PIPE_MOVFLAGS = "empty_moov+default_base_moof+frag_every_frame+skip_trailer"
+MSE_VIDEO = ("h264", "hevc")  # copied as they are; anything else is encoded to H.264
+MSE_AUDIO = ("aac",)  # copied; anything else (G.711, MP3, Opus from RTSP ...) becomes AAC
+
+
+def find_ffmpeg(configured: str = "") -> str:
+    """config/H5GATE_FFMPEG, then `ffmpeg` on PATH, then the binary bundled by imageio-ffmpeg."""
+    if configured:
+        return configured
+    on_path = shutil.which("ffmpeg")
+    if on_path:
+        return on_path
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@dataclass
+class Plan:
+    """What one ffmpeg run does; the process learns codecs from ffmpeg's own output and adjusts."""
+
+    url: str  # validated URL, or "file:<absolute path>"
+    is_file: bool
+    audio: bool  # bEnableAudio
+    transport: str = "tcp"  # rtsp transport for this attempt: tcp or udp
+    video_mode: str = "copy"  # copy | h264
+    audio_mode: str = "copy"  # copy | aac
+    hls_dir: Path | None = None  # where HLS goes (<hls_dir>/v1/<token>, <hls_dir>/v2/<token>), None = no HLS
+    hls_kinds: tuple[str, ...] = ("v1", "v2")
+    hls_segment_num: int = 4
+    hls_duration: int = 2
+    timeout_s: float = 5.0
+    token: str = ""
+
+
+def _input_args(plan: Plan) -> list[str]:
+    us = str(int(plan.timeout_s * 1_000_000))
+    scheme = plan.url.split(":", 1)[0].lower()
+    if plan.is_file:
+        return ["-re", "-stream_loop", "-1"]
+    if scheme in ("rtsp", "rtsps"):
+        return ["-rtsp_transport", plan.transport, "-timeout", us]
+    return ["-rw_timeout", us]
+
+
+def _codec_args(plan: Plan) -> list[str]:
+    args = ["-map", "0:v:0"]
+    if plan.audio:
+        args += ["-map", "0:a:0?"]
+    if plan.video_mode == "copy":
+        args += ["-c:v", "copy"]
+    else:
+        args += ["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
+                 "-g", "50", "-bf", "0"]
+    if plan.audio:
+        args += ["-c:a", "copy"] if plan.audio_mode == "copy" else ["-c:a", "aac", "-b:a", "64k"]
+    else:
+        args += ["-an"]
+    return args
+
+
+def build_command(binary: str, plan: Plan) -> list[str]:
+    cmd = [binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "repeat+level+info",
+           "-fflags", "+genpts", *_input_args(plan), "-i", plan.url]
+    codec = _codec_args(plan)
+    cmd += [*codec, "-f", "mp4", "-movflags", PIPE_MOVFLAGS, "-flush_packets", "1", "pipe:1"]
+    if plan.hls_dir is not None:
+        for kind in plan.hls_kinds:
+            out = plan.hls_dir / kind / plan.token
+            hls = ["-f", "hls", "-hls_time", str(plan.hls_duration),
+                   "-hls_list_size", str(plan.hls_segment_num),
+                   "-hls_flags", "delete_segments+independent_segments+omit_endlist", "-hls_allow_cache", "0"]
+            if kind == "v2":
+                hls += ["-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", "init.mp4",
+                        "-hls_segment_filename", f"file:{out}/hls%d.m4s"]
+            else:
+                hls += ["-hls_segment_filename", f"file:{out}/hls%d.ts"]
+            cmd += [*codec, *hls, f"file:{out}/hls.m3u8"]
+    return cmd
+
+
+def prepare_hls_dirs(plan: Plan) -> None:
+    """Empty the source's HLS folders so a playlist never points at segments of an older run."""
+    if plan.hls_dir is None:
+        return
+    for kind in plan.hls_kinds:
+        out = plan.hls_dir / kind / plan.token
+        out.mkdir(parents=True, exist_ok=True)
+        for old in out.iterdir():
+            if old.is_file():
+                os.unlink(old)

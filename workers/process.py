@@ -1,0 +1,269 @@
+"""One supervised ffmpeg: spawn, read its fMP4 pipe into the hub, restart with backoff, kill when it stalls.
+
+ffmpeg runs in its own process group with PR_SET_PDEATHSIG, so neither a clean exit nor a SIGKILL of the
+server leaves it behind. Its stderr (with level prefixes) tells us the input codecs, which decide between
+copying and transcoding, and the last error, which GetSrc reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import re
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from workers.ffmpeg import MSE_AUDIO, MSE_VIDEO, Plan, build_command, prepare_hls_dirs
+from workers.fmp4 import Splitter, TimingRepair, parse_fragment
+from workers.hub import StreamHub
+
+log = logging.getLogger("h5gate.process")
+
+STREAM_RE = re.compile(r"Stream #0:\d+.*?: (Video|Audio): (\w+)")
+CRED_RE = re.compile(r"(//)[^/@\s]*@")
+ERROR_HINTS = (
+    ("401 Unauthorized", "authentication failed (401 Unauthorized)"),
+    ("403 Forbidden", "access denied (403 Forbidden)"),
+    ("404 Not Found", "stream not found (404 Not Found)"),
+    ("Connection refused", "connection refused"),
+    ("Connection timed out", "connection timed out"),
+    ("No route to host", "no route to host"),
+    ("Name or service not known", "unknown host"),
+    ("Temporary failure in name resolution", "unknown host"),
+    ("No such file or directory", "file not found"),
+    ("Invalid data found", "invalid data from source"),
+    ("Connection reset", "connection reset by source"),
+)
+
+
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """Remove user:password@ from URLs and any known secret from a log or error line."""
+    text = CRED_RE.sub(r"\1***@", text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _set_pdeathsig() -> None:
+    """Runs in the child before exec: die with the server even if the server is SIGKILLed."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@dataclass
+class State:
+    online: bool = False
+    last_error: str = ""
+    restarts: int = 0
+    pid: int | None = None
+    transport: str = ""
+    video_codec: str = ""
+    audio_codec: str = ""
+    started_at: float = 0.0
+    bytes_in: int = 0
+
+
+class FfmpegProcess:
+    """Keeps one ffmpeg running for one stream and feeds its output into a StreamHub."""
+
+    def __init__(self, name: str, binary: str, hub: StreamHub, plan_for: Callable[[], Awaitable[Plan]],
+                 *, rtsp_type: str = "H5_RTSP_AUTO", stall_timeout: float = 10.0, restart_min: float = 0.5,
+                 restart_max: float = 30.0, secrets: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.binary = binary
+        self.hub = hub
+        self.plan_for = plan_for
+        self.rtsp_type = rtsp_type
+        self.stall_timeout = stall_timeout
+        self.restart_min = restart_min
+        self.restart_max = restart_max
+        self.secrets = secrets
+        self.state = State()
+        self.video_mode = "copy"
+        self.audio_mode = "copy"
+        self._transport = "udp" if rtsp_type == "H5_RTSP_UDP" else "tcp"
+        self._proc: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._relearn = False
+
+    def start(self) -> None:
+        self._stopping = False
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"ffmpeg:{self.name}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        await self._kill()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self.state.online = False
+
+    async def _kill(self) -> None:
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            await asyncio.wait_for(proc.wait(), 2.0)
+        except TimeoutError:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            await proc.wait()
+
+    async def _run(self) -> None:
+        delay = self.restart_min
+        while not self._stopping:
+            healthy = False
+            try:
+                healthy = await self._run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a bug here must not end supervision of the source
+                self.state.last_error = f"internal error: {e}"
+                log.exception("%s: ffmpeg run failed", self.name)
+            self.state.online = False
+            if self._stopping:
+                break
+            self.state.restarts += 1
+            if self._relearn:  # codecs learned: restart at once with the right modes
+                self._relearn = False
+                continue
+            if healthy:
+                delay = self.restart_min
+            if self.rtsp_type == "H5_RTSP_AUTO" and not healthy:
+                self._transport = "udp" if self._transport == "tcp" else "tcp"
+            log.info("%s: ffmpeg ended (%s); restart %d in %.1fs", self.name,
+                     self.state.last_error or "no error", self.state.restarts, delay)
+            await asyncio.sleep(delay)
+            if not healthy:
+                delay = min(delay * 2, self.restart_max)
+
+    async def _run_once(self) -> bool:
+        """One ffmpeg run; True if it delivered media for a while (so the backoff resets)."""
+        plan = await self.plan_for()
+        plan.transport = self._transport
+        plan.video_mode = self.video_mode
+        plan.audio_mode = self.audio_mode
+        await asyncio.to_thread(prepare_hls_dirs, plan)
+        argv = build_command(self.binary, plan)
+        log.info("%s: starting ffmpeg (%s, video %s, audio %s)", self.name,
+                 plan.transport if plan.url.startswith("rtsp") else plan.url.split(":", 1)[0],
+                 self.video_mode, self.audio_mode if plan.audio else "off")
+        self._proc = proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=_set_pdeathsig)
+        st = self.state
+        st.pid, st.started_at = proc.pid, time.monotonic()
+        st.transport = plan.transport if plan.url.startswith("rtsp") else ""
+        st.video_codec = st.audio_codec = ""  # input lines come first; re-learned on every run
+        first_media = 0.0
+        stderr_task = asyncio.create_task(self._read_stderr(proc, plan))
+        try:
+            first_media = await self._read_stdout(proc)
+        finally:
+            await self._kill()
+            await proc.wait()
+            await asyncio.gather(stderr_task, return_exceptions=True)
+            st.pid = None
+            self._proc = None
+        if proc.returncode not in (0, None) and not st.last_error:
+            st.last_error = f"ffmpeg exited with code {proc.returncode}"
+        return bool(first_media) and time.monotonic() - first_media > 5.0
+
+    async def _read_stdout(self, proc: asyncio.subprocess.Process) -> float:
+        assert proc.stdout is not None
+        splitter = Splitter()
+        repair = TimingRepair()
+        first_media = 0.0
+        hub = self.hub
+        while True:
+            try:
+                chunk = await asyncio.wait_for(proc.stdout.read(256 * 1024), self.stall_timeout)
+            except TimeoutError:
+                self.state.last_error = f"no data from source for {self.stall_timeout:.0f}s (stalled)"
+                log.warning("%s: watchdog: %s, killing ffmpeg", self.name, self.state.last_error)
+                return first_media
+            if not chunk:
+                return first_media
+            self.state.bytes_in += len(chunk)
+            for kind, data in splitter.feed(chunk):
+                if kind == "init":
+                    init = hub.set_init(data)
+                    log.info("%s: stream %s", self.name, init.mime)
+                    continue
+                for fixed, info in repair.push(data, parse_fragment(data)):
+                    frag = hub.publish(fixed, info)
+                    if frag is not None and not first_media:
+                        first_media = time.monotonic()
+                        self.state.online = True
+                        self.state.last_error = ""
+                        log.info("%s: online", self.name)
+
+    async def _read_stderr(self, proc: asyncio.subprocess.Process, plan: Plan) -> None:
+        assert proc.stderr is not None
+        while True:
+            raw = await proc.stderr.readline()
+            if not raw:
+                return
+            line = redact(raw.decode("utf-8", "replace").rstrip(), self.secrets)
+            m = STREAM_RE.search(line)
+            if m and " -> " not in line:
+                self._learn(m.group(1), m.group(2), plan)
+                continue
+            if "[error]" in line or "[fatal]" in line:
+                self.state.last_error = self._explain(line)
+                log.warning("%s: ffmpeg: %s", self.name, line)
+            elif "[warning]" in line:
+                log.debug("%s: ffmpeg: %s", self.name, line)
+
+    def _learn(self, kind: str, codec: str, plan: Plan) -> None:
+        """Input codec seen: decide copy vs transcode; a wrong guess restarts ffmpeg at once."""
+        st = self.state
+        if kind == "Video" and not st.video_codec:
+            st.video_codec = codec
+            want = "copy" if codec in MSE_VIDEO else "h264"
+            if want != self.video_mode:
+                log.info("%s: input video is %s: encoding to H.264", self.name, codec)
+                self.video_mode = want
+                self._restart_now()
+        elif kind == "Audio" and not st.audio_codec and plan.audio:
+            st.audio_codec = codec
+            want = "copy" if codec in MSE_AUDIO else "aac"
+            if want != self.audio_mode:
+                log.info("%s: input audio is %s: transcoding to AAC", self.name, codec)
+                self.audio_mode = want
+                self._restart_now()
+
+    def _restart_now(self) -> None:
+        self._relearn = True
+        if self._proc is not None and self._proc.returncode is None:
+            try:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    @staticmethod
+    def _explain(line: str) -> str:
+        for needle, message in ERROR_HINTS:
+            if needle in line:
+                return message
+        text = re.sub(r"^\[[^\]]*\]\s*(\[[^\]]*\]\s*)*", "", line)
+        return text[:200]

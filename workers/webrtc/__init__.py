@@ -1,0 +1,1 @@
+"""The aiortc WebRTC sidecar."""
