@@ -46,10 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from supervisor.app import create_app
+    from supervisor.ws_protocol import media_ws_protocol
 
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, ws_per_message_deflate=False,
-                log_level=settings.log_level.lower(), access_log=False, timeout_graceful_shutdown=3)
+    # No permessage-deflate: compressing every video fragment for every viewer costs CPU for nothing.
+    uvicorn.run(app, host=settings.host, port=settings.port, ws=media_ws_protocol(settings.ws_send_buffer),
+                ws_per_message_deflate=False, log_level=settings.log_level.lower(), access_log=False,
+                timeout_graceful_shutdown=3)
     return 0
 
 

@@ -35,7 +35,24 @@ class Settings:
     ring_seconds: float = 6.0  # how much live media the hub keeps for slow viewers and pre-record
     slow_viewer_seconds: float = 4.0  # a viewer this far behind is skipped to the newest keyframe
     send_timeout: float = 10.0  # a viewer whose send blocks this long is disconnected
+    ws_send_buffer: int = 262144  # kernel send buffer of WebSocket connections, bytes (bounds a slow viewer)
     image_cache_seconds: float = 1.0
+    onvif_discovery_target: str = "239.255.255.250:3702"  # WS-Discovery probe target(s): HOST:PORT[@LOCAL_IP]
+    onvif_timeout: float = 10.0  # seconds an ONVIF device may take to answer before it counts as down
+    record_file_seconds: int = 300  # continuous recording: length of each file, cut at the next keyframe
+    record_in_day: int = 30  # nRecordInDay: recordings older than this many days are deleted
+    snapshot_in_day: int = 30  # nSnapshotInDay: the same for snapshots
+    disk_auto_del_percent: float = 92.0  # nDiskAutoDelPercent: above this disk use the oldest files go
+    pre_record_seconds: float = 5.0  # nPreRecordLength: media from before a recording's start (from the hub)
+    retention_interval: float = 60.0  # seconds between retention runs
+    webrtc: bool = True  # bWebRTCSink: serve /api/v1/h5srtcapi through the aiortc sidecar
+    webrtc_public_ip: str = ""  # strRelatedPublicIp: address advertised to browsers besides the host's own
+    webrtc_port_min: int = 50000  # nPortRangeMin/Max: UDP ports for ICE; 0 = any free port
+    webrtc_port_max: int = 54999
+    webrtc_addresses: str = ""  # local IPs for ICE host candidates, comma-separated; empty = every interface
+    webrtc_ice_servers: str = ""  # STUN/TURN for browsers: JSON list of RTCIceServer, or comma-separated URLs
+    webrtc_relay_only: bool = False  # browsers send through TURN only (iceTransportPolicy "relay")
+    webrtc_keepalive_timeout: float = 15.0  # close a WebRTC session whose player sent nothing for this long
     log_level: str = "INFO"
 
     @property

@@ -252,6 +252,23 @@ class Registry:
         log.info("%s: source added (%s %s)", cfg.token, cfg.kind, redact(cfg.url))
         return runtime
 
+    async def update(self, token: str, **changes: object) -> SourceConfig:
+        """Change and persist config fields that need no ffmpeg restart (such as `record`), in place."""
+        names = {f.name for f in dataclasses.fields(SourceConfig)} - {"token"}
+        unknown = set(changes) - names
+        if unknown:
+            raise ValueError(f"unknown source fields: {', '.join(sorted(unknown))}")
+        async with self._lock:
+            runtime = self.sources.get(token)
+            if runtime is None:
+                raise ApiError(f"no such source: {token}", 404)
+            cfg = dataclasses.replace(runtime.config, **changes)
+            await self.db.execute("UPDATE sources SET config = ? WHERE token = ?", (cfg.to_json(), token))
+            for name, value in changes.items():
+                setattr(runtime.config, name, value)
+        log.info("%s: source updated (%s)", token, ", ".join(f"{k}={v}" for k, v in changes.items()))
+        return runtime.config
+
     async def delete(self, token: str) -> None:
         async with self._lock:
             runtime = self.sources.pop(token, None)

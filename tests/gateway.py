@@ -71,8 +71,8 @@ class Gateway:
                 self.proc.wait()
         self.proc = None
 
-    def url(self, name: str, **params: Any) -> str:
-        return f"{self.base}/api/v1/{name}?{urllib.parse.urlencode(params)}"
+    def url(self, call: str, /, **params: Any) -> str:
+        return f"{self.base}/api/v1/{call}?{urllib.parse.urlencode(params)}"
 
     def request(self, path: str, headers: dict[str, str] | None = None,
                 timeout: float = 15.0) -> tuple[int, dict[str, str], bytes]:
@@ -84,21 +84,21 @@ class Gateway:
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), e.read()
 
-    def get(self, name: str, session: str | None | bool = True, **params: Any) -> tuple[int, Any]:
+    def get(self, call: str, /, session: str | None | bool = True, **params: Any) -> tuple[int, Any]:
         """Call /api/v1/<name>; session=True uses the admin session, None/False sends none."""
         if session is True:
             params["session"] = self.session
         elif session:
             params["session"] = session
-        status, _, body = self.request(f"/api/v1/{name}?{urllib.parse.urlencode(params)}")
+        status, _, body = self.request(f"/api/v1/{call}?{urllib.parse.urlencode(params)}")
         try:
             return status, json.loads(body)
         except ValueError:
             return status, body
 
-    def ok(self, name: str, **params: Any) -> Any:
-        status, body = self.get(name, **params)
-        assert status == 200, (name, status, body)
+    def ok(self, call: str, /, **params: Any) -> Any:
+        status, body = self.get(call, **params)
+        assert status == 200, (call, status, body)
         return body
 
     def source(self, token: str) -> dict[str, Any]:

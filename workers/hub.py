@@ -59,7 +59,8 @@ class Fragment:
         cached = self._rebased.get(shift_us)
         if cached is None:
             pos, size = self.info.tfdt_pos, self.info.tfdt_size
-            value = max(0, self.info.tfdt - shift_us * self.timescale // 1_000_000)
+            ticks = -(-shift_us * self.timescale // 1_000_000)  # round up: a keyframe's own shift gives 0
+            value = max(0, self.info.tfdt - ticks)
             value &= (1 << (8 * size)) - 1
             cached = self.data[:pos] + value.to_bytes(size, "big") + self.data[pos + size:]
             if len(self._rebased) < 64:

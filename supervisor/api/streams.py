@@ -95,27 +95,53 @@ async def h5swsapi(ws: WebSocket) -> None:
             return await ws.close(code=CLOSE_UNSUPPORTED, reason=reason)
         viewers.live += 1
         viewers.total += 1
+        client = ws.client.host if ws.client else "?"
+        log.info("%s: viewer %s connected (%s, %d live)", hub.name, client, hub.init.mime, viewers.live)
+        live = _Live()
         reader = asyncio.create_task(_read_commands(ws))
-        sender = asyncio.create_task(_send_live(ws, hub, state.settings))
+        sender = asyncio.create_task(_send_live(ws, hub, state.settings, live))
         try:
             done, _ = await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
             if sender in done and not sender.cancelled():
                 code, reason = sender.result()
                 if code == 1008:
                     viewers.slow_disconnects += 1
-                await ws.close(code=code, reason=reason)
+                await asyncio.wait_for(ws.close(code=code, reason=reason), 2.0)
         finally:
             viewers.live -= 1
-            for task in (reader, sender):
-                task.cancel()
+            await live.stop(sender)
+            reader.cancel()
             await asyncio.gather(reader, sender, return_exceptions=True)
+            log.info("%s: viewer %s left (%d live)", hub.name, client, viewers.live)
     except (WebSocketDisconnect, RuntimeError, ConnectionError):
         pass
     finally:
         stream.release()
 
 
-async def _send_live(ws: WebSocket, hub: Any, settings: Any) -> tuple[int, str]:
+class _Live:
+    """Stops a viewer's send loop without cancelling it inside a send.
+
+    Cancelling a WebSocket send half-way leaves the protocol unable to answer the client's close
+    frame (the client then waits its whole close timeout), so the loop is only cancelled while it waits
+    for the hub; during a send it is told to stop and finishes that send first.
+    """
+
+    def __init__(self) -> None:
+        self.sending = False
+        self.stopping = False
+
+    async def stop(self, task: asyncio.Task[Any]) -> None:
+        self.stopping = True
+        if not self.sending:
+            task.cancel()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 2.0)
+        except (TimeoutError, asyncio.CancelledError, Exception):
+            task.cancel()
+
+
+async def _send_live(ws: WebSocket, hub: Any, settings: Any, live: _Live) -> tuple[int, str]:
     """The hot loop: one ring cursor, one send per fragment. Returns the close code and reason."""
     cursor = hub.cursor()
     cursor.slow_seconds = settings.slow_viewer_seconds
@@ -128,28 +154,38 @@ async def _send_live(ws: WebSocket, hub: Any, settings: Any) -> tuple[int, str]:
     try:
         while True:
             frag = await cursor.next(timeout=30.0)
+            if live.stopping:
+                return 1000, ""
             if frag is None:
                 continue
+            head: list[bytes] = []
             if frag.gen != gen:
                 init = hub.inits.get(frag.gen)
                 if init is None:
                     continue
                 if gen is None:
                     mime = init.mime
-                    await send(mime.encode("ascii"))
+                    head.append(mime.encode("ascii"))
                     shift_us = int(frag.dts * 1_000_000)
                 elif init.mime != mime:
                     return CLOSE_FORMAT_CHANGED, "stream format changed, reconnect"
                 else:  # the source restarted: continue this viewer's timeline where it stopped
-                    shift_us = int(frag.dts * 1_000_000) - end_us - 40_000
-                await send(init.data)
+                    shift_us = int(frag.dts * 1_000_000) - end_us
+                head.append(init.data)
                 gen = frag.gen
+            live.sending = True
             try:
                 async with asyncio.timeout(send_timeout):
+                    for data in head:
+                        await send(data)
                     await send(frag.rebased(shift_us))
             except TimeoutError:
                 log.info("%s: viewer stopped reading for %.0fs, disconnecting", hub.name, send_timeout)
                 return 1008, "viewer too slow"
+            finally:
+                live.sending = False
+            if live.stopping:
+                return 1000, ""
             end = int(frag.end * 1_000_000) - shift_us
             if end > end_us:
                 end_us = end

@@ -1,0 +1,210 @@
+"""fMP4 to what RTP needs: H.264 access units in Annex B, AAC frames with their decoder config.
+
+The hub keeps ffmpeg's fragmented MP4 (length-prefixed NAL units, parameter sets in the init segment);
+aiortc's H.264 packetiser wants Annex B with start codes and SPS/PPS in front of every IDR. Converting is
+a byte copy: nothing here decodes a picture.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from workers.fmp4 import boxes, find, parse_init
+
+START_CODE = b"\x00\x00\x00\x01"
+RTP_VIDEO_CLOCK = 90_000
+
+
+@dataclass
+class Sample:
+    data: bytes
+    dts: int  # in the track's timescale
+    duration: int
+    sync: bool
+    cts: int = 0  # composition offset: not 0 where the stream has B-frames
+
+
+@dataclass
+class TrackConfig:
+    """What the sidecar needs of one track of an init segment."""
+
+    track_id: int
+    timescale: int
+    codec: str
+    config: bytes  # avcC or the AAC AudioSpecificConfig; empty if absent
+
+
+@dataclass
+class InitConfig:
+    video: TrackConfig | None
+    audio: TrackConfig | None
+
+
+def _stsd_child(data: bytes, trak: tuple[int, int, int], entry_skip: int, child: bytes) -> bytes:
+    """Payload of a box inside the first sample entry of a track (avcC, esds)."""
+    tpos, thead, tsize = trak
+    for spos, shead, ssize in find(data, [b"mdia", b"minf", b"stbl", b"stsd"], tpos + thead, tpos + tsize):
+        for _, epos, ehead, esize in boxes(data, spos + shead + 8, spos + ssize):
+            for kind, cpos, chead, csize in boxes(data, epos + ehead + entry_skip, epos + esize):
+                if kind == child:
+                    return data[cpos + chead:cpos + csize]
+            return b""
+    return b""
+
+
+def parse_init_config(data: bytes) -> InitConfig:
+    """The first video and audio track of an init segment, with the avcC / AudioSpecificConfig."""
+    info = parse_init(data)
+    video = audio = None
+    for trak in find(data, [b"moov", b"trak"]):
+        tkhd = next(find(data, [b"tkhd"], trak[0] + trak[1], trak[0] + trak[2]))
+        version = data[tkhd[0] + tkhd[1]]
+        track_id = struct.unpack_from(">I", data, tkhd[0] + tkhd[1] + (20 if version else 12))[0]
+        track = info.tracks.get(track_id)
+        if track is None:
+            continue
+        if track.handler == "vide" and video is None:
+            video = TrackConfig(track_id, track.timescale, track.codec, _stsd_child(data, trak, 78, b"avcC"))
+        elif track.handler == "soun" and audio is None:
+            audio = TrackConfig(track_id, track.timescale, track.codec,
+                                audio_specific_config(_stsd_child(data, trak, 28, b"esds")))
+    return InitConfig(video, audio)
+
+
+def audio_specific_config(esds: bytes) -> bytes:
+    """The DecoderSpecificInfo (tag 5) of an esds payload: what an AAC decoder needs as extradata."""
+    pos = 4  # version + flags
+    while pos < len(esds):
+        tag = esds[pos]
+        pos += 1
+        length = 0
+        for _ in range(4):
+            if pos >= len(esds):
+                return b""
+            b = esds[pos]
+            pos += 1
+            length = (length << 7) | (b & 0x7F)
+            if not b & 0x80:
+                break
+        if tag == 5:
+            return esds[pos:pos + length]
+        if tag == 3:  # ES_Descriptor: ES_ID, flags, optional fields, then nested descriptors
+            flags = esds[pos + 2]
+            pos += 3 + (2 if flags & 0x80 else 0)
+            if flags & 0x40:
+                pos += 1 + esds[pos]
+            pos += 2 if flags & 0x20 else 0
+        elif tag == 4:  # DecoderConfigDescriptor: 13 fixed bytes, then DecoderSpecificInfo
+            pos += 13
+        else:
+            pos += length
+    return b""
+
+
+@dataclass
+class AvcConfig:
+    length_size: int
+    parameter_sets: bytes  # SPS and PPS in Annex B
+    profile_idc: int
+    constraints: int
+
+
+def parse_avcc(avcc: bytes) -> AvcConfig:
+    """NAL length size and the SPS/PPS of an avcC record (ISO/IEC 14496-15 5.2.4.1)."""
+    if len(avcc) < 7 or avcc[0] != 1:
+        raise ValueError("not an avcC record")
+    length_size = (avcc[4] & 3) + 1
+    out = bytearray()
+    pos = 5
+    for count_mask in (0x1F, 0xFF):
+        count = avcc[pos] & count_mask
+        pos += 1
+        for _ in range(count):
+            size = struct.unpack_from(">H", avcc, pos)[0]
+            out += START_CODE + avcc[pos + 2:pos + 2 + size]
+            pos += 2 + size
+    return AvcConfig(length_size, bytes(out), avcc[1], avcc[2])
+
+
+def to_annexb(sample: bytes, length_size: int) -> tuple[bytes, bool]:
+    """Length-prefixed NAL units to Annex B; also whether the access unit carries its own SPS."""
+    out = bytearray()
+    pos, end = 0, len(sample)
+    has_sps = False
+    while pos + length_size <= end:
+        size = int.from_bytes(sample[pos:pos + length_size], "big")
+        pos += length_size
+        if size == 0 or pos + size > end:
+            break
+        nal = sample[pos:pos + size]
+        has_sps = has_sps or (nal[0] & 0x1F) == 7
+        out += START_CODE + nal
+        pos += size
+    return bytes(out), has_sps
+
+
+def fragment_samples(data: bytes) -> tuple[int, list[Sample]]:
+    """(track id, samples) of the first traf of one moof+mdat; offsets relative to the moof."""
+    moof = next(find(data, [b"moof"]))
+    traf = next(find(data, [b"traf"], moof[0] + moof[1], moof[0] + moof[2]))
+    body, end = traf[0] + traf[1], traf[0] + traf[2]
+    tfhd = next(find(data, [b"tfhd"], body, end))
+    p = tfhd[0] + tfhd[1]
+    tf_flags = int.from_bytes(data[p + 1:p + 4], "big")
+    track_id = struct.unpack_from(">I", data, p + 4)[0]
+    p += 8
+    base = moof[0]
+    if tf_flags & 0x1:
+        base = struct.unpack_from(">Q", data, p)[0]
+        p += 8
+    p += 4 if tf_flags & 0x2 else 0
+    dflt_dur = dflt_size = dflt_flags = 0
+    if tf_flags & 0x8:
+        dflt_dur = struct.unpack_from(">I", data, p)[0]
+        p += 4
+    if tf_flags & 0x10:
+        dflt_size = struct.unpack_from(">I", data, p)[0]
+        p += 4
+    if tf_flags & 0x20:
+        dflt_flags = struct.unpack_from(">I", data, p)[0]
+    dts = 0
+    for pos, head, _ in find(data, [b"tfdt"], body, end):
+        size = 8 if data[pos + head] == 1 else 4
+        dts = int.from_bytes(data[pos + head + 4:pos + head + 4 + size], "big")
+    samples: list[Sample] = []
+    offset = base
+    for pos, head, _ in find(data, [b"trun"], body, end):
+        p = pos + head
+        tr_flags = int.from_bytes(data[p + 1:p + 4], "big")
+        count = struct.unpack_from(">I", data, p + 4)[0]
+        p += 8
+        if tr_flags & 0x1:
+            offset = base + struct.unpack_from(">i", data, p)[0]
+            p += 4
+        first_flags = None
+        if tr_flags & 0x4:
+            first_flags = struct.unpack_from(">I", data, p)[0]
+            p += 4
+        for i in range(count):
+            dur, size, flags, cts = dflt_dur, dflt_size, dflt_flags, 0
+            if tr_flags & 0x100:
+                dur = struct.unpack_from(">I", data, p)[0]
+                p += 4
+            if tr_flags & 0x200:
+                size = struct.unpack_from(">I", data, p)[0]
+                p += 4
+            if tr_flags & 0x400:
+                flags = struct.unpack_from(">I", data, p)[0]
+                p += 4
+            if tr_flags & 0x800:
+                cts = struct.unpack_from(">i", data, p)[0]
+                p += 4
+            if i == 0 and first_flags is not None:
+                flags = first_flags
+            if offset + size > len(data):
+                raise ValueError("sample outside the fragment")
+            samples.append(Sample(data[offset:offset + size], dts, dur, not (flags >> 16) & 1, cts))
+            offset += size
+            dts += dur
+    return track_id, samples

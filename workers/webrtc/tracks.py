@@ -1,0 +1,118 @@
+"""aiortc tracks that hand the RTP sender ready-made packets, so nothing is re-encoded.
+
+aiortc's RTCRtpSender calls `track.recv()`; when that returns an `av.Packet` instead of a frame it calls the
+codec's `pack()` (H.264: split the Annex B stream into NAL units, FU-A/STAP-A them), never `encode()`
+(aiortc/rtcrtpsender.py `_next_encoded_frame`, aiortc/codecs/h264.py `H264Encoder.pack`).
+
+A video track starts when the peer's DTLS is up, with the feed's cached GOP: those frames go out at once
+with timestamps 1 ms apart ending at the newest one, so the browser decodes up to the live picture in a
+blink and then plays at the live edge instead of replaying the GOP in real time behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from workers.webrtc.feed import AccessUnit, Feed
+
+log = logging.getLogger("h5gate.webrtc")
+
+BURST_STEP = 90  # 1 ms at 90 kHz between the cached frames sent on start
+MAX_QUEUE = 250  # units waiting for one sender; more means it is stuck: drop to the next keyframe
+
+
+class _FeedTrack(MediaStreamTrack):
+    def __init__(self, feed: Feed) -> None:
+        super().__init__()
+        self.feed = feed
+        self.drops = 0
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._attached = False
+
+    def push(self, item: object) -> None:
+        self._queue.put_nowait(item)
+
+    async def _next(self) -> object:
+        item = await self._queue.get()
+        if item is None:
+            self.stop()
+            raise MediaStreamError
+        return item
+
+    def stop(self) -> None:
+        if self.readyState == "live":
+            self.feed.detach(self)
+        super().stop()
+
+
+class VideoTrack(_FeedTrack):
+    kind = "video"
+
+    def __init__(self, feed: Feed, on_first: Callable[[], None]) -> None:
+        super().__init__(feed)
+        self._burst: deque[tuple[AccessUnit, int]] = deque()
+        self._need_key = True
+        self._on_first: Callable[[], None] | None = on_first
+
+    def push(self, item: object) -> None:
+        if self._queue.qsize() >= MAX_QUEUE:
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._need_key = True
+            self.drops += 1
+            log.info("%s: a WebRTC sender fell behind, skipping to the next keyframe", self.feed.name)
+        self._queue.put_nowait(item)
+
+    async def recv(self) -> av.Packet:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if not self._attached:
+            self._attached = True
+            gop = self.feed.attach_video(self)
+            if gop:
+                newest = gop[-1].dts
+                self._burst.extend((au, newest - (len(gop) - 1 - i) * BURST_STEP) for i, au in enumerate(gop))
+                self._need_key = False
+        if self._burst:
+            au, pts = self._burst.popleft()
+            packet = au.packet(pts)
+        else:
+            while True:
+                unit = await self._next()
+                assert isinstance(unit, AccessUnit)
+                if not self._need_key or unit.keyframe:
+                    break
+            self._need_key = False
+            packet = unit.packet()
+        if self._on_first is not None:
+            self._on_first()
+            self._on_first = None
+        return packet
+
+
+class AudioTrack(_FeedTrack):
+    """Opus packets of the feed's shared transcoder; it runs while at least one such track is attached."""
+
+    kind = "audio"
+
+    def push(self, item: object) -> None:
+        if self._queue.qsize() >= MAX_QUEUE:
+            self._queue.get_nowait()
+            self.drops += 1
+        self._queue.put_nowait(item)
+
+    async def recv(self) -> av.Packet:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if not self._attached:
+            self._attached = True
+            self.feed.attach_audio(self)
+        packet = await self._next()
+        assert isinstance(packet, av.Packet)
+        return packet
