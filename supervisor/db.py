@@ -29,6 +29,53 @@ MIGRATIONS: list[str] = [
         role TEXT NOT NULL
     );
     """,
+    # Recordings, snapshots and their jobs (api/records.py, workers/recorder.py, workers/storage.py).
+    # Times are Unix seconds; paths are relative to the media store. `open` = still being written.
+    """
+    CREATE TABLE recordings (
+        id INTEGER PRIMARY KEY,
+        token TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        path TEXT NOT NULL UNIQUE,
+        start_ts REAL NOT NULL,
+        end_ts REAL NOT NULL,
+        size INTEGER NOT NULL DEFAULT 0,
+        open INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE INDEX recordings_token_start ON recordings (token, start_ts);
+    CREATE INDEX recordings_start ON recordings (start_ts);
+    CREATE TABLE snapshots (
+        id INTEGER PRIMARY KEY,
+        token TEXT NOT NULL,
+        taken REAL NOT NULL,
+        path TEXT NOT NULL UNIQUE,
+        size INTEGER NOT NULL
+    );
+    CREATE INDEX snapshots_token_taken ON snapshots (token, taken);
+    CREATE TABLE record_sessions (
+        id TEXT PRIMARY KEY,
+        token TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        path TEXT NOT NULL,
+        stop_at REAL
+    );
+    CREATE TABLE record_policy (
+        token TEXT PRIMARY KEY,
+        schedule TEXT NOT NULL DEFAULT '',
+        quota INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE record_conf (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        action TEXT NOT NULL,
+        run_at REAL NOT NULL,
+        args TEXT NOT NULL
+    );
+    """,
 ]
 
 

@@ -181,7 +181,7 @@ class SourceRuntime:
 
     @property
     def online(self) -> bool:
-        return self.main.process.state.online
+        return self.main.process.online
 
     def stream(self, profile: str) -> Stream | None:
         """The stream for a WS `profile=`: main, sub (falls back to main where there is no sub)."""

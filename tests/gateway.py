@@ -76,13 +76,13 @@ class Gateway:
 
     def request(self, path: str, headers: dict[str, str] | None = None,
                 timeout: float = 15.0) -> tuple[int, dict[str, str], bytes]:
-        """GET an absolute path; returns (status, headers, body) also for 4xx/5xx answers."""
+        """GET an absolute path; returns (status, lower-cased headers, body), also for 4xx/5xx answers."""
         req = urllib.request.Request(self.base + path, headers=headers or {})
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return resp.status, dict(resp.headers), resp.read()
+                return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
         except urllib.error.HTTPError as e:
-            return e.code, dict(e.headers), e.read()
+            return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
 
     def get(self, call: str, /, session: str | None | bool = True, **params: Any) -> tuple[int, Any]:
         """Call /api/v1/<name>; session=True uses the admin session, None/False sends none."""

@@ -153,6 +153,7 @@ class Playback:
         self.changed = asyncio.Event()
         self.index: FileIndex | None = None
         self.index_open = False  # the current file was still being written when it was read
+        self.skip_before = 0.0  # recorded time of the keyframe playback last (re)started on
         self.span_i = 0
         self.entry_i = 0
         self.init = b""
@@ -226,9 +227,17 @@ class Playback:
         self.last_progress = 0.0
 
     def _position_content(self) -> float:
-        if self.index is None or self.entry_i >= len(self.index.entries):
-            return self.timeline.content_end
-        return self.spans[self.span_i].start + self.index.entries[self.entry_i].dts
+        """Recorded time of the next video frame to send (audio may run a little ahead of it in the file)."""
+        if self.index is not None:
+            for entry in self.index.entries[self.entry_i:self.entry_i + 16]:
+                if entry.video:
+                    return self.spans[self.span_i].start + entry.dts
+        return self.timeline.content_end
+
+    def _start_at(self, content: float) -> None:
+        """Playback (re)starts on the keyframe at `content`: audio from before it is left out."""
+        self.skip_before = content
+        self.timeline.anchor(content)
 
     # -- position ----------------------------------------------------------------------------------------
     async def _load(self, i: int) -> bool:
@@ -257,7 +266,7 @@ class Playback:
                     continue
                 assert self.index is not None
                 self.entry_i = self.index.keyframe_at(max(0.0, target - span.start))
-                self.timeline.anchor(self._position_content())
+                self._start_at(self._position_content())
                 self.last_progress = 0.0
                 return
         self.finished = True
@@ -296,7 +305,7 @@ class Playback:
                 self.entry_i = self.index.keyframe_from(played - nxt.start)
                 if self.entry_i >= len(self.index.entries):
                     continue
-                self.timeline.anchor(nxt.start + self.index.entries[self.entry_i].dts)
+                self._start_at(nxt.start + self.index.entries[self.entry_i].dts)
             elif nxt.start > played + GAP:
                 self.timeline.anchor(nxt.start)
             return True
@@ -350,7 +359,7 @@ class Playback:
                     await self._finish()
                     break
                 self.entry_i += 1
-                if content < self.timeline.content0 - 0.001:
+                if content < self.skip_before - 0.001:
                     continue  # audio from before the keyframe playback starts on
                 track = index.init.tracks.get(entry.track)
                 if track is None:

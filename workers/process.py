@@ -23,6 +23,7 @@ from workers.hub import StreamHub
 
 log = logging.getLogger("h5gate.process")
 
+ONLINE_WINDOW = 3.0  # seconds without media after which a source is reported offline
 STREAM_RE = re.compile(r"Stream #0:\d+.*?: (Video|Audio): (\w+)")
 CRED_RE = re.compile(r"(//)[^/@\s]*@")
 ERROR_HINTS = (
@@ -93,6 +94,11 @@ class FfmpegProcess:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._relearn = False
+
+    @property
+    def online(self) -> bool:
+        """Running and delivering: media arrived within the last few seconds."""
+        return self.state.online and time.monotonic() - self.hub.last_arrival < ONLINE_WINDOW
 
     def start(self) -> None:
         self._stopping = False
@@ -184,7 +190,11 @@ class FfmpegProcess:
             await asyncio.gather(stderr_task, return_exceptions=True)
             st.pid = None
             self._proc = None
-        if proc.returncode not in (0, None) and not st.last_error:
+        if not first_media and time.monotonic() - st.started_at >= plan.timeout_s * 0.9 and (
+                st.last_error in ("", "invalid data from source")):
+            # ffmpeg says only "Invalid data" when a camera accepts the connection and never answers
+            st.last_error = f"source did not answer within {plan.timeout_s:.0f}s (timed out)"
+        elif proc.returncode not in (0, None) and not st.last_error:
             st.last_error = f"ffmpeg exited with code {proc.returncode}"
         return bool(first_media) and time.monotonic() - first_media > 5.0
 
@@ -198,8 +208,10 @@ class FfmpegProcess:
             try:
                 chunk = await asyncio.wait_for(proc.stdout.read(256 * 1024), self.stall_timeout)
             except TimeoutError:
+                self.state.online = False
                 self.state.last_error = f"no data from source for {self.stall_timeout:.0f}s (stalled)"
                 log.warning("%s: watchdog: %s, killing ffmpeg", self.name, self.state.last_error)
+                os.killpg(proc.pid, signal.SIGKILL)  # it is hung: no point asking it to exit
                 return first_media
             if not chunk:
                 return first_media
@@ -219,6 +231,7 @@ class FfmpegProcess:
 
     async def _read_stderr(self, proc: asyncio.subprocess.Process, plan: Plan) -> None:
         assert proc.stderr is not None
+        first_error = ""
         while True:
             raw = await proc.stderr.readline()
             if not raw:
@@ -229,7 +242,8 @@ class FfmpegProcess:
                 self._learn(m.group(1), m.group(2), plan)
                 continue
             if "[error]" in line or "[fatal]" in line:
-                self.state.last_error = self._explain(line)
+                if not first_error:  # the first error of a run is the cause; later ones are consequences
+                    first_error = self.state.last_error = self._explain(line)
                 log.warning("%s: ffmpeg: %s", self.name, line)
             elif "[warning]" in line:
                 log.debug("%s: ffmpeg: %s", self.name, line)

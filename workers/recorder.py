@@ -34,7 +34,7 @@ FLUSH_BYTES = 1 << 20
 SYNC_SECONDS = 10.0  # fdatasync this often: a power cut loses at most this much
 READY_WAIT = 5.0
 DISK_RETRY_SECONDS = 2.0
-MIN_FREE_BYTES = 2 << 20  # a recorder stopped by a full disk resumes when this much is free again
+MIN_FREE_BYTES = 512 << 10  # a recorder stopped by a full disk resumes when this much is free again
 REANCHOR_DRIFT = 2.0  # re-read the wall clock when media time has drifted this far from it
 MAX_SUFFIX = 100
 

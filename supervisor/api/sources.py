@@ -46,7 +46,7 @@ def describe(runtime: SourceRuntime, host_id: str) -> dict[str, Any]:
         "strSrcIpAddress": cfg.ip or (parts.hostname or "" if parts else ""), "strSrcPort": cfg.port or port,
         "nChannelNumber": 1, "bOnvifProfileAuto": cfg.profile_auto, "strOnvifAddr": cfg.onvif_addr,
         "strOnvifProfileMain": cfg.profile_main, "strOnvifProfileSub": cfg.profile_sub,
-        "bOnline": state.online, "strSnapshotUrl": f"/api/v1/GetImage?token={cfg.token}",
+        "bOnline": runtime.online, "strSnapshotUrl": f"/api/v1/GetImage?token={cfg.token}",
         "bRec": cfg.record, "strServerToken": "", "strOriginalToken": cfg.token, "strServerUuid": host_id,
         "strUrlSub": cfg.url_sub, "bEnableUrlSub": bool(cfg.url_sub),
         # h5gate additions: why a source is offline, and what the supervisor did about it

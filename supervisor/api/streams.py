@@ -148,7 +148,7 @@ async def _send_live(ws: WebSocket, hub: Any, settings: Any, live: _Live) -> tup
     send = ws.send_bytes
     gen = None
     mime = ""
-    shift_us = 0
+    shift_us = start_us = 0
     end_us = 0  # where this viewer's timeline has got to
     send_timeout = settings.send_timeout
     try:
@@ -163,16 +163,19 @@ async def _send_live(ws: WebSocket, hub: Any, settings: Any, live: _Live) -> tup
                 init = hub.inits.get(frag.gen)
                 if init is None:
                     continue
+                start_us = int(frag.dts * 1_000_000)  # a keyframe: runs and viewers start on one
                 if gen is None:
                     mime = init.mime
                     head.append(mime.encode("ascii"))
-                    shift_us = int(frag.dts * 1_000_000)
+                    shift_us = start_us
                 elif init.mime != mime:
                     return CLOSE_FORMAT_CHANGED, "stream format changed, reconnect"
                 else:  # the source restarted: continue this viewer's timeline where it stopped
-                    shift_us = int(frag.dts * 1_000_000) - end_us
+                    shift_us = start_us - end_us
                 head.append(init.data)
                 gen = frag.gen
+            elif frag.dts * 1_000_000 < start_us - 1:
+                continue  # audio from before this viewer's first keyframe: it would land before zero
             live.sending = True
             try:
                 async with asyncio.timeout(send_timeout):

@@ -6,7 +6,8 @@ codec's `pack()` (H.264: split the Annex B stream into NAL units, FU-A/STAP-A th
 
 A video track starts when the peer's DTLS is up, with the feed's cached GOP: those frames go out at once
 with timestamps 1 ms apart ending at the newest one, so the browser decodes up to the live picture in a
-blink and then plays at the live edge instead of replaying the GOP in real time behind it.
+blink and then plays at the live edge instead of replaying the GOP in real time behind it. "At once" is
+paced at BURST_RATE: a GOP of a few hundred kB sent in one go overflows socket buffers on the way.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from workers.webrtc.feed import AccessUnit, Feed
 log = logging.getLogger("h5gate.webrtc")
 
 BURST_STEP = 90  # 1 ms at 90 kHz between the cached frames sent on start
+BURST_RATE = 8_000_000  # bytes per second for those frames (64 Mbit/s: a 2 s GOP at 8 Mbit/s in 250 ms)
 MAX_QUEUE = 250  # units waiting for one sender; more means it is stuck: drop to the next keyframe
 
 
@@ -57,6 +59,8 @@ class VideoTrack(_FeedTrack):
     def __init__(self, feed: Feed, on_first: Callable[[], None]) -> None:
         super().__init__(feed)
         self._burst: deque[tuple[AccessUnit, int]] = deque()
+        self._burst_start = 0.0
+        self._burst_bytes = 0
         self._need_key = True
         self._on_first: Callable[[], None] | None = on_first
 
@@ -78,9 +82,15 @@ class VideoTrack(_FeedTrack):
             if gop:
                 newest = gop[-1].dts
                 self._burst.extend((au, newest - (len(gop) - 1 - i) * BURST_STEP) for i, au in enumerate(gop))
+                self._burst_start = asyncio.get_running_loop().time()
                 self._need_key = False
         if self._burst:
             au, pts = self._burst.popleft()
+            due = self._burst_start + self._burst_bytes / BURST_RATE
+            self._burst_bytes += len(au.data)
+            delay = due - asyncio.get_running_loop().time()
+            if delay > 0:
+                await asyncio.sleep(delay)
             packet = au.packet(pts)
         else:
             while True:

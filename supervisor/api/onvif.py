@@ -1,0 +1,345 @@
+"""Manual §5.3/§5.4, ONVIF: OnvifSearch, OnvifProbe, AddSrcONVIF, Ptz, GetPresets, SetPreset, DelPreset.
+
+Device work goes through supervisor.onvif (async, deadline-bound), whose errors carry fixed,
+credential-free messages that become `{"bStatus": false, "strCode": ...}` here. `install(app)` registers
+the URL resolver the registry calls before every ffmpeg (re)start, so a stream that fails is re-resolved
+from the device and a camera that changes its stream URI is followed without anyone re-adding it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Route
+
+from supervisor.api.common import ApiError, endpoint, ok, param, param_bool, param_number, param_token
+from supervisor.api.sources import CONNECT_ALIASES, RTSP_TYPE_ALIASES
+from supervisor.onvif import (
+    DEFAULT_ONVIF_ADDR,
+    DeviceAddress,
+    DeviceAuthError,
+    DevicePool,
+    DeviceRefused,
+    OnvifError,
+    discover,
+    pick_profiles,
+    probe,
+    start_prewarm,
+    strip_credentials,
+    with_credentials,
+)
+from supervisor.registry import RTSP_TYPES, SourceConfig
+
+log = logging.getLogger("h5gate.onvif")
+
+HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9-]{1,63})*|\[?[0-9A-Fa-f:.]{2,45}\]?)$")
+PATH_RE = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,255}$")
+ONVIF_TOKEN_RE = re.compile(r"^\S{1,64}$")  # ONVIF ReferenceToken: up to 64 characters
+SEARCH_DEFAULT_SECONDS = 10.0
+SNAPSHOT_SECONDS = 5.0  # GetImage of an offline camera must not hang for the whole ONVIF timeout
+# action -> (pan, tilt, zoom) direction of a ContinuousMove
+MOVES = {
+    "up": (0, 1, 0), "down": (0, -1, 0), "left": (-1, 0, 0), "right": (1, 0, 0),
+    "upleft": (-1, 1, 0), "upright": (1, 1, 0), "downleft": (-1, -1, 0), "downright": (1, -1, 0),
+    "zoomin": (0, 0, 1), "zoomout": (0, 0, -1),
+}
+UNSUPPORTED_ACTIONS = ("lighton", "lightoff", "wiperon", "wiperoff")
+
+
+@dataclass
+class OnvifState:
+    """What the ONVIF chapter keeps per server: logged-in devices and the last good URI per stream."""
+
+    pool: DevicePool
+    last_uri: dict[tuple[str, str], tuple[DeviceAddress, str]] = field(default_factory=dict)
+    prewarm: asyncio.Task[None] | None = None
+
+
+def _state(app: Starlette) -> OnvifState:
+    state = getattr(app.state, "onvif", None)
+    if state is None:  # install() not run (e.g. a bare test app): build lazily
+        state = app.state.onvif = OnvifState(DevicePool(_timeout(app)))
+    return state
+
+
+def _timeout(app: Starlette) -> float:
+    settings = getattr(app.state, "settings", None)
+    return float(getattr(settings, "onvif_timeout", 10.0))
+
+
+@contextlib.contextmanager
+def device_errors() -> Iterator[None]:
+    """OnvifError -> ApiError with the same safe message."""
+    try:
+        yield
+    except OnvifError as e:
+        raise ApiError(e.message, e.status) from None
+
+
+def address_of(cfg: SourceConfig) -> DeviceAddress:
+    return DeviceAddress(cfg.ip, int(cfg.port or 80), cfg.onvif_addr or DEFAULT_ONVIF_ADDR, cfg.user, cfg.password)
+
+
+def _device_params(request: Request) -> DeviceAddress:
+    ip = param(request, "ip", maxlen=255, pattern=HOST_RE).strip("[]")
+    port = int(param_number(request, "port", default=80, low=1, high=65535, integer=True))
+    onvif_addr = param(request, "onvifaddr", required=False, default=DEFAULT_ONVIF_ADDR, maxlen=256)
+    if not PATH_RE.match(onvif_addr):
+        raise ApiError("invalid onvifaddr: a path such as /onvif/device_service")
+    user = param(request, "user", required=False, maxlen=128)
+    password = param(request, "password", required=False, maxlen=128)
+    return DeviceAddress(ip, port, onvif_addr, user, password)
+
+
+# -- registry hooks --------------------------------------------------------------------------------------
+async def resolve_url(state: OnvifState, cfg: SourceConfig, which: str) -> str:
+    """The RTSP URL (with credentials) of a source's main/sub profile, asked fresh from the device.
+
+    Called before every ffmpeg (re)start. With automatic profiles the choice is re-made each time, so a
+    reconfigured camera is followed. If the device does not answer, the last URI it gave is reused
+    (its RTSP server may well be up while its ONVIF service is not).
+    """
+    addr = address_of(cfg)
+    device = await state.pool.get(cfg.token, addr)
+    try:
+        profiles = await device.profiles(refresh=True)
+        main, sub = pick_profiles(profiles, "" if cfg.profile_auto else cfg.profile_main,
+                                  "" if cfg.profile_auto else cfg.profile_sub)
+        chosen = sub if which == "sub" else main
+        uri = await device.stream_uri(chosen.token)
+    except OnvifError as e:
+        last = state.last_uri.get((cfg.token, which))
+        if last is None or last[0] != addr:
+            raise
+        log.warning("%s/%s: ONVIF resolution failed (%s); reusing the last stream URI", cfg.token, which,
+                    e.message)
+        return with_credentials(last[1], cfg.user, cfg.password)
+    clean = strip_credentials(uri)
+    if cfg.profile_auto:
+        cfg.profile_main, cfg.profile_sub = main.token, sub.token
+    if which == "sub":
+        cfg.url_sub = clean
+    else:
+        cfg.url = clean
+    previous = state.last_uri.get((cfg.token, which))
+    state.last_uri[(cfg.token, which)] = (addr, clean)
+    if previous is None or previous[1] != clean:
+        log.info("%s/%s: ONVIF profile %s -> %s", cfg.token, which, chosen.token, clean)
+    return with_credentials(uri, cfg.user, cfg.password)
+
+
+async def snapshot_fallback(state: OnvifState, cfg: SourceConfig) -> bytes | None:
+    """The device's own snapshot (GetSnapshotUri) for GetImage while the stream is offline; never raises."""
+    try:
+        async with asyncio.timeout(min(SNAPSHOT_SECONDS, state.pool.timeout)):
+            device = await state.pool.get(cfg.token, address_of(cfg))
+            token = cfg.profile_main
+            if not token:
+                token = pick_profiles(await device.profiles())[0].token
+            return await device.snapshot(token)
+    except (OnvifError, TimeoutError) as e:
+        log.info("%s: no ONVIF snapshot (%s)", cfg.token, getattr(e, "message", "timed out"))
+        return None
+
+
+async def install(app: Starlette) -> None:
+    """Called by the app at startup, before sources load: register the H5_ONVIF hooks."""
+    state = app.state.onvif = OnvifState(DevicePool(_timeout(app)))
+    registry = app.state.registry
+
+    async def resolver(cfg: SourceConfig, which: str) -> str:
+        return await resolve_url(state, cfg, which)
+
+    async def fallback(cfg: SourceConfig) -> bytes | None:
+        return await snapshot_fallback(state, cfg)
+
+    registry.url_resolvers["H5_ONVIF"] = resolver
+    registry.snapshot_fallbacks["H5_ONVIF"] = fallback
+    state.prewarm = start_prewarm()
+
+
+async def uninstall(app: Starlette) -> None:
+    state = getattr(app.state, "onvif", None)
+    if state is not None:
+        if state.prewarm is not None:
+            state.prewarm.cancel()
+        await state.pool.close()
+
+
+# -- §5.4 discovery and probe -------------------------------------------------------------------------
+@endpoint(role="Administrator")
+async def onvif_search(request: Request, user: Any) -> Any:
+    seconds = param_number(request, "timeout", default=SEARCH_DEFAULT_SECONDS, low=0.2, high=60)
+    settings = request.app.state.settings
+    try:
+        devices = await discover(settings.onvif_discovery_target, seconds)
+    except ValueError as e:
+        log.error("ONVIF search: bad onvif_discovery_target setting: %s", e)
+        raise ApiError("ONVIF search is misconfigured on this server (onvif_discovery_target)", 500) from None
+    except OSError as e:
+        log.warning("ONVIF search via %s failed: %s", settings.onvif_discovery_target, e.strerror or e)
+        raise ApiError(f"ONVIF search failed: {e.strerror or 'network error'}", 502) from None
+    return {"device": devices}
+
+
+@endpoint(role="Administrator")
+async def onvif_probe(request: Request, user: Any) -> Any:
+    addr = _device_params(request)
+    with device_errors():
+        profiles = await probe(addr, _timeout(request.app))
+    return {"bStatus": True, "profile": [p.to_api() for p in profiles]}
+
+
+# -- §5.3 ONVIF sources ----------------------------------------------------------------------------------
+@endpoint(role="Administrator")
+async def add_src_onvif(request: Request, user: Any) -> Any:
+    token = param_token(request)
+    name = param(request, "name", required=False, default=token, maxlen=128)
+    addr = _device_params(request)
+    main = param(request, "main", required=False, maxlen=64, pattern=ONVIF_TOKEN_RE)
+    sub = param(request, "sub", required=False, maxlen=64, pattern=ONVIF_TOKEN_RE)
+    connect = param(request, "connecttype", required=False, default="H5_ALWAYS", maxlen=16)
+    rtsp_type = param(request, "rtsptype", required=False, default="H5_RTSP_AUTO", maxlen=16)
+    rtsp_type = RTSP_TYPE_ALIASES.get(rtsp_type.lower(), rtsp_type)
+    if rtsp_type not in RTSP_TYPES:
+        raise ApiError(f"invalid rtsptype: use one of {', '.join(RTSP_TYPES)}")
+    registry = request.app.state.registry
+    if registry.get(token) is not None:
+        raise ApiError(f"token already exists: {token}", 409)
+    cfg = SourceConfig(
+        token=token, name=name, kind="H5_ONVIF", url=addr.device_url, user=addr.user, password=addr.password,
+        audio=param_bool(request, "audio", True), rtsp_type=rtsp_type,
+        connect_type=CONNECT_ALIASES.get(connect.lower(), connect), ip=addr.ip, port=str(addr.port),
+        onvif_addr=addr.onvif_addr, profile_main=main, profile_sub=sub, profile_auto=not main)
+    await _describe(request.app, cfg, addr)
+    try:
+        await registry.add(cfg)
+    except BaseException:
+        await _state(request.app).pool.drop(token)
+        raise
+    log.info("%s: ONVIF source added (%s, profiles %s/%s%s)", token, addr.label, cfg.profile_main or "?",
+             cfg.profile_sub or "?", ", auto" if cfg.profile_auto else "")
+    return ok("Add successfully")
+
+
+async def _describe(app: Starlette, cfg: SourceConfig, addr: DeviceAddress) -> None:
+    """Fill profile tokens and display URLs from the device; an unreachable device is added anyway.
+
+    Wrong credentials or a profile token the device does not have are refused now, because they
+    would never start working by themselves; a device that is merely down will be retried.
+    """
+    state = _state(app)
+    device = await state.pool.get(cfg.token, addr)
+    try:
+        profiles = await device.profiles(refresh=True)
+        main, sub = pick_profiles(profiles, cfg.profile_main, cfg.profile_sub)
+        cfg.profile_main = main.token
+        if cfg.profile_auto or cfg.profile_sub:
+            cfg.profile_sub = sub.token
+        cfg.url = strip_credentials(await device.stream_uri(main.token))
+        if cfg.profile_sub and sub.token != main.token:
+            cfg.url_sub = strip_credentials(await device.stream_uri(sub.token))
+    except (DeviceAuthError, DeviceRefused) as e:
+        await state.pool.drop(cfg.token)
+        raise ApiError(e.message, e.status) from None
+    except OnvifError as e:
+        log.warning("%s: ONVIF device %s not usable now (%s); adding it anyway, it will be retried",
+                    cfg.token, addr.label, e.message)
+
+
+def _onvif_source(request: Request) -> SourceConfig:
+    token = param_token(request)
+    runtime = request.app.state.registry.get(token)
+    if runtime is None:
+        raise ApiError(f"no such source: {token}", 404)
+    cfg: SourceConfig = runtime.config
+    if cfg.kind != "H5_ONVIF":
+        raise ApiError("this source has no PTZ: it is not an ONVIF camera (add it with AddSrcONVIF)")
+    return cfg
+
+
+async def _device(request: Request, cfg: SourceConfig) -> Any:
+    return await _state(request.app).pool.get(cfg.token, address_of(cfg))
+
+
+@endpoint(role="Operator")
+async def ptz(request: Request, user: Any) -> Any:
+    cfg = _onvif_source(request)
+    action = param(request, "action", maxlen=16).lower()
+    if action in UNSUPPORTED_ACTIONS:
+        raise ApiError(f"action {action} is not supported for ONVIF cameras")
+    if action not in MOVES and action not in ("stop", "preset", "focusin", "focusout", "irisin", "irisout"):
+        raise ApiError("invalid action: use up, down, left, right, upleft, upright, downleft, downright, "
+                       "zoomin, zoomout, stop, focusin, focusout, irisin, irisout or preset")
+    speed = param_number(request, "speed", default=0.5, low=0.0, high=1.0)
+    preset = param(request, "preset", maxlen=64, pattern=ONVIF_TOKEN_RE) if action == "preset" else ""
+    device = await _device(request, cfg)
+    started = time.monotonic()
+    with device_errors():
+        if action in MOVES:
+            pan, tilt, zoom = (speed * d for d in MOVES[action])
+            await device.move(cfg.profile_main, pan, tilt, zoom)
+        elif action == "stop":
+            await device.stop(cfg.profile_main)
+        elif action == "preset":
+            await device.goto_preset(cfg.profile_main, preset)
+        elif action.startswith("focus"):
+            await device.focus(cfg.profile_main, speed if action == "focusin" else -speed)
+        else:
+            step = 1.0 + 4.0 * speed  # dB per click
+            await device.iris(cfg.profile_main, step if action == "irisin" else -step)
+    log.info("%s: ptz %s%s (%.0f ms)", cfg.token, action, f" {preset}" if preset else "",
+             (time.monotonic() - started) * 1000)
+    return ok("PTZ successfully")
+
+
+@endpoint()
+async def get_presets(request: Request, user: Any) -> Any:
+    cfg = _onvif_source(request)
+    device = await _device(request, cfg)
+    with device_errors():
+        presets = await device.presets(cfg.profile_main)
+    return {"bStatus": True, "preset": [{"strName": n, "strToken": t} for n, t in presets]}
+
+
+@endpoint(role="Operator")
+async def set_preset(request: Request, user: Any) -> Any:
+    cfg = _onvif_source(request)
+    name = param(request, "presetname", required=False, maxlen=64)
+    token = param(request, "presettoken", required=False, maxlen=64, pattern=ONVIF_TOKEN_RE)
+    device = await _device(request, cfg)
+    with device_errors():
+        new_token = await device.set_preset(cfg.profile_main, name, token)
+    log.info("%s: preset %s set (%s)", cfg.token, new_token, name or "no name")
+    return ok("Set preset successfully", strToken=new_token)
+
+
+@endpoint(role="Operator")
+async def del_preset(request: Request, user: Any) -> Any:
+    cfg = _onvif_source(request)
+    token = param(request, "presettoken", maxlen=64, pattern=ONVIF_TOKEN_RE)
+    device = await _device(request, cfg)
+    with device_errors():
+        await device.remove_preset(cfg.profile_main, token)
+    log.info("%s: preset %s deleted", cfg.token, token)
+    return ok("Delete preset successfully")
+
+
+routes = [
+    Route("/api/v1/OnvifSearch", onvif_search),
+    Route("/api/v1/OnvifProbe", onvif_probe),
+    Route("/api/v1/AddSrcONVIF", add_src_onvif),
+    Route("/api/v1/Ptz", ptz),
+    Route("/api/v1/GetPresets", get_presets),
+    Route("/api/v1/SetPreset", set_preset),
+    Route("/api/v1/DelPreset", del_preset),
+]
