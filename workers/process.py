@@ -164,7 +164,12 @@ class FfmpegProcess:
 
     async def _run_once(self) -> bool:
         """One ffmpeg run; True if it delivered media for a while (so the backoff resets)."""
-        plan = await self.plan_for()
+        try:
+            plan = await self.plan_for()
+        except Exception as e:  # e.g. an ONVIF device that cannot tell its stream URI right now
+            self.state.last_error = str(e) or e.__class__.__name__
+            log.warning("%s: cannot start: %s", self.name, self.state.last_error)
+            return False
         plan.transport = self._transport
         plan.video_mode = self.video_mode
         plan.audio_mode = self.audio_mode
