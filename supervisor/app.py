@@ -108,7 +108,7 @@ def create_app(settings: Settings) -> Starlette:
             log.info("h5gate stopped")
 
     async def page(request: Request) -> Response:
-        name = "login.html" if request.url.path == "/login" else "index.html"
+        name = {"/login": "login.html", "/addcamera": "addcamera.html"}.get(request.url.path, "index.html")
         return templates.TemplateResponse(request, name, {"version": request.app.state.version})
 
     async def not_found(request: Request, exc: HTTPException) -> Response:
@@ -121,7 +121,7 @@ def create_app(settings: Settings) -> Starlette:
     routes: list[Any] = [
         *system.routes, *sources.routes, *streams.routes,
         *(r for module in extra for r in module.routes),
-        Route("/", page), Route("/login", page),
+        Route("/", page), Route("/login", page), Route("/addcamera", page),
         Mount("/static", StaticFiles(directory=str(TEMPLATES_DIR / "static")), name="static"),
     ]
     app = Starlette(

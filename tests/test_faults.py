@@ -234,3 +234,19 @@ def test_sources_persist_across_restart_and_crash(tmp_path: Path, camera: GstCam
         assert "demo" not in gw.log().split("h5gate.registry")[-1]  # the demo is added on the first start only
     finally:
         gw.stop()
+
+
+def test_bundled_ffmpeg_when_none_on_path(tmp_path: Path) -> None:
+    """A machine without ffmpeg: the binary shipped by imageio-ffmpeg serves every part."""
+    gw = Gateway(tmp_path, env={"PATH": str(tmp_path / "empty")}).start()
+    try:
+        gw.wait_online("demo", timeout=30)
+        assert "using ffmpeg" in gw.log() and "imageio_ffmpeg" in gw.log()
+        check_playable(watch_sync(gw.ws_url("demo"), frames=25))
+        status, headers, body = gw.request(f"/api/v1/GetImage?token=demo&session={gw.session}")
+        assert status == 200 and body[:2] == b"\xff\xd8" and "x-h5gate-image" not in headers
+        assert gw.proc is not None
+        exes = [c.exe() for c in psutil.Process(gw.proc.pid).children(recursive=True)]
+        assert any("imageio_ffmpeg" in exe for exe in exes), exes
+    finally:
+        gw.stop()

@@ -119,6 +119,11 @@ async def h5swsapi(ws: WebSocket) -> None:
         stream.release()
 
 
+def _families(init: Any) -> list[str]:
+    """Codec families of the tracks (avc1, hev1, mp4a...): a change between them needs a new SourceBuffer."""
+    return sorted(t.codec[:4] for t in init.tracks.values())
+
+
 class _Live:
     """Stops a viewer's send loop without cancelling it inside a send.
 
@@ -168,9 +173,10 @@ async def _send_live(ws: WebSocket, hub: Any, settings: Any, live: _Live) -> tup
                     mime = init.mime
                     head.append(mime.encode("ascii"))
                     shift_us = start_us
-                elif init.mime != mime:
+                elif init.mime != mime and _families(init) != _families(hub.inits.get(gen) or init):
                     return CLOSE_FORMAT_CHANGED, "stream format changed, reconnect"
                 else:  # the source restarted: continue this viewer's timeline where it stopped
+                    # (a new profile or level of the same codec plays on in the same SourceBuffer)
                     shift_us = start_us - end_us
                 head.append(init.data)
                 gen = frag.gen

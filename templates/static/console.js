@@ -1,7 +1,7 @@
 /*
  * console.js - the h5gate web console: shared helpers (md5, REST calls with the session) and the
- * logic of the two pages (login.html, index.html). Plain ES2017, no dependencies; the live tiles
- * use h5splayer.js (and hls.js through it).
+ * logic of the three pages (login.html, index.html with its PTZ pads, addcamera.html). Plain ES2017,
+ * no dependencies; the live tiles use h5splayer.js (and hls.js through it).
  */
 
 var H5GATE_SESSION_KEY = 'h5gate_session';
@@ -204,15 +204,22 @@ H5gateTile.prototype._build = function (source) {
         title: 'HLS (hls.js or native)', onclick: function () { self.setMode('hls'); } });
     var del = h5gateEl('button', { type: 'button', class: 'danger small', text: 'Delete',
         title: 'delete this source', onclick: function () { self.remove(); } });
+    var foot = [h5gateEl('span', { class: 'segmented' }, [this.wsButton, this.hlsButton]), this.info];
+    this.ptz = null;
+    if (source.nType === 'H5_ONVIF') {
+        this.ptz = new H5gatePtz(this.token);
+        foot.push(this.ptz.toggle);
+    }
+    foot.push(del);
     this.el = h5gateEl('article', { class: 'tile', 'data-token': source.strToken }, [
         h5gateEl('header', { class: 'tile-head' }, [this.dot, this.name, this.tokenLabel]),
         h5gateEl('div', { class: 'tile-video' }, [this.video, this.error]),
-        h5gateEl('footer', { class: 'tile-foot' }, [
-            h5gateEl('span', { class: 'segmented' }, [this.wsButton, this.hlsButton]),
-            this.info,
-            del
-        ])
+        h5gateEl('footer', { class: 'tile-foot' }, foot)
     ]);
+    if (this.ptz) {
+        this.el.appendChild(this.ptz.el);
+        this.ptz.setOpen(this.ptz.open);
+    }
 };
 
 H5gateTile.prototype.update = function (source) {
@@ -296,7 +303,289 @@ H5gateTile.prototype.remove = function () {
 
 H5gateTile.prototype.destroy = function () {
     this.stop();
+    if (this.ptz) {
+        this.ptz.destroy();
+    }
     this.el.remove();
+};
+
+/* ---------------------------------------------------------------- PTZ pad and presets (ONVIF tiles) */
+
+/*
+ * The pad under an ONVIF tile. Direction, zoom and focus buttons are press-and-hold: pressing sends
+ * Ptz?action=<move>&speed=<slider>, releasing (pointer up/cancel, key up, window blur) sends
+ * action=stop. Iris buttons step once per click. Commands go out one after the other (a stop never
+ * overtakes the move it ends). Errors show the server's strCode in the panel.
+ */
+var H5GATE_PTZ_PAD = [
+    ['upleft', '\u2196', 'up left'], ['up', '\u2191', 'up'], ['upright', '\u2197', 'up right'],
+    ['left', '\u2190', 'left'], ['stop', '\u25A0', 'stop'], ['right', '\u2192', 'right'],
+    ['downleft', '\u2199', 'down left'], ['down', '\u2193', 'down'], ['downright', '\u2198', 'down right']
+];
+var H5GATE_PTZ_PAIRS = [
+    // label, [action, text, title, hold] x 2
+    ['Zoom', ['zoomout', '\u2212', 'zoom out (wide)', true], ['zoomin', '+', 'zoom in (tele)', true]],
+    ['Focus', ['focusout', '\u2212', 'focus near', true], ['focusin', '+', 'focus far', true]],
+    ['Iris', ['irisout', '\u2212', 'close the iris one step', false], ['irisin', '+', 'open the iris one step', false]]
+];
+
+function H5gatePtz(token) {
+    var self = this;
+    this.token = token;
+    this.held = null;
+    this.chain = Promise.resolve();
+    this.loaded = false;
+    this.open = localStorage.getItem('h5gate_ptz_open_' + token) !== '0';
+    this._onBlur = function () { self.release(self.held); };
+
+    this.toggle = h5gateEl('button', { type: 'button', class: 'small ptz-toggle', text: 'PTZ',
+        title: 'show or hide the PTZ pad and presets', 'aria-expanded': 'false',
+        onclick: function () { self.setOpen(!self.open); } });
+
+    var pad = h5gateEl('div', { class: 'ptz-pad', role: 'group', 'aria-label': 'pan and tilt' });
+    H5GATE_PTZ_PAD.forEach(function (item) {
+        var button = h5gateEl('button', { type: 'button', class: 'ptz-btn', 'data-action': item[0],
+            title: item[2], 'aria-label': item[2], text: item[1] });
+        if (item[0] === 'stop') {
+            button.classList.add('ptz-stop');
+            button.addEventListener('click', function () { self.send('stop'); });
+        } else {
+            self._hold(button, item[0]);
+        }
+        pad.appendChild(button);
+    });
+
+    var side = h5gateEl('div', { class: 'ptz-side' });
+    H5GATE_PTZ_PAIRS.forEach(function (pair) {
+        var row = h5gateEl('div', { class: 'ptz-pair' }, [h5gateEl('span', { class: 'ptz-label', text: pair[0] })]);
+        [pair[1], pair[2]].forEach(function (item) {
+            var button = h5gateEl('button', { type: 'button', class: 'ptz-btn', 'data-action': item[0],
+                title: item[2], 'aria-label': item[2], text: item[1] });
+            if (item[3]) {
+                self._hold(button, item[0]);
+            } else {
+                button.addEventListener('click', function () { self.send(item[0]); });
+            }
+            row.appendChild(button);
+        });
+        side.appendChild(row);
+    });
+    var stored = parseFloat(localStorage.getItem('h5gate_ptz_speed_' + token));
+    this.speed = h5gateEl('input', { type: 'range', class: 'ptz-speed-input', min: '0.1', max: '1',
+        step: '0.1', 'aria-label': 'PTZ speed' });
+    this.speed.value = String(stored >= 0.1 && stored <= 1 ? stored : 0.5);
+    var speedText = h5gateEl('output', { class: 'ptz-speed-value', text: Number(this.speed.value).toFixed(1) });
+    this.speed.addEventListener('input', function () {
+        speedText.textContent = Number(self.speed.value).toFixed(1);
+        localStorage.setItem('h5gate_ptz_speed_' + token, self.speed.value);
+    });
+    side.appendChild(h5gateEl('label', { class: 'ptz-speed', title: 'speed of moves, zoom and focus' },
+        [h5gateEl('span', { class: 'ptz-label', text: 'Speed' }), this.speed, speedText]));
+
+    this.list = h5gateEl('ul', { class: 'preset-list' });
+    this.presetName = h5gateEl('input', { name: 'presetname', placeholder: 'Name of this position',
+        maxlength: '64', autocomplete: 'off', 'aria-label': 'preset name' });
+    var addForm = h5gateEl('form', { class: 'preset-add', autocomplete: 'off' }, [
+        this.presetName,
+        h5gateEl('button', { type: 'submit', class: 'small', text: 'Save preset',
+            title: 'store the current position as a preset' })
+    ]);
+    addForm.addEventListener('submit', function (ev) {
+        ev.preventDefault();
+        self.savePreset();
+    });
+    var presets = h5gateEl('div', { class: 'ptz-presets' }, [
+        h5gateEl('div', { class: 'ptz-presets-head' }, [
+            h5gateEl('span', { class: 'ptz-label', text: 'Presets' }),
+            h5gateEl('button', { type: 'button', class: 'small link preset-reload', text: 'Reload',
+                title: 'read the presets from the camera again', onclick: function () { self.loadPresets(); } })
+        ]),
+        this.list,
+        addForm
+    ]);
+    this.message = h5gateEl('p', { class: 'ptz-message form-error', role: 'alert' });
+    this.el = h5gateEl('section', { class: 'ptz', 'aria-label': 'PTZ' }, [
+        h5gateEl('div', { class: 'ptz-controls' }, [pad, side]),
+        presets,
+        this.message
+    ]);
+}
+
+H5gatePtz.prototype.setOpen = function (open) {
+    this.open = open;
+    this.el.hidden = !open;
+    this.toggle.classList.toggle('active', open);
+    this.toggle.setAttribute('aria-expanded', open ? 'true' : 'false');
+    localStorage.setItem('h5gate_ptz_open_' + this.token, open ? '1' : '0');
+    if (open && !this.loaded) {
+        this.loaded = true;
+        this.loadPresets();
+    }
+    if (!open) {
+        this.release(this.held);
+    }
+};
+
+H5gatePtz.prototype._hold = function (button, action) {
+    var self = this;
+    button.classList.add('hold');
+    button.addEventListener('pointerdown', function (ev) {
+        if (ev.button !== 0) {
+            return;
+        }
+        ev.preventDefault();
+        if (button.setPointerCapture) {
+            try {
+                button.setPointerCapture(ev.pointerId);
+            } catch (e) { /* the pointer is already gone */ }
+        }
+        self.press(button, action);
+    });
+    ['pointerup', 'pointercancel', 'lostpointercapture'].forEach(function (name) {
+        button.addEventListener(name, function () { self.release(button); });
+    });
+    button.addEventListener('keydown', function (ev) {
+        if ((ev.key === ' ' || ev.key === 'Enter') && !ev.repeat) {
+            ev.preventDefault();
+            self.press(button, action);
+        }
+    });
+    button.addEventListener('keyup', function (ev) {
+        if (ev.key === ' ' || ev.key === 'Enter') {
+            self.release(button);
+        }
+    });
+    button.addEventListener('blur', function () { self.release(button); });
+    button.addEventListener('contextmenu', function (ev) { ev.preventDefault(); });
+};
+
+H5gatePtz.prototype.press = function (button, action) {
+    if (this.held) {
+        this.release(this.held);
+    }
+    this.held = button;
+    button.classList.add('pressed');
+    window.addEventListener('blur', this._onBlur);
+    this.send(action, { speed: this.speed.value });
+};
+
+H5gatePtz.prototype.release = function (button) {
+    if (!button || this.held !== button) {
+        return;
+    }
+    this.held = null;
+    button.classList.remove('pressed');
+    window.removeEventListener('blur', this._onBlur);
+    this.send('stop');
+};
+
+/* Queue one Ptz call behind the previous ones; resolves with the answer (or null on a network error). */
+H5gatePtz.prototype.send = function (action, extra) {
+    var self = this;
+    var params = Object.assign({ token: this.token, action: action }, extra || {});
+    this.chain = this.chain.then(function () {
+        return h5gateApi('Ptz', params);
+    }).then(function (res) {
+        self.report(res);
+        return res;
+    }, function (err) {
+        self.showError(err.message);
+        return null;
+    });
+    return this.chain;
+};
+
+H5gatePtz.prototype.report = function (res) {
+    if (res && res.bStatus) {
+        this.message.textContent = '';
+    } else {
+        this.showError((res && res.strCode) || 'the request failed');
+    }
+};
+
+H5gatePtz.prototype.showError = function (text) {
+    this.message.textContent = text;
+};
+
+H5gatePtz.prototype.loadPresets = function () {
+    var self = this;
+    return h5gateApi('GetPresets', { token: this.token }).then(function (res) {
+        if (!res.bStatus) {
+            self.showError(res.strCode || 'cannot read the presets');
+            self.renderPresets(null);
+            return;
+        }
+        self.renderPresets(res.preset || []);
+    }).catch(function (err) {
+        self.showError(err.message);
+    });
+};
+
+H5gatePtz.prototype.renderPresets = function (presets) {
+    var self = this;
+    this.list.textContent = '';
+    if (presets === null) {
+        this.list.appendChild(h5gateEl('li', { class: 'muted preset-empty', text: 'Presets unavailable' }));
+        return;
+    }
+    if (!presets.length) {
+        this.list.appendChild(h5gateEl('li', { class: 'muted preset-empty', text: 'No presets yet' }));
+        return;
+    }
+    presets.forEach(function (preset) {
+        var label = preset.strName || preset.strToken;
+        self.list.appendChild(h5gateEl('li', { class: 'preset', 'data-preset': preset.strToken }, [
+            h5gateEl('button', { type: 'button', class: 'preset-go', title: 'go to "' + label + '"',
+                onclick: function () { self.send('preset', { preset: preset.strToken }); } }, [
+                h5gateEl('span', { class: 'preset-name', text: label }),
+                h5gateEl('span', { class: 'preset-token', text: preset.strToken })
+            ]),
+            h5gateEl('button', { type: 'button', class: 'preset-del danger', text: '\u00D7',
+                title: 'delete preset "' + label + '"', 'aria-label': 'delete preset ' + label,
+                onclick: function () { self.deletePreset(preset.strToken, label); } })
+        ]));
+    });
+};
+
+H5gatePtz.prototype.savePreset = function () {
+    var self = this;
+    var name = this.presetName.value.trim();
+    var params = { token: this.token };
+    if (name) {
+        params.presetname = name;
+    }
+    return h5gateApi('SetPreset', params).then(function (res) {
+        if (!res.bStatus) {
+            self.showError(res.strCode || 'cannot save the preset');
+            return;
+        }
+        self.message.textContent = '';
+        self.presetName.value = '';
+        return self.loadPresets();
+    }).catch(function (err) {
+        self.showError(err.message);
+    });
+};
+
+H5gatePtz.prototype.deletePreset = function (presetToken, label) {
+    var self = this;
+    if (!window.confirm('Delete preset "' + label + '"?')) {
+        return Promise.resolve();
+    }
+    return h5gateApi('DelPreset', { token: this.token, presettoken: presetToken }).then(function (res) {
+        if (!res.bStatus) {
+            self.showError(res.strCode || 'cannot delete the preset');
+        } else {
+            self.message.textContent = '';
+        }
+        return self.loadPresets();
+    }).catch(function (err) {
+        self.showError(err.message);
+    });
+};
+
+H5gatePtz.prototype.destroy = function () {
+    this.release(this.held);
 };
 
 function h5gateNotify(text, isError) {
@@ -398,7 +687,18 @@ function h5gateConsolePage() {
         ev.preventDefault();
         H5gateConsole.addSource(ev.target);
     });
-    H5gateConsole.refresh();
+    var added = new URLSearchParams(window.location.search).get('added');
+    H5gateConsole.refresh().then(function () {
+        if (!added) {
+            return;
+        }
+        window.history.replaceState(null, '', window.location.pathname);
+        var tile = H5gateConsole.tiles[added];
+        h5gateNotify('Camera "' + (tile ? tile.name.textContent : added) + '" added', false);
+        if (tile) {
+            tile.el.scrollIntoView({ block: 'nearest' });
+        }
+    });
     setInterval(function () { H5gateConsole.refresh(); }, H5GATE_REFRESH_MS);
     setInterval(function () {
         h5gateApi('Keepalive', {}).catch(function () { /* 401 already handled */ });
@@ -408,4 +708,274 @@ function h5gateConsolePage() {
             H5gateConsole.tiles[token].showStats();
         });
     }, H5GATE_STATS_MS);
+}
+
+/* ---------------------------------------------------------------- add camera page (ONVIF) */
+
+var H5GATE_DEFAULT_ONVIF_ADDR = '/onvif/device_service';
+
+/* A source token from free text: letters, digits, _ . - only, at most 64. */
+function h5gateTokenFrom(text) {
+    var token = String(text || '').toLowerCase().replace(/[^a-z0-9_.-]+/g, '_').replace(/^_+|_+$/g, '');
+    return token.slice(0, 64);
+}
+
+function h5gateProfileSize(p) {
+    return p.nWidth && p.nHeight ? p.nWidth + ' \u00D7 ' + p.nHeight : '\u2014';
+}
+
+function h5gateProfileLabel(p) {
+    var parts = [p.strToken];
+    var detail = [p.strCodecName, p.nWidth && p.nHeight ? p.nWidth + 'x' + p.nHeight : '',
+        p.nFps ? p.nFps + ' fps' : ''].filter(Boolean).join(' ');
+    if (detail) {
+        parts.push('(' + detail + ')');
+    }
+    return parts.join(' ');
+}
+
+var H5gateAddCamera = {
+    probed: null,    // the device parameters the shown profiles came from
+    named: false,    // the user typed a name/token: stop suggesting
+
+    el: function (id) {
+        return document.getElementById(id);
+    },
+
+    search: function () {
+        var self = this;
+        var button = this.el('search');
+        var status = this.el('search-status');
+        var seconds = Number(this.el('search-timeout').value) || 3;
+        button.disabled = true;
+        status.className = 'muted';
+        status.textContent = 'Searching for ' + seconds + ' s\u2026';
+        return h5gateApi('OnvifSearch', { timeout: seconds }).then(function (res) {
+            if (res.bStatus === false) {
+                status.className = 'form-error';
+                status.textContent = res.strCode || 'search failed';
+                self.renderDevices([]);
+                return;
+            }
+            var devices = res.device || [];
+            status.className = 'muted';
+            status.textContent = devices.length
+                ? 'Found ' + devices.length + (devices.length === 1 ? ' device.' : ' devices.') +
+                  ' Pick one, or type its address below.'
+                : 'No device answered. Type its address below.';
+            self.renderDevices(devices);
+        }).catch(function (err) {
+            status.className = 'form-error';
+            status.textContent = 'cannot reach the server: ' + err.message;
+        }).then(function () {
+            button.disabled = false;
+        });
+    },
+
+    renderDevices: function (devices) {
+        var self = this;
+        var body = this.el('device-rows');
+        body.textContent = '';
+        devices.forEach(function (d) {
+            var row = h5gateEl('tr', { 'data-ip': d.strIp, 'data-port': d.strPort }, [
+                h5gateEl('td', { text: d.strName || '\u2014' }),
+                h5gateEl('td', { text: d.strModel || '\u2014' }),
+                h5gateEl('td', { class: 'mono', text: d.strIp + ':' + d.strPort }),
+                h5gateEl('td', { class: 'mono', text: d.strOnvifAddr || H5GATE_DEFAULT_ONVIF_ADDR }),
+                h5gateEl('td', { class: 'actions' }, [
+                    h5gateEl('button', { type: 'button', class: 'small', text: 'Use',
+                        onclick: function () { self.useDevice(d, row); } })
+                ])
+            ]);
+            body.appendChild(row);
+        });
+        this.el('device-table').hidden = devices.length === 0;
+    },
+
+    useDevice: function (d, row) {
+        var f = this.el('probe-form').elements;
+        f.ip.value = d.strIp;
+        f.port.value = d.strPort || '80';
+        f.onvifaddr.value = d.strOnvifAddr || H5GATE_DEFAULT_ONVIF_ADDR;
+        Array.prototype.forEach.call(this.el('device-rows').children, function (tr) {
+            tr.classList.toggle('selected', tr === row);
+        });
+        this.deviceName = d.strName || d.strModel || '';
+        this.invalidate();
+        (f.user.value ? f.password : f.user).focus();
+    },
+
+    /* Connection details changed: the profiles shown no longer belong to them. */
+    invalidate: function () {
+        this.probed = null;
+        this.el('profiles-card').hidden = true;
+        this.el('add-card').hidden = true;
+    },
+
+    probe: function () {
+        var self = this;
+        var f = this.el('probe-form').elements;
+        var device = { ip: f.ip.value.trim(), port: f.port.value.trim() || '80',
+            onvifaddr: f.onvifaddr.value.trim() || H5GATE_DEFAULT_ONVIF_ADDR,
+            user: f.user.value, password: f.password.value };
+        var message = this.el('probe-message');
+        var button = this.el('probe');
+        message.classList.replace('form-ok', 'form-error');
+        message.textContent = '';
+        button.disabled = true;
+        button.textContent = 'Probing\u2026';
+        this.invalidate();
+        return h5gateApi('OnvifProbe', device).then(function (res) {
+            if (!res.bStatus) {
+                message.textContent = res.strCode || 'probe failed';
+                return;
+            }
+            var profiles = res.profile || [];
+            if (!profiles.length) {
+                message.textContent = 'the device reports no media profiles';
+                return;
+            }
+            self.probed = device;
+            self.renderProfiles(profiles);
+            message.classList.replace('form-error', 'form-ok');
+            message.textContent = 'Connected: ' + profiles.length +
+                (profiles.length === 1 ? ' profile.' : ' profiles.');
+            self.suggestName(device);
+            self.el('profiles-card').hidden = false;
+            self.el('add-card').hidden = false;
+            self.el('add-card').scrollIntoView({ block: 'nearest' });
+        }).catch(function (err) {
+            message.textContent = 'cannot reach the server: ' + err.message;
+        }).then(function () {
+            button.disabled = false;
+            button.textContent = 'Probe';
+        });
+    },
+
+    renderProfiles: function (profiles) {
+        var body = this.el('profile-rows');
+        body.textContent = '';
+        var main = this.el('profile-main');
+        var sub = this.el('profile-sub');
+        main.textContent = '';
+        sub.textContent = '';
+        sub.appendChild(h5gateEl('option', { value: '', text: 'none (main only)' }));
+        profiles.forEach(function (p) {
+            body.appendChild(h5gateEl('tr', { 'data-profile': p.strToken }, [
+                h5gateEl('td', { class: 'mono', text: p.strToken }),
+                h5gateEl('td', { text: p.strCodecName || '\u2014' }),
+                h5gateEl('td', { text: h5gateProfileSize(p) }),
+                h5gateEl('td', { text: p.nFps ? String(p.nFps) : '\u2014' }),
+                h5gateEl('td', { text: p.nBandwidth ? p.nBandwidth + ' kbit/s' : '\u2014' }),
+                h5gateEl('td', { class: 'mono url', title: p.strRtspUrl || '',
+                    text: p.bGotUrl ? p.strRtspUrl : 'no stream URL' })
+            ]));
+            main.appendChild(h5gateEl('option', { value: p.strToken, text: h5gateProfileLabel(p) }));
+            sub.appendChild(h5gateEl('option', { value: p.strToken, text: h5gateProfileLabel(p) }));
+        });
+        if (profiles.length > 1) {
+            sub.value = profiles[profiles.length - 1].strToken;
+        }
+        this.el('profile-auto').checked = true;
+        this.syncProfileChoice();
+    },
+
+    syncProfileChoice: function () {
+        var manual = this.el('profile-manual').checked;
+        this.el('profile-main').disabled = !manual;
+        this.el('profile-sub').disabled = !manual;
+    },
+
+    suggestName: function (device) {
+        if (this.named) {
+            return;
+        }
+        var f = this.el('onvif-add-form').elements;
+        var name = this.deviceName || device.ip;
+        f.name.value = name;
+        var base = h5gateTokenFrom(this.deviceName) || h5gateTokenFrom('onvif_' + device.ip);
+        f.token.value = base;
+    },
+
+    add: function () {
+        var f = this.el('onvif-add-form').elements;
+        var message = this.el('onvif-add-message');
+        var button = this.el('add-camera');
+        if (!this.probed) {
+            message.textContent = 'probe the camera first';
+            return Promise.resolve();
+        }
+        var params = Object.assign({}, this.probed, {
+            name: f.name.value.trim() || f.token.value.trim(),
+            token: f.token.value.trim(),
+            audio: f.audio.checked ? 'true' : 'false'
+        });
+        if (this.el('profile-manual').checked) {
+            params.main = this.el('profile-main').value;
+            if (this.el('profile-sub').value) {
+                params.sub = this.el('profile-sub').value;
+            }
+        }
+        message.textContent = '';
+        button.disabled = true;
+        button.textContent = 'Adding\u2026';
+        return h5gateApi('AddSrcONVIF', params).then(function (res) {
+            if (!res.bStatus) {
+                message.textContent = res.strCode || 'add failed';
+                return;
+            }
+            window.location.href = '/?added=' + encodeURIComponent(params.token);
+        }).catch(function (err) {
+            message.textContent = 'cannot reach the server: ' + err.message;
+        }).then(function () {
+            button.disabled = false;
+            button.textContent = 'Add camera';
+        });
+    }
+};
+
+function h5gateAddCameraPage() {
+    if (!h5gateSession()) {
+        h5gateGoLogin();
+        return;
+    }
+    var page = H5gateAddCamera;
+    var user = sessionStorage.getItem(H5GATE_USER_KEY);
+    if (user) {
+        page.el('user').textContent = user;
+    }
+    page.el('logout').addEventListener('click', function () {
+        var done = function () {
+            sessionStorage.removeItem(H5GATE_SESSION_KEY);
+            window.location.href = '/login';
+        };
+        h5gateApi('Logout', {}).then(done, done);
+    });
+    page.el('search').addEventListener('click', function () { page.search(); });
+    var probeForm = page.el('probe-form');
+    probeForm.addEventListener('submit', function (ev) {
+        ev.preventDefault();
+        page.probe();
+    });
+    probeForm.addEventListener('input', function (ev) {
+        if (ev.target.name === 'ip' || ev.target.name === 'port') {
+            page.deviceName = '';
+        }
+        page.invalidate();
+    });
+    page.el('profile-auto').addEventListener('change', function () { page.syncProfileChoice(); });
+    page.el('profile-manual').addEventListener('change', function () { page.syncProfileChoice(); });
+    var addForm = page.el('onvif-add-form');
+    addForm.addEventListener('input', function (ev) {
+        if (ev.target.name === 'name' || ev.target.name === 'token') {
+            page.named = true;
+        }
+    });
+    addForm.addEventListener('submit', function (ev) {
+        ev.preventDefault();
+        page.add();
+    });
+    setInterval(function () {
+        h5gateApi('Keepalive', {}).catch(function () { /* 401 already handled */ });
+    }, H5GATE_KEEPALIVE_MS);
 }
