@@ -8,58 +8,23 @@ Set H5GATE_SCREENSHOTS=<dir> to keep screenshots of the pages.
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
+from playwright.sync_api import Browser, Page
 
-sync_api = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = os.environ.get("H5GATE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-pytestmark = pytest.mark.skipif(
-    not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)), reason=f"no Chromium at {CHROMIUM}"
-)
+from tests.browser import launch, new_page, screenshot
 
 
 @pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+def browser() -> Iterator[Browser]:
+    yield from launch()
 
 
 @pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    pg = context.new_page()
-    errors: list[str] = []  # uncaught exceptions and unhandled rejections seen by the page
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    pg.page_errors = errors
-    try:
-        yield pg
-    finally:
-        context.close()
-
-
-def screenshot(page, name: str) -> None:
-    target = os.environ.get("H5GATE_SCREENSHOTS")
-    if target:
-        Path(target).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(target) / name))
+def page(browser: Browser) -> Iterator[Page]:
+    yield from new_page(browser, height=800)
 
 
 def blank_video_page(page, gateway, *, hls: bool = False) -> None:

@@ -8,25 +8,18 @@ Set H5GATE_SCREENSHOTS=<dir> to keep screenshots of both pages.
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, Page
 
+from tests.browser import launch, new_page
+from tests.browser import screenshot as keep_screenshot
 from tests.camera import GstCamera, wait_until
 from tests.gateway import Gateway
 from tests.onvif_helpers import VirtualOnvif
 
-sync_api = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = os.environ.get("H5GATE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-pytestmark = pytest.mark.skipif(not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)),
-                                reason=f"no Chromium at {CHROMIUM}")
 USER, PASSWORD = "operator", "p@ss:w/rd%?#1"  # URL syntax in the password must survive the page's query
 
 
@@ -61,34 +54,17 @@ def ptz_src(gw: Gateway, vcam: VirtualOnvif) -> str:
 
 
 @pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+def browser() -> Iterator[Browser]:
+    yield from launch()
 
 
 @pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    pg.on("dialog", lambda dialog: dialog.accept())
-    pg.page_errors = errors
-    try:
-        yield pg
-    finally:
-        context.close()
+def page(browser: Browser) -> Iterator[Page]:
+    yield from new_page(browser, height=900, accept_dialogs=True)
 
 
-def screenshot(page, name: str) -> None:
-    target = os.environ.get("H5GATE_SCREENSHOTS")
-    if target:
-        Path(target).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(target) / name), full_page=True)
+def screenshot(page: Page, name: str) -> None:
+    keep_screenshot(page, name, full_page=True)
 
 
 def open_as_admin(page, gw: Gateway, path: str) -> None:
