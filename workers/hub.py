@@ -245,6 +245,9 @@ class Cursor:
                 return frag
             if self.seq > hub.next_seq:
                 self.seq = hub.next_seq
+            if timeout is None:
+                await hub._event.wait()
+                continue
             try:
                 async with asyncio.timeout(timeout):
                     await hub._event.wait()

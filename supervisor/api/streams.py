@@ -158,7 +158,7 @@ async def _send_live(ws: WebSocket, hub: Any, settings: Any, live: _Live) -> tup
     send_timeout = settings.send_timeout
     try:
         while True:
-            frag = await cursor.next(timeout=30.0)
+            frag = await cursor.next()  # no timer: closing the hub wakes it, stopping cancels it
             if live.stopping:
                 return 1000, ""
             if frag is None:
