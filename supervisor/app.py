@@ -33,7 +33,8 @@ from workers.snapshot import SnapshotCache
 log = logging.getLogger("h5gate")
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-# Optional API chapters (other issues' modules); each exposes `routes` and may expose `install(app)`.
+# Optional API chapters; each exposes `routes` and may expose `install(app)` (before the sources load),
+# `started(app)` (after) and `uninstall(app)`.
 OPTIONAL_MODULES = ("supervisor.api.onvif", "supervisor.api.records", "supervisor.api.webrtc")
 
 
@@ -92,6 +93,9 @@ def create_app(settings: Settings) -> Starlette:
             if hasattr(module, "install"):
                 await module.install(app)
         await state.registry.load()
+        for module in extra:
+            if hasattr(module, "started"):
+                await module.started(app)
         state.background.append(asyncio.create_task(_expire_sessions(state.auth)))
         log.info("h5gate %s listening on %s:%d, data in %s", state.version, settings.host, settings.port,
                  settings.data_dir)

@@ -416,3 +416,15 @@ def test_vendor_style_player_plays_from_near_zero(page, gateway):
     assert not [x for x in log if x.startswith("append")], log
     page.evaluate("() => window.vendorWs.close()")
     assert page.page_errors == []
+
+
+def test_playback_refused_by_the_server_is_not_retried(page, gateway):
+    """A playback range with no recording is refused (4xxx close): the player stops instead of retrying."""
+    blank_video_page(page, gateway)
+    conf = player_conf(gateway)[:-1] + (", pbconf: {begintime: '2001-01-01T000000+00',"
+                                         " endtime: '2001-01-01T001000+00', serverpb: 'true', autoplay: 'true'}}")
+    page.evaluate(f"() => {{ window.p = new H5sPlayerWS({conf}); window.p.connect(); }}")
+    page.wait_for_function("() => window.p.stats().state === 'stopped'", timeout=10_000)
+    page.wait_for_timeout(3000)
+    stats = page.evaluate("() => window.p.stats()")
+    assert stats["state"] == "stopped" and stats["reconnects"] == 0 and stats["error"]

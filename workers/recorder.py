@@ -315,7 +315,7 @@ class Recorder:
         while not self._stopping.is_set():
             free = await asyncio.to_thread(lambda: shutil.disk_usage(self.root).free)
             if free >= MIN_FREE_BYTES:
-                log.info("%s: %d MB free again, recording resumes", self.token, free >> 20)
+                log.info("%s: %.1f MB free again, recording resumes", self.token, free / 2**20)
                 return
             await self._sleep(DISK_RETRY_SECONDS)
 

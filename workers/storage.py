@@ -34,6 +34,7 @@ TIME_RE = re.compile(
     r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2}):?(\d{2}):?(\d{2})(?:[.,](\d{1,9}))?)?"
     r"(Z|[+-]\d{1,2}(?::?\d{2})?)?$")
 SEARCH_LIMIT = 20000
+LONGEST_FILE = 3660.0  # files are cut at most every hour (nRecordDuration <= 3600 s), plus a margin
 
 
 class BadValue(ValueError):
@@ -44,8 +45,7 @@ class BadValue(ValueError):
 
 def local_offset(ts: float | None = None) -> int:
     """The server zone's offset from UTC in seconds at `ts` (now by default)."""
-    offset = datetime.fromtimestamp(time.time() if ts is None else ts).astimezone().utcoffset()
-    return int(offset.total_seconds()) if offset else 0
+    return time.localtime(time.time() if ts is None else ts).tm_gmtoff
 
 
 def tz_label(offset: int) -> str:
@@ -102,8 +102,10 @@ def parse_time(text: str) -> tuple[float, int | None]:
 def format_time(ts: float, offset: int | None = None) -> str:
     """`2018-04-25T19:32:05+08:00` (whole seconds, rounded down), in `offset` or the server's zone."""
     whole = math.floor(ts)
-    zone = timezone(timedelta(seconds=local_offset(whole) if offset is None else offset))
-    return datetime.fromtimestamp(whole, zone).isoformat(timespec="seconds")
+    offset = local_offset(whole) if offset is None else offset
+    hours, minutes = divmod(abs(offset) // 60, 60)
+    sign = "-" if offset < 0 else "+"
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole + offset)) + f"{sign}{hours:02d}:{minutes:02d}"
 
 
 # -- paths ------------------------------------------------------------------------------------------------
@@ -250,6 +252,7 @@ class RecordIndex:
         self.db = db
         self.root = root
         self.live: dict[int, tuple[str, LiveFile]] = {}  # row id -> (token, file being written)
+        self.longest = LONGEST_FILE  # no file spans more: Search only looks this far before its start
 
     async def add_recording(self, token: str, kind: str, rel: str, f: LiveFile) -> int:
         await self.db.execute("INSERT INTO recordings (token, kind, path, start_ts, end_ts, size, open) "
@@ -260,7 +263,9 @@ class RecordIndex:
         return int(row["id"])
 
     async def finish_recording(self, row: int, end: float, size: int) -> None:
-        self.live.pop(row, None)
+        live = self.live.pop(row, None)
+        if live is not None:
+            self.longest = max(self.longest, end - live[1].start + 60)
         await self.db.execute("UPDATE recordings SET end_ts = ?, size = ?, open = 0 WHERE id = ?",
                               (end, size, row))
 
@@ -275,8 +280,8 @@ class RecordIndex:
     async def recordings(self, token: str | None, start: float, end: float,
                          limit: int = SEARCH_LIMIT) -> list[Recording]:
         """Files of a source (or all) that overlap [start, end), oldest first."""
-        where = "start_ts < ? AND (end_ts > ? OR open = 1)"
-        params: list[Any] = [end, start]
+        where = "start_ts < ? AND start_ts > ? AND (end_ts > ? OR open = 1)"
+        params: list[Any] = [end, start - self.longest, start]
         if token:
             where = "token = ? AND " + where
             params.insert(0, token)
@@ -305,6 +310,9 @@ class RecordIndex:
 
     async def recover(self, repair: Callable[[Path], Any]) -> int:
         """Close rows left open by a crash: cut each file to its last whole fragment, keep its real length."""
+        row = await self.db.fetchone("SELECT MAX(end_ts - start_ts) AS span FROM recordings WHERE open = 0")
+        if row and row["span"]:
+            self.longest = max(self.longest, row["span"] + 60)
         rows = await self.db.fetchall("SELECT id, path, start_ts FROM recordings WHERE open = 1")
         for row in rows:
             path = self.root / row["path"]
@@ -404,7 +412,7 @@ class Retention:
         if over <= 0:
             return 0
         rows = await self._oldest("token = ? AND ", (token,), over)
-        return (await self._delete(rows, f"{token} over its {quota / 2**20:.0f} MB quota"))[0]
+        return (await self._delete(rows, f"{token} over its {quota / 2**20:.1f} MB quota"))[0]
 
     async def _by_disk(self, percent: float) -> int:
         usage = await asyncio.to_thread(shutil.disk_usage, self.root)

@@ -1,11 +1,9 @@
 """Manual §5.5, recording and snapshots, and what goes with it: continuous and scheduled recording,
-retention, storage figures, clip export (Archive), the media store over HTTP, playback over the live
+retention and storage figures, clip export (Archive), the media store over HTTP, playback over the live
 player's WebSocket and the /recordings page.
 
 Recordings are written from the hub (workers/recorder.py), so recording never opens another camera
-connection. Timed stops are stored jobs (supervisor/jobs.py) and running recordings are stored sessions:
-after a restart, a recording cut short by a crash is closed at its real length and, if its time is not
-up, goes on in a new file.
+connection; which recordings run, and when they stop, is supervisor/jobs.py's Recordings service.
 """
 
 from __future__ import annotations
@@ -13,12 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,347 +36,17 @@ from supervisor.api.common import (
     session_of,
 )
 from supervisor.auth import User
-from supervisor.jobs import Jobs
+from supervisor.jobs import CONF, Recordings, Session
 from workers import storage
 from workers.playback import Export, Playback, Span, export_clip
-from workers.recorder import RecFile, Recorder, repair_file
 from workers.snapshot import SnapshotError
-from workers.storage import BadValue, Policy, RecordIndex, Retention
+from workers.storage import BadValue
 
 log = logging.getLogger("h5gate.records")
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parents[2] / "templates"))
-MAX_SESSIONS = 8  # timed/manual recordings of one source at once
 MAX_DURATION = 7 * 86400
 READY_TIMEOUT = 8.0
-RECONCILE_SECONDS = 60.0
-ARCHIVE_KEEP_SECONDS = 86400.0
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-WINDOW_RE = re.compile(r"^([a-z,\-*]+)\s+(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
-# SetRecordConf parameter -> (GetRecordConf field, settings field, lowest, highest)
-CONF = {
-    "recordduration": ("nRecordDuration", "record_file_seconds", 1, 3600),
-    "recordinday": ("nRecordInDay", "record_in_day", 1, 3650),
-    "snapshotinday": ("nSnapshotInDay", "snapshot_in_day", 1, 3650),
-    "diskautodelpercent": ("nDiskAutoDelPercent", "disk_auto_del_percent", 1, 99),
-    "prerecordlength": ("nPreRecordLength", "pre_record_seconds", 0, 30),
-}
-
-
-# -- weekly schedules ------------------------------------------------------------------------------------
-
-Window = tuple[int, int, int]  # weekday (0 = Monday), first minute, minute after the last
-
-
-def _days(spec: str) -> list[int]:
-    if spec in ("*", "daily"):
-        return list(range(7))
-    out: list[int] = []
-    for part in spec.split(","):
-        ends = part.split("-")
-        if len(ends) > 2 or any(e not in DAYS for e in ends):
-            raise BadValue(f"invalid days: {part} (use mon..sun, ranges such as mon-fri, or daily)")
-        a, b = DAYS.index(ends[0]), DAYS.index(ends[-1])
-        out += [(a + i) % 7 for i in range((b - a) % 7 + 1)]
-    return out
-
-
-def parse_schedule(text: str) -> list[Window]:
-    """`mon-fri 08:00-18:00; sat,sun 10:00-12:00; daily 22:00-06:00` (an end before the start is next day)."""
-    windows: list[Window] = []
-    for item in filter(None, (p.strip().lower() for p in text.split(";"))):
-        m = WINDOW_RE.match(item)
-        if not m:
-            raise BadValue(f"invalid schedule entry: {item[:40]} (use e.g. mon-fri 08:00-18:00)")
-        h1, m1, h2, m2 = (int(v) for v in m.groups()[1:])
-        first, last = h1 * 60 + m1, h2 * 60 + m2
-        if h1 > 23 or m1 > 59 or m2 > 59 or last > 1440 or first == last:
-            raise BadValue(f"invalid times in schedule entry: {item[:40]}")
-        for day in _days(m.group(1)):
-            if first < last:
-                windows.append((day, first, last))
-            else:
-                windows.append((day, first, 1440))
-                if last:
-                    windows.append(((day + 1) % 7, 0, last))
-    return windows
-
-
-def in_schedule(windows: list[Window], ts: float) -> bool:
-    t = datetime.fromtimestamp(ts)
-    minute = t.hour * 60 + t.minute
-    return any(day == t.weekday() and first <= minute < last for day, first, last in windows)
-
-
-# -- the service ------------------------------------------------------------------------------------------
-
-@dataclass(eq=False)
-class Session:
-    """A recording someone asked for (Record, ManualRecordStart, PathRecord), until it stops."""
-
-    id: str
-    token: str
-    kind: str
-    origin: str
-    stem: str  # store-relative path of its first file, without .mp4
-    stop_at: float | None
-    recorder: Recorder
-
-
-class Recordings:
-    """Which recordings run, their index rows, their timed stops, snapshots, exports and retention."""
-
-    def __init__(self, state: Any) -> None:
-        self.state = state
-        self.settings = state.settings
-        self.root: Path = self.settings.media_store
-        self.db = state.db
-        self.index = RecordIndex(self.db, self.root)
-        self.retention = Retention(self.index, self.protected)
-        self.jobs = Jobs(self.db)
-        self.sessions: dict[str, Session] = {}
-        self.continuous: dict[str, Recorder] = {}
-        self.schedules: dict[str, str] = {}
-        self.quotas: dict[str, int] = {}
-        self.errors: dict[str, str] = {}  # token -> why its recording last stopped on its own
-        self.exports: dict[str, tuple[str, Export]] = {}  # file name -> (token, progress)
-        self._lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    # -- lifecycle ---------------------------------------------------------------------------------
-    async def open(self) -> None:
-        for row in await self.db.fetchall("SELECT name, value FROM record_conf"):
-            if row["name"] in {f for _, f, _, _ in CONF.values()}:
-                setattr(self.settings, row["name"], float(row["value"]))
-        self.settings.record_file_seconds = float(self.settings.record_file_seconds)
-        self._fit_ring()
-        for row in await self.db.fetchall("SELECT token, schedule, quota FROM record_policy"):
-            if row["schedule"]:
-                self.schedules[row["token"]] = row["schedule"]
-            if row["quota"]:
-                self.quotas[row["token"]] = row["quota"]
-        recovered = await self.index.recover(repair_file)
-        if recovered:
-            log.info("%d recordings interrupted by a crash were closed and indexed", recovered)
-        self.jobs.register("record_stop", self._job_stop)
-
-    async def started(self) -> None:
-        """After the sources are loaded: resume interrupted recordings, start jobs and recorders."""
-        now = time.time()
-        for row in await self.db.fetchall("SELECT id, token, kind, origin, path, stop_at FROM record_sessions"):
-            runtime = self.state.registry.get(row["token"])
-            if runtime is None or (row["stop_at"] is not None and row["stop_at"] <= now + 1):
-                await self.db.execute("DELETE FROM record_sessions WHERE id = ?", (row["id"],))
-                continue
-            session = Session(row["id"], row["token"], row["kind"], row["origin"], row["path"], row["stop_at"],
-                              self._recorder(row["token"], row["kind"], row["path"], runtime))
-            self.sessions[session.id] = session
-            session.recorder.start()
-            log.info("%s: %s recording resumed after a restart (%s)", session.token, session.origin, session.stem)
-        await self.jobs.start()
-        self.jobs.every("retention", self.settings.retention_interval, self.run_retention)
-        self.jobs.every("record-reconcile", RECONCILE_SECONDS, self.reconcile)
-        for token, text in self.schedules.items():
-            self._schedule_jobs(token, text)
-        await self.reconcile()
-        self._spawn(self.run_retention())
-
-    async def close(self) -> None:
-        """Stop every recorder, keeping the sessions so a restart resumes them."""
-        self.jobs.shutdown()
-        recorders = [s.recorder for s in self.sessions.values()] + list(self.continuous.values())
-        await asyncio.gather(*(r.stop() for r in recorders), return_exceptions=True)
-        for task in self._tasks:
-            task.cancel()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _fit_ring(self) -> None:
-        """Hubs must hold the pre-record length (plus a GOP) in memory."""
-        need = self.settings.pre_record_seconds + 2.0
-        self.settings.ring_seconds = max(self.settings.ring_seconds, need)
-        registry = getattr(self.state, "registry", None)
-        for runtime in registry.sources.values() if registry else ():
-            for stream in runtime.streams.values():
-                stream.hub.ring_seconds = max(stream.hub.ring_seconds, need)
-
-    # -- the recorders' sink -----------------------------------------------------------------------
-    async def file_opened(self, recorder: Recorder, f: RecFile) -> None:
-        f.row = await self.index.add_recording(recorder.token, recorder.kind, f.rel, f)
-        self.errors.pop(recorder.token, None)
-
-    async def file_closed(self, recorder: Recorder, f: RecFile) -> None:
-        if f.duration <= 0:  # nothing but the init made it to disk
-            self.index.live.pop(f.row, None)
-            await self.db.execute("DELETE FROM recordings WHERE id = ?", (f.row,))
-            await asyncio.to_thread(storage.remove_file, self.root, f.rel)
-            return
-        await self.index.finish_recording(f.row, f.start + f.duration, f.size)
-
-    async def write_failed(self, recorder: Recorder, error: OSError) -> None:
-        self.errors[recorder.token] = recorder.status
-        self._spawn(self.run_retention())
-
-    # -- sessions ----------------------------------------------------------------------------------
-    def _runtime(self, token: str) -> Any:
-        runtime = self.state.registry.get(token)
-        if runtime is None:
-            raise ApiError(f"no such source: {token}", 404)
-        return runtime
-
-    def _recorder(self, token: str, kind: str, stem: str, runtime: Any) -> Recorder:
-        return Recorder(token, kind, runtime.main, self.root, lambda start: stem, self,
-                        pre_record=self.settings.pre_record_seconds,
-                        file_seconds=self.settings.record_file_seconds)
-
-    async def start(self, token: str, origin: str, kind: str, stem: str, duration: float | None) -> Session:
-        runtime = self._runtime(token)
-        if sum(1 for s in self.sessions.values() if s.token == token) >= MAX_SESSIONS:
-            raise ApiError(f"{token} already has {MAX_SESSIONS} recordings running", 429)
-        taken = {s.stem for s in self.sessions.values()}  # their first file may not exist yet
-        stem = await asyncio.to_thread(_free_stem, self.root, stem, taken)
-        sid = uuid.uuid4().hex[:16]
-        stop_at = time.time() + duration if duration else None
-        await self.db.execute("INSERT INTO record_sessions (id, token, kind, origin, path, stop_at) "
-                              "VALUES (?, ?, ?, ?, ?, ?)", (sid, token, kind, origin, stem, stop_at))
-        if stop_at is not None:
-            await self.jobs.at(f"stop-{sid}", stop_at, "record_stop", {"id": sid})
-        session = Session(sid, token, kind, origin, stem, stop_at, self._recorder(token, kind, stem, runtime))
-        self.sessions[sid] = session
-        session.recorder.start()
-        log.info("%s: %s started, %s%s", token, origin, stem, f" for {duration:g}s" if duration else "")
-        return session
-
-    async def extend(self, session: Session, duration: float) -> None:
-        """PathRecord on a recording in progress: it goes on `duration` seconds longer."""
-        session.stop_at = (session.stop_at or time.time()) + duration
-        await self.db.execute("UPDATE record_sessions SET stop_at = ? WHERE id = ?", (session.stop_at, session.id))
-        await self.jobs.at(f"stop-{session.id}", session.stop_at, "record_stop", {"id": session.id})
-        log.info("%s: %s extended by %gs", session.token, session.stem, duration)
-
-    async def stop_session(self, sid: str) -> Session | None:
-        session = self.sessions.pop(sid, None)
-        await self.db.execute("DELETE FROM record_sessions WHERE id = ?", (sid,))
-        await self.jobs.cancel(f"stop-{sid}")
-        if session is not None:
-            await session.recorder.stop()
-            log.info("%s: %s stopped (%s)", session.token, session.origin, ", ".join(session.recorder.files)
-                     or "nothing recorded")
-        return session
-
-    async def _job_stop(self, args: dict[str, Any]) -> None:
-        await self.stop_session(str(args.get("id", "")))
-
-    def protected(self) -> set[str]:
-        """Files retention must leave: those of running manual recordings and those being written."""
-        keep = {f for s in self.sessions.values() if s.recorder.running for f in s.recorder.files}
-        keep |= {r.current.rel for r in self.continuous.values() if r.current is not None}
-        return keep
-
-    # -- continuous and scheduled recording ------------------------------------------------------------
-    def wants_continuous(self, runtime: Any, now: float) -> bool:
-        token = runtime.config.token
-        return bool(runtime.config.record) or (
-            token in self.schedules and in_schedule(parse_schedule(self.schedules[token]), now))
-
-    async def reconcile(self) -> None:
-        """Start and stop continuous recorders to match bRec, schedules and the sources that exist."""
-        async with self._lock:
-            registry, now = self.state.registry, time.time()
-            for token, rec in list(self.continuous.items()):
-                runtime = registry.get(token)
-                if runtime is None or not rec.running or not self.wants_continuous(runtime, now):
-                    del self.continuous[token]
-                    await rec.stop()
-                    log.info("%s: continuous recording off", token)
-            for token, runtime in list(registry.sources.items()):
-                if token not in self.continuous and self.wants_continuous(runtime, now):
-                    rec = Recorder(token, "H5_REC_SCHEDULE", runtime.main, self.root,
-                                   lambda start, t=token: f"{storage.dated_dir('record', t, start)}/{int(start)}",
-                                   self, pre_record=self.settings.pre_record_seconds,
-                                   file_seconds=self.settings.record_file_seconds, resume_after_error=True)
-                    self.continuous[token] = rec
-                    rec.start()
-                    log.info("%s: continuous recording on (%gs files)", token, self.settings.record_file_seconds)
-
-    def _schedule_jobs(self, token: str, text: str) -> None:
-        self.jobs.remove_prefix(f"sched-{token}-")
-        for n, (day, first, last) in enumerate(parse_schedule(text)):
-            for edge, minute in (("a", first), ("b", last)):
-                weekday = (day + minute // 1440) % 7
-                self.jobs.weekly(f"sched-{token}-{n}{edge}", self.reconcile, DAYS[weekday],
-                                 (minute % 1440) // 60, minute % 60)
-
-    async def set_policy(self, token: str, schedule: str | None = None, quota: int | None = None) -> None:
-        if schedule is not None:
-            parse_schedule(schedule)
-            self.schedules[token] = schedule
-            if not schedule:
-                del self.schedules[token]
-        if quota is not None:
-            self.quotas[token] = quota
-        await self.db.execute(
-            "INSERT INTO record_policy (token, schedule, quota) VALUES (?, ?, ?) ON CONFLICT(token) DO UPDATE "
-            "SET schedule = excluded.schedule, quota = excluded.quota",
-            (token, self.schedules.get(token, ""), self.quotas.get(token, 0)))
-        if schedule is not None:
-            self._schedule_jobs(token, schedule)
-            await self.reconcile()
-        if quota:
-            self._spawn(self.run_retention())
-
-    async def set_conf(self, values: dict[str, float]) -> None:
-        for name, value in values.items():
-            setattr(self.settings, name, value)
-            await self.db.execute("INSERT INTO record_conf (name, value) VALUES (?, ?) ON CONFLICT(name) "
-                                  "DO UPDATE SET value = excluded.value", (name, str(value)))
-        self._fit_ring()
-        for rec in [*self.continuous.values(), *(s.recorder for s in self.sessions.values())]:
-            rec.file_seconds = self.settings.record_file_seconds
-        self._spawn(self.run_retention())
-
-    async def run_retention(self) -> int:
-        policy = Policy(self.settings.record_in_day, self.settings.snapshot_in_day,
-                        self.settings.disk_auto_del_percent, dict(self.quotas))
-        removed = await self.retention.run(policy)
-        await asyncio.to_thread(_expire_archives, self.root / "archive", time.time() - ARCHIVE_KEEP_SECONDS)
-        return removed
-
-    # -- status ---------------------------------------------------------------------------------------
-    def status(self, token: str) -> dict[str, Any]:
-        recorders = [(s.origin, s.recorder) for s in self.sessions.values() if s.token == token]
-        if token in self.continuous:
-            recorders.append(("continuous", self.continuous[token]))
-        running = [r for _, r in recorders if r.running]
-        text = self.errors.get(token) or (running[0].status if running else "idle")
-        return {
-            "strToken": token, "bRecording": any(r.status == "recording" for r in running), "strStatus": text,
-            "strSchedule": self.schedules.get(token, ""), "nQuotaByte": self.quotas.get(token, 0),
-            "recording": [{"strOrigin": origin, "nType": r.kind, "strStatus": r.status,
-                           "strPath": storage.http_path(r.current.rel) if r.current else "",
-                           "strStartTime": storage.format_time(r.started)} for origin, r in recorders],
-        }
-
-
-def _free_stem(root: Path, stem: str, taken: set[str]) -> str:
-    """The stem itself, or stem_1, stem_2 ... whichever names no file and no running recording (thread-side)."""
-    for n in range(100):
-        candidate = stem if n == 0 else f"{stem}_{n}"
-        if candidate not in taken and not (root / f"{candidate}.mp4").exists():
-            return candidate
-    raise ApiError("too many recordings with this name", 409)
-
-
-def _expire_archives(folder: Path, before: float) -> None:
-    if not folder.is_dir():
-        return
-    for path in folder.glob("*/*.mp4"):
-        if path.stat().st_mtime < before:
-            path.unlink(missing_ok=True)
-
 
 # -- endpoints ---------------------------------------------------------------------------------------------
 
@@ -773,10 +438,12 @@ async def playback_ws(ws: WebSocket, user: User) -> None:
     if q.get("serverpb", "false").lower() != "true":
         return await _close(ws, 4415, "only playback of this server's recordings (serverpb=true) is supported")
     filename = q.get("filename", "")
+    single = q.get("begintime", "0") in ("", "0") and filename not in ("", "fake")  # one file, whole
     try:
-        if q.get("begintime", "0") in ("", "0") and filename not in ("", "fake"):
+        if single:
             rows = await _single_file(service, token, filename)
-            begin, end, offset = rows[0].start, rows[0].end + 1, None
+            begin, offset = rows[0].start, None
+            end = rows[0].end + 1 if not rows[0].open else time.time() + MAX_DURATION
         else:
             begin, offset = _time(ws, "begintime", None)
             end = _time(ws, "endtime", None)[0]
@@ -790,6 +457,9 @@ async def playback_ws(ws: WebSocket, user: User) -> None:
         return [Span(r.start, r.end, service.root / r.path, r.open and r.id in service.index.live) for r in found]
 
     async def refresh(span: Span) -> list[Span]:
+        if single:
+            current = await service.index.recording_by_path(rows[0].path)
+            return spans([current] if current else [])
         return spans(await service.index.recordings(token, span.start, end))
 
     player = Playback(ws, spans(rows), begin, end, lambda t: storage.format_time(t, offset), refresh,
@@ -801,6 +471,9 @@ async def playback_ws(ws: WebSocket, user: User) -> None:
         await player.run()
     except (WebSocketDisconnect, RuntimeError, ConnectionError):
         pass
+    except OSError as e:  # a file went away under the player (deleted by retention, say)
+        log.warning("%s: playback stopped: %s", token, e)
+        await ws.close(code=1011, reason="recording no longer readable")
 
 
 async def _single_file(service: Recordings, token: str, filename: str) -> list[storage.Recording]:
@@ -825,14 +498,11 @@ async def install(app: Any) -> None:
     await service.open()
     state.recordings = service
     state.playback_ws = playback_ws
-    load = state.registry.load
 
-    async def load_then_start() -> None:
-        # Recorders need the sources, which app.py loads right after install(): start them then.
-        await load()
-        await service.started()
 
-    state.registry.load = load_then_start
+async def started(app: Any) -> None:
+    """After the sources are loaded: recorders need them."""
+    await app.state.recordings.started()
 
 
 async def uninstall(app: Any) -> None:

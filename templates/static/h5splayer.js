@@ -306,6 +306,13 @@ H5sPlayerWS.prototype._openSocket = function () {
             /* the server says why, e.g. "source offline: connection refused" or "unknown token" */
             H5sReportError(self, ev.reason);
         }
+        if (self._playback && ev.code >= 4000 && ev.code < 5000) {
+            /* playback refused for good (no recording in range, bad time, no session): retrying cannot help */
+            H5sReportError(self, ev.reason || ('playback refused (' + ev.code + ')'));
+            self._state = 'stopped';
+            self._stopped = true;
+            return;
+        }
         self._scheduleReconnect(H5S_WS_RECONNECT_MS);
     };
 };
