@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -33,6 +34,7 @@ from supervisor.registry import Registry
 from workers.hub import HubClosed
 from workers.process import _set_pdeathsig
 from workers.webrtc import wire
+from workers.webrtc.pipe import PlaybackPipe
 
 log = logging.getLogger("h5gate.webrtc")
 
@@ -42,8 +44,11 @@ SIDECAR_WAIT = 10.0  # how long a new viewer waits for a (re)starting sidecar
 RESTART_MIN, RESTART_MAX = 0.5, 10.0
 HEALTHY_SECONDS = 10.0  # a sidecar that lived this long restarts without backoff
 PING_INTERVAL, PING_TIMEOUT = 2.0, 10.0
+STARTUP_TIMEOUT = 60.0  # importing aiortc on a busy machine can take a while
 ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
 PACKAGE_ROOT = str(Path(workers.__file__).resolve().parent.parent)  # where `-m workers.webrtc` is found
+PRIVATE_FEEDS = 1 << 30  # feed ids from here on are the supervisor's (playback), below the sidecar's
+CODECS_RE = re.compile(r'codecs="([^"]*)"')
 
 
 class SignalError(Exception):
@@ -85,6 +90,7 @@ class Session:
         self.offer = ""
         self.offer_sent = False
         self.connected = False
+        self.playback: PlaybackPipe | None = None  # where its H5_* commands go, for recordings
 
 
 class WebRTCService:
@@ -105,6 +111,7 @@ class WebRTCService:
         self._proc: asyncio.subprocess.Process | None = None
         self._stopping = False
         self._next_peer = 1
+        self._next_private_feed = PRIVATE_FEEDS
         self._last_pong = 0.0
 
     # -- the sidecar process --------------------------------------------------------------------------
@@ -155,12 +162,14 @@ class WebRTCService:
                 "--config", json.dumps(self._sidecar_config()), "--log-level", self.settings.log_level,
                 pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL, env=env,
                 start_new_session=True, preexec_fn=_set_pdeathsig)
+        except BaseException:
+            parent.close()
+            raise
         finally:
             child.close()
         self.pid = proc.pid
         reader, writer = await asyncio.open_unix_connection(sock=parent)
         link = wire.Link(writer)
-        self._last_pong = time.monotonic()
         pinger = asyncio.create_task(self._ping(link))
         try:
             while True:
@@ -169,7 +178,8 @@ class WebRTCService:
                     raise wire.ProtocolError("the sidecar sent media")
                 self._on_control(link, wire.decode_control(payload))
         except (asyncio.IncompleteReadError, ConnectionError, wire.ProtocolError) as e:
-            log.warning("webrtc sidecar pid %d: link lost (%s)", proc.pid, type(e).__name__)
+            if not self._stopping:
+                log.warning("webrtc sidecar pid %d: link lost (%s)", proc.pid, type(e).__name__)
         finally:
             pinger.cancel()
             link.close()
@@ -195,7 +205,14 @@ class WebRTCService:
                 pass
 
     async def _ping(self, link: wire.Link) -> None:
-        """A sidecar that stops answering (hung, or its loop stalled) is killed, then restarted."""
+        """A sidecar that does not start, or stops answering (hung, loop stalled), is killed and restarted."""
+        try:
+            await asyncio.wait_for(self.ready.wait(), STARTUP_TIMEOUT)
+        except TimeoutError:
+            log.warning("webrtc sidecar: not ready after %.0fs, killing it", STARTUP_TIMEOUT)
+            await self._kill()
+            return
+        self._last_pong = time.monotonic()
         n = 0
         while True:
             await asyncio.sleep(PING_INTERVAL)
@@ -279,8 +296,12 @@ class WebRTCService:
             return False
         return self._link is not None
 
-    def open(self, token: str, profile: str, codec: str, audio: bool) -> Session:
-        """Register a session (it counts from now on) and have the sidecar make its offer."""
+    def open(self, token: str, profile: str, codec: str, audio: bool, private_feed: int | None = None) -> Session:
+        """Register a session (it counts from now on) and have the sidecar make its offer.
+
+        A live session shares the sidecar's feed of (token, profile); a playback session gets a private
+        feed, which the supervisor fills itself (send_media).
+        """
         assert self._link is not None
         peer_id = self._next_peer
         self._next_peer += 1
@@ -288,8 +309,19 @@ class WebRTCService:
         session = Session(peer_id, name)
         self.sessions[peer_id] = session
         self.total += 1
-        self._link.send("open", peer=peer_id, token=token, profile=profile, codec=codec, audio=audio)
+        self._link.send("open", peer=peer_id, token=token, profile=profile, codec=codec, audio=audio,
+                        feed=private_feed)
         return session
+
+    def private_feed(self) -> int:
+        self._next_private_feed += 1
+        return self._next_private_feed
+
+    async def send_media(self, feed_id: int, kind: int, data: bytes) -> None:
+        link = self._link
+        if link is not None:
+            link.send_media(kind, feed_id, data)
+            await link.drain()
 
     def signal(self, session: Session, message: dict[str, Any]) -> None:
         if self._link is not None:
@@ -325,7 +357,7 @@ async def _send(ws: WebSocket, session: Session, message: dict[str, Any]) -> Non
         await ws.send_text(json.dumps(message))
 
 
-async def _send_offer(ws: WebSocket, service: WebRTCService, session: Session) -> None:
+async def _send_offer(ws: WebSocket, session: Session) -> None:
     """The offer goes out once both it exists and the player has said `open` (after `iceserver`)."""
     if session.opened and session.offer and not session.offer_sent:
         session.offer_sent = True
@@ -361,7 +393,7 @@ async def _on_browser_message(ws: WebSocket, service: WebRTCService, session: Se
         if not session.opened:
             session.opened = True
             await _send(ws, session, service.iceserver_message())
-            await _send_offer(ws, service, session)
+            await _send_offer(ws, session)
     elif kind == "keepalive":
         pass
     elif kind == "answer":
@@ -376,21 +408,22 @@ async def _on_browser_message(ws: WebSocket, service: WebRTCService, session: Se
             raise SignalError("remoteice needs a candidate string")
         service.signal(session, {"candidate": message["candidate"], "sdpMLineIndex": mline})
     elif kind is None and isinstance(message.get("cmd"), str):
-        pass  # H5_KEEPALIVE and playback commands, which a live stream has no use for
+        if session.playback is not None and message["cmd"] != "H5_KEEPALIVE":
+            session.playback.command(message)  # a live stream has no use for playback commands
     elif kind == "offer":
         raise SignalError("the server makes the offer; send an answer")
     else:
         raise SignalError(f"unknown message type: {str(kind)[:40]}")
 
 
-async def _to_browser(ws: WebSocket, service: WebRTCService, session: Session) -> tuple[int, str]:
+async def _to_browser(ws: WebSocket, session: Session) -> tuple[int, str]:
     """Relay what the sidecar says about this session; returns when it closes the session."""
     while True:
         message = await session.inbox.get()
         op = message["op"]
         if op == "offer":
             session.offer = str(message["sdp"])
-            await _send_offer(ws, service, session)
+            await _send_offer(ws, session)
         elif op == "connected":
             session.connected = True
         elif op == "closed":
@@ -400,27 +433,48 @@ async def _to_browser(ws: WebSocket, service: WebRTCService, session: Session) -
             return int(message.get("code", 1000)), reason[:120]
 
 
-async def _relay(ws: WebSocket, service: WebRTCService, session: Session) -> tuple[int, str] | None:
-    reader = asyncio.create_task(_from_browser(ws, service, session))
-    writer = asyncio.create_task(_to_browser(ws, service, session))
+async def _relay(ws: WebSocket, service: WebRTCService, session: Session,
+                 ended: asyncio.Future[tuple[int, str]] | None = None) -> tuple[int, str] | None:
+    """Until the browser leaves (None), or the sidecar, a signalling error or `ended` closes the session."""
+    tasks: set[asyncio.Future[Any]] = {asyncio.create_task(_from_browser(ws, service, session)),
+                                       asyncio.create_task(_to_browser(ws, session))}
+    if ended is not None:
+        tasks.add(ended)
     try:
-        done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         return next(iter(done)).result()
     finally:
-        for task in (reader, writer):
-            task.cancel()
-        await asyncio.gather(reader, writer, return_exceptions=True)
+        for task in tasks:
+            if task is not ended:
+                task.cancel()
+        await asyncio.gather(*(t for t in tasks if t is not ended), return_exceptions=True)
+
+
+async def _serve(ws: WebSocket, service: WebRTCService, session: Session,
+                 ended: asyncio.Future[tuple[int, str]] | None = None) -> None:
+    log.info("%s: webrtc viewer %d open (%d now)", session.name, session.id, len(service.sessions))
+    try:
+        result = await _relay(ws, service, session, ended)
+    finally:
+        service.close(session)
+        log.info("%s: webrtc viewer %d closed (%d now)", session.name, session.id, len(service.sessions))
+    if result is not None:
+        await ws.close(code=result[0], reason=result[1])
 
 
 async def h5srtcapi(ws: WebSocket) -> None:
     state = ws.app.state
-    if state.auth.check(session_of(ws)) is None:
+    user = state.auth.check(session_of(ws))
+    if user is None:
         return await _reject(ws, CLOSE_UNAUTHORIZED, "session is missing, invalid or expired")
     service: WebRTCService | None = getattr(state, "webrtc", None)
     if service is None:
         return await _reject(ws, CLOSE_UNSUPPORTED, "WebRTC is turned off on this server")
     if ws.query_params.get("playback", "").lower() == "true":
-        return await _reject(ws, CLOSE_UNSUPPORTED, "playback over WebRTC is not available on this server")
+        handler = getattr(state, "playback_ws", None)
+        if handler is None:
+            return await _reject(ws, CLOSE_UNSUPPORTED, "playback is not available on this server")
+        return await _playback(ws, service, handler, user)
     token = ws.query_params.get("token", "")
     runtime = state.registry.get(token) if TOKEN_RE.match(token) else None
     if runtime is None:
@@ -441,26 +495,75 @@ async def h5srtcapi(ws: WebSocket) -> None:
             return await ws.close(code=1013, reason=f"source offline: {why}"[:120])
         assert hub.init is not None
         video = hub.init.video
-        if video is None or video.codec[:4] not in ("avc1", "avc3"):
-            codec = video.codec if video is not None else "audio only"
-            return await ws.close(code=CLOSE_UNSUPPORTED, reason=f"WebRTC plays H.264 only; this source is {codec}")
+        refusal = _refuse_codec(video.codec if video is not None else "")
+        if refusal:
+            return await ws.close(code=CLOSE_UNSUPPORTED, reason=refusal)
+        assert video is not None
         if not await service.wait_ready(SIDECAR_WAIT):
             return await ws.close(code=1013, reason="WebRTC service is not running, try again")
         audio = (ws.query_params.get("audio", "true").lower() != "false"
                  and any(t.handler == "soun" for t in hub.init.tracks.values()))
-        session = service.open(stream.runtime.config.token, profile, video.codec, audio)
-        log.info("%s: webrtc viewer %d open (%d now)", session.name, session.id, len(service.sessions))
-        try:
-            result = await _relay(ws, service, session)
-        finally:
-            service.close(session)
-            log.info("%s: webrtc viewer %d closed (%d now)", session.name, session.id, len(service.sessions))
-        if result is not None:
-            await ws.close(code=result[0], reason=result[1])
+        await _serve(ws, service, service.open(stream.runtime.config.token, profile, video.codec, audio))
     except (WebSocketDisconnect, RuntimeError, ConnectionError):
         pass
     finally:
         stream.release()
+
+
+def _refuse_codec(codec: str) -> str:
+    """Why a video codec cannot go out over WebRTC unchanged ("" if it can)."""
+    if codec[:4] in ("avc1", "avc3"):
+        return ""
+    return f"WebRTC plays H.264 only; this source is {codec or 'audio only'}"
+
+
+async def _playback(ws: WebSocket, service: WebRTCService, handler: Any, user: User) -> None:
+    """Recordings over WebRTC: the WebSocket playback handler feeds this viewer's own sidecar feed.
+
+    Same query and commands as playback over h5swsapi. Video only: the handler retimes media for
+    H5_SPEED, which suits pictures but not an Opus stream.
+    """
+    await ws.accept()
+    pipe = PlaybackPipe(ws.app, ws.query_params)
+    player = asyncio.create_task(handler(pipe, user))
+    try:
+        await asyncio.wait({pipe.mime, pipe.closed, player}, timeout=READY_TIMEOUT,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if pipe.closed.done():
+            code, reason = pipe.closed.result()
+            return await ws.close(code=code, reason=reason[:120])
+        if not pipe.mime.done():
+            return await ws.close(code=1011, reason="playback did not start")
+        match = CODECS_RE.search(pipe.mime.result())
+        refusal = _refuse_codec(match.group(1).split(",")[0].strip() if match else "")
+        if refusal:
+            return await ws.close(code=CLOSE_UNSUPPORTED, reason=refusal)
+        if not await service.wait_ready(SIDECAR_WAIT):
+            return await ws.close(code=1013, reason="WebRTC service is not running, try again")
+        token = ws.query_params.get("token", "")
+        feed_id = service.private_feed()
+        session = service.open(token, "playback", match.group(1) if match else "", False, feed_id)
+        session.playback = pipe
+
+        async def media(kind: int, data: bytes) -> None:
+            await service.send_media(feed_id, kind, data)
+
+        async def text(message: str) -> None:
+            async with session.send_lock:
+                await ws.send_text(message)
+
+        await pipe.attach(media, text)
+        await _serve(ws, service, session, pipe.closed)
+    except (WebSocketDisconnect, RuntimeError, ConnectionError):
+        pass
+    finally:
+        pipe.end()
+        try:
+            await asyncio.wait_for(player, 2.0)
+        except TimeoutError:
+            log.warning("%s: playback handler did not stop, cancelled", ws.query_params.get("token", "")[:64])
+        except Exception:
+            log.exception("%s: playback over WebRTC failed", ws.query_params.get("token", "")[:64])
 
 
 @endpoint()

@@ -56,6 +56,10 @@ def _video_packet(data: bytes, pts: int) -> av.Packet:
     return packet
 
 
+class FeedEnded(Exception):
+    """The source changed into something WebRTC cannot pass through (its viewers must be told)."""
+
+
 class Sink(Protocol):
     def push(self, item: object) -> None: ...
 
@@ -63,10 +67,11 @@ class Sink(Protocol):
 class Feed:
     """Media of one (token, profile), as long as some peer of the sidecar uses it."""
 
-    def __init__(self, feed_id: int, token: str, profile: str) -> None:
+    def __init__(self, feed_id: int, token: str, profile: str, live: bool = True) -> None:
         self.id = feed_id
         self.token = token
         self.profile = profile
+        self.live = live  # False: one viewer's recording, paced by the player, not to be caught up on
         self.name = token if profile in ("", "main") else f"{token}/{profile}"
         self.peers = 0
         self.gop: list[AccessUnit] = []
@@ -88,13 +93,16 @@ class Feed:
     def on_init(self, data: bytes) -> None:
         """A (re)started source: new track ids, timescales, parameter sets, maybe a new audio config."""
         init = parse_init_config(data)
+        if init.video is None or init.video.codec[:4] not in ("avc1", "avc3") or not init.video.config:
+            raise FeedEnded(f"the source is now {init.video.codec if init.video else 'audio only'}, "
+                            "WebRTC plays H.264 only")
         self._init = init
-        self._avc = parse_avcc(init.video.config) if init.video and init.video.config else None
+        self._avc = parse_avcc(init.video.config)
         if self._transcoder is not None:
             self._opus_pts = self._transcoder.pts
         if self.audio_sinks:
             self._transcoder = self._new_transcoder()
-        log.info("%s: feed init, video %s, audio %s", self.name, init.video.codec if init.video else "none",
+        log.info("%s: feed init, video %s, audio %s", self.name, init.video.codec,
                  init.audio.codec if init.audio else "none")
 
     def on_fragment(self, data: bytes) -> None:

@@ -106,8 +106,6 @@ def audio_specific_config(esds: bytes) -> bytes:
 class AvcConfig:
     length_size: int
     parameter_sets: bytes  # SPS and PPS in Annex B
-    profile_idc: int
-    constraints: int
 
 
 def parse_avcc(avcc: bytes) -> AvcConfig:
@@ -124,7 +122,7 @@ def parse_avcc(avcc: bytes) -> AvcConfig:
             size = struct.unpack_from(">H", avcc, pos)[0]
             out += START_CODE + avcc[pos + 2:pos + 2 + size]
             pos += 2 + size
-    return AvcConfig(length_size, bytes(out), avcc[1], avcc[2])
+    return AvcConfig(length_size, bytes(out))
 
 
 def to_annexb(sample: bytes, length_size: int) -> tuple[bytes, bool]:

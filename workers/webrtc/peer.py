@@ -22,6 +22,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.codecs import CODECS
+from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
 from aiortc.sdp import candidate_from_sdp
@@ -111,7 +112,6 @@ class Peer:
         self.inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.closed = False
         self.pc: RTCPeerConnection | None = None
-        self.video: VideoTrack | None = None
         self._pending: list[RTCIceCandidate] = []
         self._candidates = 0
         self._started = time.monotonic()
@@ -122,32 +122,36 @@ class Peer:
         return f"{self.feed.name}: webrtc viewer {self.id}"
 
     async def run(self) -> None:
-        """Offer, then act on each relayed message in order until the peer ends."""
+        """Offer, then act on each relayed message in order until the peer ends; then release it all."""
+        deadline = asyncio.create_task(self._connect_deadline())
         try:
             await self._offer()
-            deadline = asyncio.create_task(self._connect_deadline())
-            try:
-                while not self.closed:
-                    message = await self.inbox.get()
-                    if message is None:
-                        break
-                    await self._handle(message)
-            finally:
-                deadline.cancel()
+            while not self.closed:
+                message = await self.inbox.get()
+                if message is None:
+                    break
+                await self._handle(message)
         except SignallingError as e:
             log.info("%s: bad signalling: %s", self.name, e)
-            await self.close(CLOSE_BAD_SIGNALLING, str(e), error=True)
+            self.close(CLOSE_BAD_SIGNALLING, str(e), error=True)
         except Exception as e:
             log.exception("%s: failed", self.name)
-            await self.close(CLOSE_FAILED, f"WebRTC error: {type(e).__name__}", error=True)
-        await self.close(CLOSE_NORMAL, "closed")
+            self.close(CLOSE_FAILED, f"WebRTC error: {type(e).__name__}", error=True)
+        finally:
+            deadline.cancel()
+            self.close(CLOSE_NORMAL, "closed")
+            if self.pc is not None:
+                for sender in self.pc.getSenders():
+                    if sender.track is not None:
+                        sender.track.stop()
+                await self.pc.close()
 
     async def _offer(self) -> None:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self.pc = pc
         pc.on("connectionstatechange", self._on_state)
-        self.video = VideoTrack(self.feed, self._on_first_frame)
-        pc.addTransceiver(self.video, direction="sendonly").setCodecPreferences(h264_preferences(self.codec))
+        video = VideoTrack(self.feed, self._on_first_frame)
+        pc.addTransceiver(video, direction="sendonly").setCodecPreferences(h264_preferences(self.codec))
         if self.audio:
             opus = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType == "audio/opus"]
             pc.addTransceiver(AudioTrack(self.feed), direction="sendonly").setCodecPreferences(opus)
@@ -165,7 +169,8 @@ class Peer:
                 raise SignallingError("answer without a valid SDP")
             try:
                 await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
-            except (ValueError, KeyError, IndexError, AssertionError) as e:
+            except (ValueError, KeyError, IndexError, AssertionError, InvalidAccessError, InvalidStateError,
+                    OperationError) as e:  # what aiortc raises on SDP it cannot use
                 raise SignallingError(f"answer SDP not accepted: {e}"[:200]) from None
             pending, self._pending = self._pending, []
             for candidate in pending:
@@ -182,7 +187,7 @@ class Peer:
         else:
             await self.pc.addIceCandidate(candidate)
 
-    async def _on_state(self) -> None:
+    def _on_state(self) -> None:
         pc = self.pc
         if pc is None or self.closed:
             return
@@ -191,13 +196,16 @@ class Peer:
             self._connected.set()
             log.info("%s: connected in %.0f ms", self.name, (time.monotonic() - self._started) * 1000)
             self.emit("connected")
-        elif state in ("failed", "closed"):
-            why = "ICE consent expired" if self._connected.is_set() else "ICE failed"
-            log.info("%s: connection %s (%s)", self.name, state, why)
-            await self.close(CLOSE_FAILED, f"WebRTC connection {state}: {why}")
+        elif state == "closed":  # the viewer closed it (DTLS close_notify)
+            log.info("%s: connection closed by the viewer", self.name)
+            self.close(CLOSE_NORMAL, "WebRTC connection closed by the viewer")
+        elif state == "failed":
+            why = "lost (no ICE consent)" if self._connected.is_set() else "not established (ICE failed)"
+            log.info("%s: connection %s", self.name, why)
+            self.close(CLOSE_FAILED, f"WebRTC connection {why}")
 
     def _on_first_frame(self) -> None:
-        log.info("%s: first frame sent %.0f ms after the offer was made", self.name,
+        log.info("%s: first frame sent %.0f ms after the viewer opened", self.name,
                  (time.monotonic() - self._started) * 1000)
 
     async def _connect_deadline(self) -> None:
@@ -205,17 +213,12 @@ class Peer:
             await asyncio.wait_for(self._connected.wait(), CONNECT_TIMEOUT)
         except TimeoutError:
             log.info("%s: not connected after %.0fs, closing", self.name, CONNECT_TIMEOUT)
-            await self.close(CLOSE_FAILED, f"WebRTC connection not established within {CONNECT_TIMEOUT:.0f}s")
+            self.close(CLOSE_FAILED, f"WebRTC connection not established within {CONNECT_TIMEOUT:.0f}s")
 
-    async def close(self, code: int, reason: str, error: bool = False) -> None:
-        """End the peer once: stop its tracks and connection, tell the supervisor why."""
+    def close(self, code: int, reason: str, error: bool = False) -> None:
+        """End the peer once and tell the supervisor why; run() then releases the connection."""
         if self.closed:
             return
         self.closed = True
         self.inbox.put_nowait(None)
         self.emit("closed", code=code, reason=reason, error=error)
-        if self.pc is not None:
-            for sender in self.pc.getSenders():
-                if sender.track is not None:
-                    sender.track.stop()
-            await self.pc.close()

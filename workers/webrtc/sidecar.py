@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workers.webrtc import wire
-from workers.webrtc.feed import Feed
+from workers.webrtc.feed import Feed, FeedEnded
 from workers.webrtc.peer import CLOSE_NORMAL, Peer
 
 log = logging.getLogger("h5gate.webrtc")
@@ -60,13 +60,17 @@ class Sidecar:
                         feed.on_init(payload)
                     else:
                         feed.on_fragment(payload)
+                except FeedEnded as e:
+                    log.warning("%s: %s; closing its WebRTC viewers", feed.name, e)
+                    self._end_feed(feed, str(e))
                 except (ValueError, IndexError, StopIteration, AssertionError) as e:
                     log.warning("%s: unreadable media from the hub skipped: %s", feed.name, e)
         except (asyncio.IncompleteReadError, ConnectionError):
             log.info("supervisor closed the link, sidecar exiting")
         finally:
             for peer in list(self.peers.values()):
-                await peer.close(CLOSE_NORMAL, "WebRTC service stopping")
+                peer.close(CLOSE_NORMAL, "WebRTC service stopping")
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _on_control(self, message: dict[str, Any]) -> None:
         op = message["op"]
@@ -81,7 +85,7 @@ class Sidecar:
         elif op == "close":
             peer = self.peers.get(message.get("peer", -1))
             if peer is not None:
-                self._spawn(peer.close(CLOSE_NORMAL, "viewer left"))
+                peer.close(CLOSE_NORMAL, "viewer left")
         elif op == "feed_end":
             feed = self.feeds_by_id.get(message.get("feed", -1))
             if feed is not None:
@@ -91,8 +95,13 @@ class Sidecar:
 
     def _open(self, message: dict[str, Any]) -> None:
         peer_id, token, profile = message["peer"], message["token"], message["profile"]
-        feed = self.feeds.get((token, profile))
-        if feed is None:
+        private = message.get("feed")
+        if private is not None:  # playback: the supervisor fills this peer's own feed
+            feed = Feed(int(private), token, profile, live=False)
+            self.feeds_by_id[feed.id] = feed
+        elif (token, profile) in self.feeds:
+            feed = self.feeds[(token, profile)]
+        else:
             feed = Feed(self._next_feed, token, profile)
             self._next_feed += 1
             self.feeds[(token, profile)] = feed
@@ -117,18 +126,22 @@ class Sidecar:
             feed = peer.feed
             feed.peers -= 1
             log.info("%s: webrtc viewer %d gone (%d left on this source)", feed.name, peer.id, feed.peers)
-            if feed.peers == 0 and not feed.ended:
+            if not feed.live:
+                self._drop_feed(feed)
+            elif feed.peers == 0 and not feed.ended:
                 await asyncio.sleep(FEED_LINGER)
                 if feed.peers == 0 and self.feeds.get((feed.token, feed.profile)) is feed:
                     self._drop_feed(feed)
                     self.link.send("unsubscribe", feed=feed.id)
 
     def _end_feed(self, feed: Feed, reason: str) -> None:
-        """The supervisor says the source is gone: end its tracks and peers."""
+        """The source is gone or no longer H.264: end its tracks and peers, stop its media."""
         self._drop_feed(feed)
         feed.end()
+        if feed.live:
+            self.link.send("unsubscribe", feed=feed.id)
         for peer in [p for p in self.peers.values() if p.feed is feed]:
-            self._spawn(peer.close(CLOSE_NORMAL, reason))
+            peer.close(CLOSE_NORMAL, reason)
 
     def _drop_feed(self, feed: Feed) -> None:
         self.feeds_by_id.pop(feed.id, None)

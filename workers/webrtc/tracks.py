@@ -25,20 +25,18 @@ from workers.webrtc.feed import AccessUnit, Feed
 log = logging.getLogger("h5gate.webrtc")
 
 BURST_STEP = 90  # 1 ms at 90 kHz between the cached frames sent on start
-BURST_RATE = 8_000_000  # bytes per second for those frames (64 Mbit/s: a 2 s GOP at 8 Mbit/s in 250 ms)
+BURST_RATE = 2_500_000  # bytes per second for those frames (20 Mbit/s: a 2 s GOP at 4 Mbit/s in 0.4 s)
 MAX_QUEUE = 250  # units waiting for one sender; more means it is stuck: drop to the next keyframe
 
 
 class _FeedTrack(MediaStreamTrack):
+    """A track the feed pushes into (None: the source has ended); it attaches on the sender's first recv."""
+
     def __init__(self, feed: Feed) -> None:
         super().__init__()
         self.feed = feed
-        self.drops = 0
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._attached = False
-
-    def push(self, item: object) -> None:
-        self._queue.put_nowait(item)
 
     async def _next(self) -> object:
         item = await self._queue.get()
@@ -69,7 +67,6 @@ class VideoTrack(_FeedTrack):
             while not self._queue.empty():
                 self._queue.get_nowait()
             self._need_key = True
-            self.drops += 1
             log.info("%s: a WebRTC sender fell behind, skipping to the next keyframe", self.feed.name)
         self._queue.put_nowait(item)
 
@@ -81,7 +78,10 @@ class VideoTrack(_FeedTrack):
             gop = self.feed.attach_video(self)
             if gop:
                 newest = gop[-1].dts
-                self._burst.extend((au, newest - (len(gop) - 1 - i) * BURST_STEP) for i, au in enumerate(gop))
+                if self.feed.live:
+                    self._burst.extend((au, newest - (len(gop) - 1 - i) * BURST_STEP) for i, au in enumerate(gop))
+                else:  # a recording sent ahead of the clock: the browser buffers it and plays it in time
+                    self._burst.extend((au, au.dts) for au in gop)
                 self._burst_start = asyncio.get_running_loop().time()
                 self._need_key = False
         if self._burst:
@@ -112,9 +112,8 @@ class AudioTrack(_FeedTrack):
     kind = "audio"
 
     def push(self, item: object) -> None:
-        if self._queue.qsize() >= MAX_QUEUE:
+        if self._queue.qsize() >= MAX_QUEUE:  # a stuck sender: drop the oldest audio
             self._queue.get_nowait()
-            self.drops += 1
         self._queue.put_nowait(item)
 
     async def recv(self) -> av.Packet:
