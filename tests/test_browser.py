@@ -238,21 +238,24 @@ def test_ws_player_url_and_keepalive(page, gateway):
     assert page.page_errors == []
 
 
-def test_player_create_picks_ws_or_hls(page, gateway):
+def test_player_create_picks_ws_rtc_or_hls(page, gateway):
     blank_video_page(page, gateway, hls=True)
     kinds = page.evaluate(
         f"""() => {{
             const conf = {player_conf(gateway)};
             const a = H5sPlayerCreate(conf);
-            const saved = window.MediaSource;
-            window.MediaSource = undefined;
+            const saved = window.MediaSource, savedPc = window.RTCPeerConnection;
+            window.MediaSource = undefined;  // as on iOS Safari: no MSE, but WebRTC
             const b = H5sPlayerCreate(conf);
+            window.RTCPeerConnection = undefined;  // neither: HLS is what is left
+            const c = H5sPlayerCreate(conf);
             window.MediaSource = saved;
-            return [a instanceof H5sPlayerWS, b instanceof H5sPlayerHls,
-                    typeof a.connect, typeof a.disconnect, typeof b.connect, typeof b.disconnect];
+            window.RTCPeerConnection = savedPc;
+            return [a instanceof H5sPlayerWS, b instanceof H5sPlayerRTC, c instanceof H5sPlayerHls,
+                    ...[a, b, c].map(p => typeof p.connect + typeof p.disconnect)];
         }}"""
     )
-    assert kinds == [True, True, "function", "function", "function", "function"]
+    assert kinds == [True, True, True] + ["functionfunction"] * 3
     assert page.page_errors == []
 
 

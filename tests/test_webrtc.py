@@ -144,12 +144,27 @@ PAGE_STATS = """async () => {
 }"""
 
 
+def test_console_tile_switches_between_websocket_and_webrtc(gw: Gateway, page: Page) -> None:
+    page.goto(gw.base + "/login")
+    page.evaluate("(s) => { sessionStorage.setItem('h5gate_session', s); localStorage.clear(); }", gw.session)
+    page.goto(gw.base + "/")
+    info = "document.querySelector('.tile[data-token=clip] .tile-info').textContent"
+    page.wait_for_function(f"{info}.startsWith('WS · playing')", timeout=15_000)
+    page.locator(".tile[data-token=clip] button.seg", has_text="RTC").click()
+    page.wait_for_function(f"{info}.startsWith('RTC · playing')", timeout=15_000)
+    video = "document.querySelector('.tile[data-token=clip] video')"
+    t0 = page.evaluate(f"{video}.currentTime")
+    page.wait_for_function(f"{video}.currentTime > {t0} + 1", timeout=10_000)
+    assert wait_until(lambda: _status(gw)["nConnectCount"] >= 1, 5)
+    page.locator(".tile[data-token=clip] button.seg", has_text="WS").click()
+    page.wait_for_function(f"{info}.startsWith('WS · playing')", timeout=15_000)
+    assert page.page_errors == []
+
+
 def test_browser_plays_h264_over_webrtc_and_reconnects_after_a_sidecar_crash(gw: Gateway, page: Page) -> None:
     page.goto(gw.base + "/login")
     page.set_content('<video id="v" muted playsinline></video>')
     page.add_script_tag(url=gw.base + "/static/h5splayer.js")
-    if page.evaluate("typeof H5sPlayerRTC") == "undefined":  # until it is merged into h5splayer.js
-        page.add_script_tag(url=gw.base + "/static/h5splayer_rtc.js")
     started = time.monotonic()
     page.evaluate("""(session) => {
         window.player = new H5sPlayerRTC({videoid: 'v', protocol: location.protocol, host: location.host,

@@ -171,8 +171,7 @@ var H5GATE_STATS_MS = 1000;
 function H5gateTile(source, grid) {
     this.token = source.strToken;
     this.player = null;
-    this.mode = localStorage.getItem('h5gate_mode_' + this.token) ||
-        (H5sPlayerKind({}) === 'hls' ? 'hls' : 'ws');
+    this.mode = localStorage.getItem('h5gate_mode_' + this.token) || H5sPlayerKind({});
     this._build(source);
     grid.appendChild(this.el);
     this.update(source);
@@ -200,11 +199,14 @@ H5gateTile.prototype._build = function (source) {
     this.info = h5gateEl('span', { class: 'tile-info' });
     this.wsButton = h5gateEl('button', { type: 'button', class: 'seg', text: 'WS',
         title: 'fMP4 over WebSocket (low latency)', onclick: function () { self.setMode('ws'); } });
+    this.rtcButton = h5gateEl('button', { type: 'button', class: 'seg', text: 'RTC',
+        title: 'WebRTC (H.264 passed through)', onclick: function () { self.setMode('rtc'); } });
     this.hlsButton = h5gateEl('button', { type: 'button', class: 'seg', text: 'HLS',
         title: 'HLS (hls.js or native)', onclick: function () { self.setMode('hls'); } });
     var del = h5gateEl('button', { type: 'button', class: 'danger small', text: 'Delete',
         title: 'delete this source', onclick: function () { self.remove(); } });
-    var foot = [h5gateEl('span', { class: 'segmented' }, [this.wsButton, this.hlsButton]), this.info];
+    var foot = [h5gateEl('span', { class: 'segmented' }, [this.wsButton, this.rtcButton, this.hlsButton]),
+        this.info];
     this.ptz = null;
     if (source.nType === 'H5_ONVIF') {
         this.ptz = new H5gatePtz(this.token);
@@ -246,9 +248,11 @@ H5gateTile.prototype.play = function () {
     this.stop();
     this.error.hidden = true;
     var conf = this.conf();
-    this.player = this.mode === 'hls' ? new H5sPlayerHls(conf) : H5sPlayerCreate(conf);
+    var Player = H5sPlayerKinds[this.mode] || H5sPlayerKinds[H5sPlayerKind(conf)];
+    this.player = new Player(conf);
     this.player.connect();
     this.wsButton.classList.toggle('active', this.mode === 'ws');
+    this.rtcButton.classList.toggle('active', this.mode === 'rtc');
     this.hlsButton.classList.toggle('active', this.mode === 'hls');
 };
 

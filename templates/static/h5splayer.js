@@ -852,6 +852,388 @@ H5sPlayerHls.prototype._closeCmn = function () {
 
 /* ---------------------------------------------------------------- H5sPlayerCreate: pick a player */
 
+/* ------------------------------------------------------------------ H5sPlayerRTC
+ * Live (and recorded) video over WebRTC with H5Stream's signalling (h5srtcapi): the server makes the
+ * offer. conf as for H5sPlayerWS, plus the vendor's rtcengine ('v2' -> h5srtcapi2) and h5gate's
+ * audio ('false' asks for video only, so the server transcodes no audio for this viewer).
+ * Sends {"type":"open"} then {"type":"keepalive"} every second; takes "iceserver" and "offer",
+ * answers with "answer" and trickles "remoteice"; other server JSON goes to pbconf.callback.
+ * stats() adds width, height and packetsLost; getStats() resolves to the RTCStatsReport. */
+
+var H5S_RTC_KEEPALIVE_MS = 1000;
+var H5S_RTC_RECONNECT_MS = 1000;
+/* consecutive attempts that brought no picture back off: 1 s, 1 s, 2 s, 3 s, then 5 s */
+var H5S_RTC_BACKOFF_MS = [1000, 1000, 2000, 3000, 5000];
+var H5S_RTC_STATS_MS = 1000;
+var H5S_RTC_FIRST_FRAME_MS = 10000; /* no frame decoded this long after (re)connecting: reconnect */
+var H5S_RTC_STALL_MS = 6000;        /* frames stopped being decoded this long: reconnect (live only) */
+
+function H5sPlayerRTC(conf) {
+    this._conf = conf;
+    this._video = H5sGetVideoElement(conf);
+    this._playback = !!conf.pbconf;
+    this._log = H5sLogger(conf, 'H5sPlayerRTC');
+    this._state = 'idle';
+    this._error = '';
+    this._reconnects = 0;
+    this._posterUpdate = 0;
+    this._stopped = true;
+    this._ws = null;
+    this._pc = null;
+    this._rtcConfig = null;
+    this._timers = [];
+    this._reconnectTimer = null;
+    this._failures = 0;
+    this._playing = false;
+    this._stats = { framesDecoded: 0, mime: '', width: 0, height: 0, packetsLost: 0, latency: 0 };
+    this._video.muted = H5sConfBool(conf.muted, true);
+    this._video.playsInline = true;
+    this._video.autoplay = true;
+}
+
+H5sPlayerRTC.prototype.wsUrl = function () {
+    var conf = this._conf;
+    var path = conf.rtcengine === 'v2' ? 'api/v1/h5srtcapi2' : 'api/v1/h5srtcapi';
+    var url = H5sWsBase(conf) + path + '?token=' + encodeURIComponent(conf.token);
+    var profile = encodeURIComponent(conf.streamprofile || 'main');
+    if (this._playback) {
+        var pb = conf.pbconf;
+        url += '&playback=true&profile=' + profile +
+            '&serverpb=' + encodeURIComponent(pb.serverpb || 'false') +
+            '&begintime=' + encodeURIComponent(pb.begintime || '') +
+            '&endtime=' + encodeURIComponent(pb.endtime || '') +
+            '&filename=' + encodeURIComponent(pb.filename || 'fake');
+    } else {
+        url += '&profile=' + profile;
+    }
+    if (!H5sConfBool(conf.audio, true)) {
+        url += '&audio=false';
+    }
+    return url + '&session=' + encodeURIComponent(conf.session || '');
+};
+
+H5sPlayerRTC.prototype.connect = function () {
+    if (!this._stopped) {
+        return;
+    }
+    this._stopped = false;
+    this._start();
+};
+
+H5sPlayerRTC.prototype.disconnect = function () {
+    this._stopped = true;
+    if (this._reconnectTimer) {
+        clearTimeout(this._reconnectTimer);
+        this._reconnectTimer = null;
+    }
+    this._teardown();
+    this._state = 'closed';
+    this._log('disconnected');
+};
+
+H5sPlayerRTC.prototype.stats = function () {
+    var s = this._stats;
+    return {
+        state: this._state,
+        framesDecoded: s.framesDecoded,
+        currentTime: this._video.currentTime,
+        bufferedEnd: 0,
+        latency: s.latency,
+        reconnects: this._reconnects,
+        mime: s.mime,
+        error: this._error,
+        width: s.width,
+        height: s.height,
+        packetsLost: s.packetsLost
+    };
+};
+
+H5sPlayerRTC.prototype.getStats = function () {
+    return this._pc ? this._pc.getStats() : Promise.resolve(null);
+};
+
+/* One connection attempt: a new signalling socket; the peer connection comes with the server's offer. */
+H5sPlayerRTC.prototype._start = function () {
+    var self = this;
+    this._state = this._reconnects ? 'reconnecting' : 'connecting';
+    this._playing = false;
+    this._rtcConfig = null;
+    this._startedAt = Date.now();
+    this._lastFrames = 0;
+    this._lastFramesChange = Date.now();
+    this._stats.framesDecoded = 0;
+    this._posterUpdate += 1;
+    this._video.poster = H5sPosterUrl(this._conf, this._posterUpdate);
+
+    if (!window.RTCPeerConnection) {
+        H5sReportError(this, 'this browser has no WebRTC; use H5sPlayerWS or H5sPlayerHls');
+        this._state = 'error';
+        return;
+    }
+    var url = this.wsUrl();
+    this._log('connecting', url);
+    var ws;
+    try {
+        ws = new WebSocket(url);
+    } catch (e) {
+        H5sReportError(this, 'cannot open WebSocket: ' + e.message);
+        this._scheduleReconnect(H5S_RTC_RECONNECT_MS);
+        return;
+    }
+    this._ws = ws;
+    ws.onopen = function () {
+        self._log('open');
+        self._send({ type: 'open' });
+        self._timers.push(setInterval(function () {
+            self._send({ type: 'keepalive' });
+        }, H5S_RTC_KEEPALIVE_MS));
+        if (self._playback && H5sConfBool(self._conf.pbconf.autoplay, false)) {
+            self._send({ cmd: 'H5_START' });
+        }
+    };
+    ws.onmessage = function (ev) {
+        self._onMessage(ev.data);
+    };
+    ws.onerror = function () {
+        self._log('socket error');
+    };
+    ws.onclose = function (ev) {
+        if (self._ws !== ws) {
+            return;
+        }
+        self._log('closed', ev.code, ev.reason);
+        if (ev.reason && ev.reason !== self._error) {
+            /* the server says why, e.g. "source offline: ..." or "WebRTC service restarting, reconnect" */
+            H5sReportError(self, ev.reason);
+        }
+        self._scheduleReconnect(H5S_RTC_RECONNECT_MS);
+    };
+    this._timers.push(setInterval(function () { self._poll(); }, H5S_RTC_STATS_MS));
+};
+
+H5sPlayerRTC.prototype._send = function (obj) {
+    if (this._ws && this._ws.readyState === WebSocket.OPEN) {
+        this._ws.send(JSON.stringify(obj));
+        return true;
+    }
+    return false;
+};
+
+H5sPlayerRTC.prototype._onMessage = function (data) {
+    var msg;
+    try {
+        msg = JSON.parse(data);
+    } catch (e) {
+        this._log('ignoring a message that is not JSON');
+        return;
+    }
+    this._log('signal', msg.type);
+    if (msg.type === 'iceserver') {
+        this._rtcConfig = {
+            iceServers: msg.iceServers || [],
+            iceTransportPolicy: msg.iceTransportPolicy === 'relay' ? 'relay' : 'all'
+        };
+    } else if (msg.type === 'offer') {
+        this._onOffer(msg);
+    } else if (msg.type === 'remoteice') {
+        if (this._pc) {
+            this._pc.addIceCandidate({ candidate: msg.candidate, sdpMLineIndex: msg.sdpMLineIndex || 0 })
+                .catch(function () { /* a candidate we cannot use is not fatal */ });
+        }
+    } else if (msg.type === 'error') {
+        H5sReportError(this, msg.strCode || 'signalling error');
+    } else {
+        var pb = this._conf.pbconf;
+        if (pb && typeof pb.callback === 'function') {
+            pb.callback(data, pb.userdata);
+        } else {
+            this._log('message', data);
+        }
+    }
+};
+
+/* The server offers (video, maybe audio, send-only); we answer and trickle our candidates. */
+H5sPlayerRTC.prototype._onOffer = function (msg) {
+    var self = this;
+    var ws = this._ws;
+    /* no "iceserver" message: no STUN/TURN at all (never a public default) */
+    var pc = new RTCPeerConnection(this._rtcConfig || { iceServers: [] });
+    this._pc = pc;
+    pc.ontrack = function (ev) {
+        var video = self._video;
+        var stream = ev.streams && ev.streams[0] ? ev.streams[0] : null;
+        if (!stream) {
+            stream = video.srcObject instanceof MediaStream ? video.srcObject : new MediaStream();
+            stream.addTrack(ev.track);
+        }
+        if (video.srcObject !== stream) {
+            video.srcObject = stream;
+        }
+        H5sPlay(self);
+    };
+    pc.onicecandidate = function (ev) {
+        if (ev.candidate && ev.candidate.candidate) {
+            self._send({
+                type: 'remoteice',
+                candidate: ev.candidate.candidate,
+                sdpMid: ev.candidate.sdpMid,
+                sdpMLineIndex: ev.candidate.sdpMLineIndex,
+                usernameFragment: ev.candidate.usernameFragment
+            });
+        }
+    };
+    pc.onconnectionstatechange = function () {
+        if (self._pc !== pc) {
+            return;
+        }
+        self._log('connection', pc.connectionState);
+        if (pc.connectionState === 'failed') {
+            H5sReportError(self, 'WebRTC connection failed, reconnecting');
+            self._scheduleReconnect(H5S_RTC_RECONNECT_MS);
+        }
+    };
+    pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp }).then(function () {
+        return pc.createAnswer();
+    }).then(function (answer) {
+        return pc.setLocalDescription(answer).then(function () {
+            if (self._ws === ws) {
+                self._send({ type: 'answer', sdp: answer.sdp });
+            }
+        });
+    }).catch(function (e) {
+        if (self._pc === pc) {
+            H5sReportError(self, 'cannot answer the offer: ' + e.message);
+            self._scheduleReconnect(H5S_RTC_RECONNECT_MS);
+        }
+    });
+};
+
+/* Every second: figures from getStats(), first-picture and stall checks. */
+H5sPlayerRTC.prototype._poll = function () {
+    var self = this;
+    var pc = this._pc;
+    var now = Date.now();
+    if (this._stopped) {
+        return;
+    }
+    if (!this._playing && now - this._startedAt > H5S_RTC_FIRST_FRAME_MS) {
+        this._log('no picture after', H5S_RTC_FIRST_FRAME_MS, 'ms, reconnecting');
+        this._scheduleReconnect(H5S_RTC_RECONNECT_MS);
+        return;
+    }
+    if (this._playing && !this._playback && now - this._lastFramesChange > H5S_RTC_STALL_MS) {
+        this._log('no frames decoded for', H5S_RTC_STALL_MS, 'ms, reconnecting');
+        this._scheduleReconnect(H5S_RTC_RECONNECT_MS);
+        return;
+    }
+    if (!pc) {
+        return;
+    }
+    pc.getStats().then(function (report) {
+        if (self._pc === pc) {
+            self._onStats(report);
+        }
+    }).catch(function () { /* closed meanwhile */ });
+};
+
+H5sPlayerRTC.prototype._onStats = function (report) {
+    var s = this._stats;
+    var codecs = {};
+    var inbound = null;
+    report.forEach(function (r) {
+        if (r.type === 'codec') {
+            codecs[r.id] = r.mimeType;
+        } else if (r.type === 'inbound-rtp' && (r.kind || r.mediaType) === 'video') {
+            inbound = r;
+        }
+    });
+    if (!inbound) {
+        return;
+    }
+    s.framesDecoded = inbound.framesDecoded || 0;
+    s.width = inbound.frameWidth || 0;
+    s.height = inbound.frameHeight || 0;
+    s.packetsLost = inbound.packetsLost || 0;
+    s.mime = codecs[inbound.codecId] || s.mime;
+    if (inbound.jitterBufferEmittedCount) {
+        s.latency = inbound.jitterBufferDelay / inbound.jitterBufferEmittedCount;
+    }
+    if (s.framesDecoded !== this._lastFrames) {
+        this._lastFrames = s.framesDecoded;
+        this._lastFramesChange = Date.now();
+        if (!this._playing) {
+            this._playing = true;
+            this._failures = 0;
+            this._state = 'playing';
+            this._error = '';
+            this._log('first frames decoded', s.mime, s.width + 'x' + s.height);
+        }
+    }
+};
+
+H5sPlayerRTC.prototype._scheduleReconnect = function (delay) {
+    var self = this;
+    if (this._stopped || this._reconnectTimer) {
+        return;
+    }
+    if (!this._playing) {
+        this._failures += 1;
+        delay = Math.max(delay, H5S_RTC_BACKOFF_MS[Math.min(this._failures, H5S_RTC_BACKOFF_MS.length) - 1]);
+    }
+    this._teardown();
+    if (this._state !== 'error') {
+        this._state = 'reconnecting';
+    }
+    this._reconnectTimer = setTimeout(function () {
+        self._reconnectTimer = null;
+        if (!self._stopped) {
+            self._reconnects += 1;
+            self._start();
+        }
+    }, delay);
+};
+
+H5sPlayerRTC.prototype._teardown = function () {
+    this._timers.forEach(function (t) { clearInterval(t); });
+    this._timers = [];
+    var ws = this._ws;
+    this._ws = null;
+    if (ws) {
+        ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+        try {
+            ws.close();
+        } catch (e) { /* already closed */ }
+    }
+    var pc = this._pc;
+    this._pc = null;
+    if (pc) {
+        pc.ontrack = pc.onicecandidate = pc.onconnectionstatechange = null;
+        pc.close();
+    }
+    this._video.srcObject = null;
+};
+
+/* Playback controls (pbconf mode), the same commands as H5sPlayerWS sends. */
+H5sPlayerRTC.prototype.start = function () {
+    return this._send({ cmd: 'H5_START' });
+};
+
+H5sPlayerRTC.prototype.pause = function () {
+    return this._send({ cmd: 'H5_PAUSE' });
+};
+
+H5sPlayerRTC.prototype.resume = function () {
+    return this._send({ cmd: 'H5_RESUME' });
+};
+
+H5sPlayerRTC.prototype.seek = function (seconds) {
+    return this._send({ cmd: 'H5_SEEK', nSeekTime: Number(seconds) });
+};
+
+H5sPlayerRTC.prototype.speed = function (n) {
+    return this._send({ cmd: 'H5_SPEED', nSpeed: Number(n) });
+};
+
 function H5sIsIOS() {
     var platform = navigator.platform || '';
     if (/iPad|iPhone|iPod/.test(platform)) {
@@ -861,17 +1243,18 @@ function H5sIsIOS() {
     return platform === 'MacIntel' && navigator.maxTouchPoints > 1;
 }
 
-/* Which player suits this browser: 'ws' or 'hls'. Each kind maps to a constructor in
- * H5sPlayerKinds, so another transport is one more entry there and one more rule here. */
+/* Which player suits this browser: 'ws' (MSE), else 'rtc' (iOS Safari has no MediaSource but has
+ * WebRTC), else 'hls'. Each kind maps to a constructor in H5sPlayerKinds. */
 function H5sPlayerKind(conf) {
-    if (H5sIsIOS() || !window.MediaSource) {
-        return 'hls';
+    if (window.MediaSource && !H5sIsIOS()) {
+        return 'ws';
     }
-    return 'ws';
+    return window.RTCPeerConnection ? 'rtc' : 'hls';
 }
 
 var H5sPlayerKinds = {
     ws: H5sPlayerWS,
+    rtc: H5sPlayerRTC,
     hls: H5sPlayerHls
 };
 
