@@ -86,7 +86,7 @@ def create_app(settings: Settings) -> Starlette:
         state.host_id = await asyncio.to_thread(_host_id, settings.data_dir)
         state.registry = Registry(settings, db, ffmpeg)
         state.snapshots = SnapshotCache(ffmpeg, settings.image_cache_seconds)
-        state.viewers = streams.Viewers()
+        state.viewers = streams.Viewers(settings.send_timeout)
         state.run_info = system.RunInfo()
         state.background = []
         for module in extra:

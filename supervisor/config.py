@@ -30,7 +30,7 @@ class Settings:
     hls_duration: int = 2
     rtsp_timeout: float = 5.0  # seconds ffmpeg waits on a silent camera before giving up
     stall_timeout: float = 10.0  # watchdog: kill an ffmpeg with no output for this long
-    restart_min: float = 1.0  # backoff between restarts: min doubling to max
+    restart_min: float = 0.5  # backoff between restarts: min doubling to max
     restart_max: float = 30.0
     ring_seconds: float = 6.0  # how much live media the hub keeps for slow viewers and pre-record
     slow_viewer_seconds: float = 4.0  # a viewer this far behind is skipped to the newest keyframe

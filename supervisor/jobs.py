@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -32,7 +33,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from supervisor.api.common import ApiError
 from supervisor.db import Database
-from workers import storage
+from workers import reindex, storage
 from workers.playback import Export
 from workers.recorder import RecFile, Recorder, repair_file
 from workers.storage import BadValue, Policy, RecordIndex, Retention
@@ -203,6 +204,7 @@ class Recordings:
         self.errors: dict[str, str] = {}  # token -> why its recording last stopped on its own
         self.exports: dict[str, tuple[str, Export]] = {}  # file name -> (token, progress)
         self._lock = asyncio.Lock()
+        self._reindex_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -220,6 +222,11 @@ class Recordings:
         recovered = await self.index.recover(repair_file)
         if recovered:
             log.info("%d recordings interrupted by a crash were closed and indexed", recovered)
+        row = await self.db.fetchone("SELECT EXISTS (SELECT 1 FROM recordings) AS r, "
+                                     "EXISTS (SELECT 1 FROM snapshots) AS s")
+        empty = [folder for folder, has in (("record", row["r"]), ("snapshot", row["s"])) if not has]
+        if empty:  # a new or lost database: what the store holds is indexed again, in the background
+            self._spawn(self._reindex_at_start(empty))
         self.jobs.register("record_stop", self._job_stop)
 
     async def started(self) -> None:
@@ -402,6 +409,46 @@ class Recordings:
         for rec in [*self.continuous.values(), *(s.recorder for s in self.sessions.values())]:
             rec.file_seconds = self.settings.record_file_seconds
         self._spawn(self.run_retention())
+
+    async def _reindex_at_start(self, folders: list[str]) -> None:
+        try:
+            await self.reindex(folders, drop_missing=False)
+        except Exception:
+            log.exception("the index could not be rebuilt from the media store")
+
+    async def reindex(self, folders: list[str] | None = None, drop_missing: bool = True) -> dict[str, int]:
+        """Index the media files that have no row (paths, times, fragments read in a thread); with
+        drop_missing, forget rows whose files are gone. Rows that exist keep their values (the
+        recorder's are more exact than what a path tells); files being written are left alone."""
+        folders = list(reindex.FOLDERS) if folders is None else folders
+        async with self._reindex_lock, self.retention.lock:
+            began = time.monotonic()
+            recs, shots = await self.index.indexed_paths()
+            cancel = threading.Event()
+            try:
+                scan = await asyncio.to_thread(reindex.scan, self.root, set(recs) | set(shots), folders,
+                                               cancel=cancel)
+            except asyncio.CancelledError:
+                cancel.set()  # the thread stops at its next file
+                raise
+            added, shots_added = await self.index.add_found(
+                [(r.token, r.kind, r.path, r.start, r.end, r.size) for r in scan.recordings],
+                [(s.token, s.taken, s.path, s.size) for s in scan.snapshots])
+            removed = 0
+            if drop_missing:
+                keep = self.protected()
+                gone_recs = [i for path, i in recs.items() if path.split("/", 1)[0] in scan.folders
+                             and path not in scan.present and path not in keep]
+                gone_shots = [i for path, i in shots.items() if "snapshot" in scan.folders
+                              and path not in scan.present]
+                await self.index.drop_rows(gone_recs, gone_shots)
+                removed = len(gone_recs) + len(gone_shots)
+            indexed = sum(1 for path in scan.present if path in recs or path in shots) + added + shots_added
+            if added or shots_added or removed or scan.skipped:
+                log.info("index rebuilt from the media store in %.1fs: %d recordings and %d snapshots added, "
+                         "%d rows of missing files removed, %d files skipped", time.monotonic() - began,
+                         added, shots_added, removed, scan.skipped)
+            return {"files": indexed, "added": added + shots_added, "removed": removed, "skipped": scan.skipped}
 
     async def run_retention(self) -> int:
         policy = Policy(self.settings.record_in_day, self.settings.snapshot_in_day,

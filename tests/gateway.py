@@ -37,7 +37,7 @@ class Gateway:
     def start(self, timeout: float = 30.0) -> Gateway:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # Tests never multicast: ONVIF discovery goes to a dead loopback port unless a test says otherwise.
-        env = {**os.environ, "H5GATE_RESTART_MIN": "0.5", "H5GATE_ONVIF_DISCOVERY_TARGET": "127.0.0.1:9",
+        env = {**os.environ, "H5GATE_ONVIF_DISCOVERY_TARGET": "127.0.0.1:9",
                **self.env}
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's life
         self.proc = subprocess.Popen(

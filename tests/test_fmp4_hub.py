@@ -71,7 +71,6 @@ async def test_hub_gop_cache_rebase_and_slow_cursor(pipe_bytes: bytes) -> None:
             hub.publish(data, info)
     gop = hub.gop()
     assert gop[0].keyframe and gop[0].seq == hub.keyframe_seq and gop[0].dts >= 2.0
-    assert round(gop[0].dts * 25) % 50 == 0
     # a new viewer's first fragment is the newest keyframe, and rebased it starts at time zero
     first = await hub.cursor().next(1)
     assert first is gop[0]

@@ -44,6 +44,23 @@ def test_hls_plays_in_ffmpeg(gateway: Gateway, version: str, segment: str) -> No
     assert len(frames) >= 50  # 3 s at 25 fps, decoded from the segments
 
 
+def test_hls_deletes_old_segments(gateway: Gateway) -> None:
+    """Only the playlist's segments (and one or two being written or just dropped) stay on disk."""
+    path = f"/hls/v1/demo/hls.m3u8?session={gateway.session}"
+    deadline = time.monotonic() + 30
+    sequence = 0
+    while time.monotonic() < deadline and sequence < 4:
+        text = gateway.request(path)[2].decode()
+        sequence = int(next((line.split(":")[1] for line in text.splitlines()
+                             if line.startswith("#EXT-X-MEDIA-SEQUENCE:")), "0"))
+        time.sleep(1)
+    assert sequence >= 4, "the playlist did not roll over"
+    for version, suffix in (("v1", ".ts"), ("v2", ".m4s")):
+        segments = list((gateway.data_dir / "hls" / version / "demo").glob("*" + suffix))
+        assert 1 <= len(segments) <= 7, (version, sorted(p.name for p in segments))
+    assert "failed to delete old segment" not in gateway.log()
+
+
 def test_hls_needs_a_session_and_stays_in_its_folder(gateway: Gateway) -> None:
     assert gateway.request("/hls/v1/demo/hls.m3u8")[0] == 401
     session = f"?session={gateway.session}"

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import websockets
 
-from workers.fmp4 import FragInfo, InitInfo, parse_fragment, parse_init
+from workers.fmp4 import FragInfo, InitInfo, boxes, parse_fragment, parse_init
 
 
 @dataclass
@@ -20,6 +20,7 @@ class Received:
     close_code: int | None = None
     close_reason: str = ""
     first_at: float = 0.0
+    messages: int = 0  # binary media messages (each holds one or more moof+mdat pairs)
 
     def video(self) -> list[FragInfo]:
         return [f for i, f, _ in self.fragments if self.inits[i].tracks[f.track_id].handler == "vide"]
@@ -50,12 +51,31 @@ async def watch(url: str, *, frames: int = 50, seconds: float = 20.0, keepalive:
                 else:
                     if not got.first_at:
                         got.first_at = time.monotonic()
-                    got.fragments.append((len(got.inits) - 1, parse_fragment(msg), time.monotonic()))
+                    now = time.monotonic()
+                    pieces = split_fragments(msg)
+                    assert pieces, "a binary message that is neither init nor moof+mdat"
+                    got.messages += 1
+                    got.fragments += [(len(got.inits) - 1, parse_fragment(p), now) for p in pieces]
                     if stop_after is None and len(got.video()) >= frames:
                         break
         except websockets.ConnectionClosed as e:
             got.close_code, got.close_reason = e.rcvd.code if e.rcvd else None, e.rcvd.reason if e.rcvd else ""
     return got
+
+
+def split_fragments(message: bytes) -> list[bytes]:
+    """The moof+mdat pairs of one message; the whole message must be made of them."""
+    pieces: list[bytes] = []
+    moof = -1
+    end = 0
+    for kind, pos, _, size in boxes(message):
+        if kind == b"moof":
+            moof = pos
+        elif kind == b"mdat" and moof >= 0:
+            pieces.append(message[moof:pos + size])
+            moof = -1
+        end = pos + size
+    return pieces if end == len(message) and moof < 0 else []
 
 
 def watch_sync(url: str, **kwargs: object) -> Received:

@@ -82,16 +82,18 @@ def build_command(binary: str, plan: Plan) -> list[str]:
     cmd += [*codec, "-f", "mp4", "-movflags", PIPE_MOVFLAGS, "-flush_packets", "1", "pipe:1"]
     if plan.hls_dir is not None:
         for kind in plan.hls_kinds:
-            out = plan.hls_dir / kind / plan.token
+            # Absolute paths, no "file:" prefix: with one, ffmpeg cannot delete old segments and they pile
+            # up forever. The folder comes from the settings and the token is validated, never a request's.
+            out = (plan.hls_dir / kind / plan.token).absolute()
             hls = ["-f", "hls", "-hls_time", str(plan.hls_duration),
                    "-hls_list_size", str(plan.hls_segment_num),
                    "-hls_flags", "delete_segments+independent_segments+omit_endlist", "-hls_allow_cache", "0"]
             if kind == "v2":
                 hls += ["-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", "init.mp4",
-                        "-hls_segment_filename", f"file:{out}/hls%d.m4s"]
+                        "-hls_segment_filename", f"{out}/hls%d.m4s"]
             else:
-                hls += ["-hls_segment_filename", f"file:{out}/hls%d.ts"]
-            cmd += [*codec, *hls, f"file:{out}/hls.m3u8"]
+                hls += ["-hls_segment_filename", f"{out}/hls%d.ts"]
+            cmd += [*codec, *hls, f"{out}/hls.m3u8"]
     return cmd
 
 

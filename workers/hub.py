@@ -226,25 +226,35 @@ class Cursor:
             hub.skips += 1
             log.info("%s: consumer behind, skipped to keyframe %d", hub.name, target)
 
+    def next_nowait(self) -> Fragment | None:
+        """The next fragment if the ring already has it, else None; raises HubClosed."""
+        hub = self.hub
+        if hub.closed:
+            raise HubClosed(hub.name)
+        if self.seq < hub.first_seq:
+            self._skip_to_keyframe()
+        frag = hub.get(self.seq)
+        if frag is None:
+            if self.seq > hub.next_seq:
+                self.seq = hub.next_seq
+            return None
+        newest = hub.ring[-1]
+        if (newest.gen == frag.gen and newest.dts - frag.dts > self.slow_seconds
+                and hub.keyframe_seq is not None and hub.keyframe_seq > self.seq):
+            self._skip_to_keyframe()
+            frag = hub.get(self.seq)
+            if frag is None:
+                return None
+        self.seq += 1
+        return frag
+
     async def next(self, timeout: float | None = None) -> Fragment | None:
         """The next fragment, or None if nothing came within the timeout; raises HubClosed."""
         hub = self.hub
         while True:
-            if hub.closed:
-                raise HubClosed(hub.name)
-            if self.seq < hub.first_seq:
-                self._skip_to_keyframe()
-            frag = hub.get(self.seq)
+            frag = self.next_nowait()
             if frag is not None:
-                newest = hub.ring[-1]
-                if (newest.gen == frag.gen and newest.dts - frag.dts > self.slow_seconds
-                        and hub.keyframe_seq is not None and hub.keyframe_seq > self.seq):
-                    self._skip_to_keyframe()
-                    continue
-                self.seq += 1
                 return frag
-            if self.seq > hub.next_seq:
-                self.seq = hub.next_seq
             if timeout is None:
                 await hub._event.wait()
                 continue

@@ -255,8 +255,11 @@ class RecordIndex:
         self.longest = LONGEST_FILE  # no file spans more: Search only looks this far before its start
 
     async def add_recording(self, token: str, kind: str, rel: str, f: LiveFile) -> int:
+        # A reindex may have found the file first: the recorder's own values win.
         await self.db.execute("INSERT INTO recordings (token, kind, path, start_ts, end_ts, size, open) "
-                              "VALUES (?, ?, ?, ?, ?, 0, 1)", (token, kind, rel, f.start, f.start))
+                              "VALUES (?, ?, ?, ?, ?, 0, 1) ON CONFLICT(path) DO UPDATE SET token = excluded.token, "
+                              "kind = excluded.kind, start_ts = excluded.start_ts, end_ts = excluded.end_ts, "
+                              "size = 0, open = 1", (token, kind, rel, f.start, f.start))
         row = await self.db.fetchone("SELECT id FROM recordings WHERE path = ?", (rel,))
         assert row is not None
         self.live[row["id"]] = (token, f)
@@ -297,8 +300,9 @@ class RecordIndex:
         return self._recording(row) if row else None
 
     async def add_snapshot(self, token: str, taken: float, rel: str, size: int) -> None:
-        await self.db.execute("INSERT INTO snapshots (token, taken, path, size) VALUES (?, ?, ?, ?)",
-                              (token, taken, rel, size))
+        await self.db.execute("INSERT INTO snapshots (token, taken, path, size) VALUES (?, ?, ?, ?) "
+                              "ON CONFLICT(path) DO UPDATE SET token = excluded.token, taken = excluded.taken, "
+                              "size = excluded.size", (token, taken, rel, size))
 
     async def snapshots(self, token: str | None, start: float, end: float) -> list[Any]:
         where, params = "taken >= ? AND taken < ?", [start, end]
@@ -325,6 +329,39 @@ class RecordIndex:
             await self.finish_recording(row["id"], row["start_ts"] + index.duration, index.valid_end)
             log.info("%s: closed after a crash, %.1fs kept", row["path"], index.duration)
         return len(rows)
+
+    async def indexed_paths(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Path -> row id of every recording and of every snapshot."""
+        recs = await self.db.fetchall("SELECT id, path FROM recordings")
+        shots = await self.db.fetchall("SELECT id, path FROM snapshots")
+        return {r["path"]: r["id"] for r in recs}, {r["path"]: r["id"] for r in shots}
+
+    async def add_found(self, recordings: list[tuple[str, str, str, float, float, int]],
+                        snapshots: list[tuple[str, float, str, int]]) -> tuple[int, int]:
+        """Rows for files found on disk (token, kind, path, start, end, size) and (token, taken, path, size);
+        a path already indexed keeps its row. Returns how many rows of each were added."""
+        count = "SELECT (SELECT COUNT(*) FROM recordings) AS r, (SELECT COUNT(*) FROM snapshots) AS s"
+        before = await self.db.fetchone(count)
+        if recordings:
+            await self.db.executemany(
+                "INSERT INTO recordings (token, kind, path, start_ts, end_ts, size, open) "
+                "VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT(path) DO NOTHING", recordings)
+            span = max(end - start for _, _, _, start, end, _ in recordings)
+            self.longest = max(self.longest, span + 60)
+        if snapshots:
+            await self.db.executemany("INSERT INTO snapshots (token, taken, path, size) VALUES (?, ?, ?, ?) "
+                                      "ON CONFLICT(path) DO NOTHING", snapshots)
+        after = await self.db.fetchone(count)
+        assert before is not None and after is not None
+        return after["r"] - before["r"], after["s"] - before["s"]
+
+    async def drop_rows(self, recording_ids: list[int], snapshot_ids: list[int]) -> None:
+        """Forget rows whose files are gone (the files being written are never among them)."""
+        recording_ids = [i for i in recording_ids if i not in self.live]
+        if recording_ids:
+            await self.db.executemany("DELETE FROM recordings WHERE id = ?", [(i,) for i in recording_ids])
+        if snapshot_ids:
+            await self.db.executemany("DELETE FROM snapshots WHERE id = ?", [(i,) for i in snapshot_ids])
 
     async def usage(self) -> dict[str, dict[str, Any]]:
         """Bytes, files and oldest start per source (recordings and snapshots)."""
@@ -367,10 +404,10 @@ class Retention:
         self.db = index.db
         self.root = index.root
         self.protected = protected
-        self._lock = asyncio.Lock()
+        self.lock = asyncio.Lock()  # also held by a reindex, so no file goes while it is being indexed
 
     async def run(self, policy: Policy) -> int:
-        async with self._lock:
+        async with self.lock:
             now = time.time()
             removed = await self._by_age(now - policy.record_days * 86400)
             removed += await self._snapshots_by_age(now - policy.snapshot_days * 86400)

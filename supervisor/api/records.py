@@ -322,6 +322,15 @@ async def get_storage_info(request: Request, user: User) -> Any:
             **_conf(service), "src": sources}
 
 
+@endpoint(role="Administrator")
+async def reindex_records(request: Request, user: User) -> Any:
+    """Rebuild the index from the media store (H5Stream's bReIndex, on demand): files without a row are
+    indexed, rows whose files are gone are dropped; calling it twice changes nothing the second time."""
+    done = await _service(request).reindex()
+    return ok(f"Index rebuilt: {done['added']} added, {done['removed']} removed, {done['skipped']} skipped",
+              nFiles=done["files"], nAdded=done["added"], nRemoved=done["removed"], nSkipped=done["skipped"])
+
+
 def _disk_usage(root: Path) -> Any:
     root.mkdir(parents=True, exist_ok=True)
     return shutil.disk_usage(root)
@@ -528,6 +537,7 @@ routes = [
     Route("/api/v1/GetRecordDuration", get_record_duration),
     Route("/api/v1/SetRecordDuration", set_record_duration),
     Route("/api/v1/GetStorageInfo", get_storage_info),
+    Route("/api/v1/ReindexRecords", reindex_records),
     Route("/api/v1/Archive", archive),
     Route("/api/v1/ExportClip", export_clip_call),
     Route("/api/v1/GetArchiveStatus", get_archive_status),
