@@ -203,6 +203,7 @@ async def _send_live(ws: WebSocket, hub: Any, settings: Any, live: _Live) -> tup
     has_video = True
     batch: list[bytes] = []
     size = 0
+    batch_has_video = False
     try:
         while True:
             frag = cursor.next_nowait()
@@ -230,7 +231,7 @@ async def _send_live(ws: WebSocket, hub: Any, settings: Any, live: _Live) -> tup
                 head.append(init.data)
                 gen = frag.gen
                 has_video = init.video is not None
-                batch, size = [], 0  # held audio of the old run cannot follow the new init
+                batch, size, batch_has_video = [], 0, False  # held audio of the old run cannot follow
             elif frag.dts * 1_000_000 < start_us - 1:
                 continue  # audio from before this viewer's first keyframe: it would land before zero
             data = frag.rebased(shift_us)
@@ -239,8 +240,10 @@ async def _send_live(ws: WebSocket, hub: Any, settings: Any, live: _Live) -> tup
             end = int(frag.end * 1_000_000) - shift_us
             if end > end_us:
                 end_us = end
-            if not frag.video and has_video and len(batch) < AUDIO_HOLD and not head:
-                continue  # audio waits for the next video frame
+            if frag.video:
+                batch_has_video = True
+            elif has_video and not batch_has_video and len(batch) < AUDIO_HOLD and not head:
+                continue  # audio waits for the next video frame (never holds one back)
             if size < BATCH_BYTES and not head and cursor.hub.get(cursor.seq) is not None:
                 continue  # more is ready already: one message for all of it
             live.sending_since = time.monotonic()
@@ -250,7 +253,7 @@ async def _send_live(ws: WebSocket, hub: Any, settings: Any, live: _Live) -> tup
                 await send(batch[0] if len(batch) == 1 else b"".join(batch))
             finally:
                 live.sending_since = 0.0
-            batch, size = [], 0
+            batch, size, batch_has_video = [], 0, False
             if live.stopping:
                 return 1000, ""
     except HubClosed:
