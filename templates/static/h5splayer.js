@@ -139,10 +139,8 @@ function H5sPlay(player) {
 
 /* ---------------------------------------------------------------- H5sPlayerWS: fMP4 over WebSocket */
 
-var H5S_WS_KEEPALIVE_MS = 1000;
 var H5S_WS_RECONNECT_MS = 1000;
 /* consecutive attempts that brought no media back off: 1 s, 1 s, 1 s, 2 s, 3 s, then 5 s */
-var H5S_WS_BACKOFF_MS = [1000, 1000, 1000, 2000, 3000, 5000];
 var H5S_WS_BADCODEC_RECONNECT_MS = 5000;
 var H5S_WS_TICK_MS = 500;
 var H5S_WS_TRIM_MS = 10000;
@@ -187,28 +185,7 @@ function H5sPlayerWS(conf) {
 }
 
 H5sPlayerWS.prototype.wsUrl = function () {
-    var conf = this._conf;
-    var url = H5sWsBase(conf) + 'api/v1/h5swsapi?token=' + encodeURIComponent(conf.token);
-    var profile = encodeURIComponent(conf.streamprofile || 'main');
-    if (this._playback) {
-        var pb = conf.pbconf;
-        url += '&playback=true&profile=' + profile +
-            '&serverpb=' + encodeURIComponent(pb.serverpb || 'false') +
-            '&begintime=' + encodeURIComponent(pb.begintime || '') +
-            '&endtime=' + encodeURIComponent(pb.endtime || '') +
-            '&filename=' + encodeURIComponent(pb.filename || 'fake');
-    } else {
-        url += '&profile=' + profile;
-    }
-    return url + '&session=' + encodeURIComponent(conf.session || '');
-};
-
-H5sPlayerWS.prototype.connect = function () {
-    if (!this._stopped) {
-        return;
-    }
-    this._stopped = false;
-    this._start();
+    return H5sWsBase(this._conf) + 'api/v1/h5swsapi?' + H5sStreamQuery(this._conf, this._playback);
 };
 
 H5sPlayerWS.prototype.disconnect = function () {
@@ -269,60 +246,7 @@ H5sPlayerWS.prototype._start = function () {
 };
 
 H5sPlayerWS.prototype._openSocket = function () {
-    var self = this;
-    var url = this.wsUrl();
-    this._log('connecting', url);
-    var ws;
-    try {
-        ws = new WebSocket(url);
-    } catch (e) {
-        H5sReportError(this, 'cannot open WebSocket: ' + e.message);
-        this._scheduleReconnect(H5S_WS_RECONNECT_MS);
-        return;
-    }
-    ws.binaryType = 'arraybuffer';
-    this._ws = ws;
-    ws.onopen = function () {
-        self._log('open');
-        self._timers.push(setInterval(function () {
-            self._send({ cmd: 'H5_KEEPALIVE' });
-        }, H5S_WS_KEEPALIVE_MS));
-        if (self._playback && H5sConfBool(self._conf.pbconf.autoplay, false)) {
-            self._send({ cmd: 'H5_START' });
-        }
-    };
-    ws.onmessage = function (ev) {
-        self._onMessage(ev.data);
-    };
-    ws.onerror = function () {
-        self._log('socket error');
-    };
-    ws.onclose = function (ev) {
-        if (self._ws !== ws) {
-            return;
-        }
-        self._log('closed', ev.code, ev.reason);
-        if (!self._primed && ev.reason && ev.reason !== self._error) {
-            /* the server says why, e.g. "source offline: connection refused" or "unknown token" */
-            H5sReportError(self, ev.reason);
-        }
-        if (self._playback && ev.code >= 4000 && ev.code < 5000) {
-            /* playback refused for good (no recording in range, bad time, no session): retrying cannot help */
-            H5sReportError(self, ev.reason || ('playback refused (' + ev.code + ')'));
-            self._state = 'stopped';
-            self._stopped = true;
-            return;
-        }
-        self._scheduleReconnect(H5S_WS_RECONNECT_MS);
-    };
-};
-
-H5sPlayerWS.prototype._send = function (obj) {
-    if (this._ws && this._ws.readyState === WebSocket.OPEN) {
-        this._ws.send(JSON.stringify(obj));
-        return true;
-    }
-    return false;
+    this._openSignalling(true, null, { cmd: 'H5_KEEPALIVE' }, H5S_WS_RECONNECT_MS);
 };
 
 H5sPlayerWS.prototype._onMessage = function (data) {
@@ -552,30 +476,6 @@ H5sPlayerWS.prototype._trim = function () {
     }
 };
 
-H5sPlayerWS.prototype._scheduleReconnect = function (delay) {
-    var self = this;
-    if (this._stopped || this._reconnectTimer) {
-        return;
-    }
-    if (this._primed) {
-        this._failures = 0;
-    } else {
-        this._failures += 1;
-        delay = Math.max(delay, H5S_WS_BACKOFF_MS[Math.min(this._failures, H5S_WS_BACKOFF_MS.length) - 1]);
-    }
-    this._teardown();
-    if (this._state !== 'error') {
-        this._state = 'reconnecting';
-    }
-    this._reconnectTimer = setTimeout(function () {
-        self._reconnectTimer = null;
-        if (!self._stopped) {
-            self._reconnects += 1;
-            self._start();
-        }
-    }, delay);
-};
-
 H5sPlayerWS.prototype._teardown = function () {
     this._timers.forEach(function (t) { clearInterval(t); });
     this._timers = [];
@@ -596,27 +496,6 @@ H5sPlayerWS.prototype._teardown = function () {
         URL.revokeObjectURL(this._msUrl);
         this._msUrl = '';
     }
-};
-
-/* Playback controls (pbconf mode). */
-H5sPlayerWS.prototype.start = function () {
-    return this._send({ cmd: 'H5_START' });
-};
-
-H5sPlayerWS.prototype.pause = function () {
-    return this._send({ cmd: 'H5_PAUSE' });
-};
-
-H5sPlayerWS.prototype.resume = function () {
-    return this._send({ cmd: 'H5_RESUME' });
-};
-
-H5sPlayerWS.prototype.seek = function (seconds) {
-    return this._send({ cmd: 'H5_SEEK', nSeekTime: Number(seconds) });
-};
-
-H5sPlayerWS.prototype.speed = function (n) {
-    return this._send({ cmd: 'H5_SPEED', nSpeed: Number(n) });
 };
 
 /* ---------------------------------------------------------------- H5sPlayerHls: HLS (hls.js or native) */
@@ -860,10 +739,7 @@ H5sPlayerHls.prototype._closeCmn = function () {
  * answers with "answer" and trickles "remoteice"; other server JSON goes to pbconf.callback.
  * stats() adds width, height and packetsLost; getStats() resolves to the RTCStatsReport. */
 
-var H5S_RTC_KEEPALIVE_MS = 1000;
 var H5S_RTC_RECONNECT_MS = 1000;
-/* consecutive attempts that brought no picture back off: 1 s, 1 s, 2 s, 3 s, then 5 s */
-var H5S_RTC_BACKOFF_MS = [1000, 1000, 2000, 3000, 5000];
 var H5S_RTC_STATS_MS = 1000;
 var H5S_RTC_FIRST_FRAME_MS = 10000; /* no frame decoded this long after (re)connecting: reconnect */
 var H5S_RTC_STALL_MS = 6000;        /* frames stopped being decoded this long: reconnect (live only) */
@@ -893,31 +769,9 @@ function H5sPlayerRTC(conf) {
 
 H5sPlayerRTC.prototype.wsUrl = function () {
     var conf = this._conf;
-    var path = conf.rtcengine === 'v2' ? 'api/v1/h5srtcapi2' : 'api/v1/h5srtcapi';
-    var url = H5sWsBase(conf) + path + '?token=' + encodeURIComponent(conf.token);
-    var profile = encodeURIComponent(conf.streamprofile || 'main');
-    if (this._playback) {
-        var pb = conf.pbconf;
-        url += '&playback=true&profile=' + profile +
-            '&serverpb=' + encodeURIComponent(pb.serverpb || 'false') +
-            '&begintime=' + encodeURIComponent(pb.begintime || '') +
-            '&endtime=' + encodeURIComponent(pb.endtime || '') +
-            '&filename=' + encodeURIComponent(pb.filename || 'fake');
-    } else {
-        url += '&profile=' + profile;
-    }
-    if (!H5sConfBool(conf.audio, true)) {
-        url += '&audio=false';
-    }
-    return url + '&session=' + encodeURIComponent(conf.session || '');
-};
-
-H5sPlayerRTC.prototype.connect = function () {
-    if (!this._stopped) {
-        return;
-    }
-    this._stopped = false;
-    this._start();
+    var path = conf.rtcengine === 'v2' ? 'api/v1/h5srtcapi2?' : 'api/v1/h5srtcapi?';
+    var url = H5sWsBase(conf) + path + H5sStreamQuery(conf, this._playback);
+    return H5sConfBool(conf.audio, true) ? url : url + '&audio=false';
 };
 
 H5sPlayerRTC.prototype.disconnect = function () {
@@ -970,53 +824,10 @@ H5sPlayerRTC.prototype._start = function () {
         this._state = 'error';
         return;
     }
-    var url = this.wsUrl();
-    this._log('connecting', url);
-    var ws;
-    try {
-        ws = new WebSocket(url);
-    } catch (e) {
-        H5sReportError(this, 'cannot open WebSocket: ' + e.message);
-        this._scheduleReconnect(H5S_RTC_RECONNECT_MS);
+    if (!this._openSignalling(false, { type: 'open' }, { type: 'keepalive' }, H5S_RTC_RECONNECT_MS)) {
         return;
     }
-    this._ws = ws;
-    ws.onopen = function () {
-        self._log('open');
-        self._send({ type: 'open' });
-        self._timers.push(setInterval(function () {
-            self._send({ type: 'keepalive' });
-        }, H5S_RTC_KEEPALIVE_MS));
-        if (self._playback && H5sConfBool(self._conf.pbconf.autoplay, false)) {
-            self._send({ cmd: 'H5_START' });
-        }
-    };
-    ws.onmessage = function (ev) {
-        self._onMessage(ev.data);
-    };
-    ws.onerror = function () {
-        self._log('socket error');
-    };
-    ws.onclose = function (ev) {
-        if (self._ws !== ws) {
-            return;
-        }
-        self._log('closed', ev.code, ev.reason);
-        if (ev.reason && ev.reason !== self._error) {
-            /* the server says why, e.g. "source offline: ..." or "WebRTC service restarting, reconnect" */
-            H5sReportError(self, ev.reason);
-        }
-        self._scheduleReconnect(H5S_RTC_RECONNECT_MS);
-    };
     this._timers.push(setInterval(function () { self._poll(); }, H5S_RTC_STATS_MS));
-};
-
-H5sPlayerRTC.prototype._send = function (obj) {
-    if (this._ws && this._ws.readyState === WebSocket.OPEN) {
-        this._ws.send(JSON.stringify(obj));
-        return true;
-    }
-    return false;
 };
 
 H5sPlayerRTC.prototype._onMessage = function (data) {
@@ -1171,28 +982,6 @@ H5sPlayerRTC.prototype._onStats = function (report) {
     }
 };
 
-H5sPlayerRTC.prototype._scheduleReconnect = function (delay) {
-    var self = this;
-    if (this._stopped || this._reconnectTimer) {
-        return;
-    }
-    if (!this._playing) {
-        this._failures += 1;
-        delay = Math.max(delay, H5S_RTC_BACKOFF_MS[Math.min(this._failures, H5S_RTC_BACKOFF_MS.length) - 1]);
-    }
-    this._teardown();
-    if (this._state !== 'error') {
-        this._state = 'reconnecting';
-    }
-    this._reconnectTimer = setTimeout(function () {
-        self._reconnectTimer = null;
-        if (!self._stopped) {
-            self._reconnects += 1;
-            self._start();
-        }
-    }, delay);
-};
-
 H5sPlayerRTC.prototype._teardown = function () {
     this._timers.forEach(function (t) { clearInterval(t); });
     this._timers = [];
@@ -1213,26 +1002,152 @@ H5sPlayerRTC.prototype._teardown = function () {
     this._video.srcObject = null;
 };
 
-/* Playback controls (pbconf mode), the same commands as H5sPlayerWS sends. */
-H5sPlayerRTC.prototype.start = function () {
-    return this._send({ cmd: 'H5_START' });
+/* ---------------------------------------------------------------- what the socket players share */
+
+/* Consecutive attempts that brought no media back off: 1 s, 1 s, 1 s, 2 s, 3 s, then 5 s. */
+var H5S_BACKOFF_MS = [1000, 1000, 1000, 2000, 3000, 5000];
+var H5S_KEEPALIVE_MS = 1000; /* the vendor's players send their keepalive every second */
+
+/* The query of a stream URL (live or, with pbconf, playback), as the vendor's players build it. */
+function H5sStreamQuery(conf, playback) {
+    var q = 'token=' + encodeURIComponent(conf.token);
+    var profile = encodeURIComponent(conf.streamprofile || 'main');
+    if (playback) {
+        var pb = conf.pbconf;
+        q += '&playback=true&profile=' + profile +
+            '&serverpb=' + encodeURIComponent(pb.serverpb || 'false') +
+            '&begintime=' + encodeURIComponent(pb.begintime || '') +
+            '&endtime=' + encodeURIComponent(pb.endtime || '') +
+            '&filename=' + encodeURIComponent(pb.filename || 'fake');
+    } else {
+        q += '&profile=' + profile;
+    }
+    return q + '&session=' + encodeURIComponent(conf.session || '');
+}
+
+/* Methods of H5sPlayerWS and H5sPlayerRTC that do not depend on the transport. Each player provides
+ * _start(), _teardown() and _healthy() (whether the attempt that just ended had brought media). */
+var H5sSocketPlayer = {
+    connect: function () {
+        if (!this._stopped) {
+            return;
+        }
+        this._stopped = false;
+        this._start();
+    },
+    _send: function (obj) {
+        if (this._ws && this._ws.readyState === WebSocket.OPEN) {
+            this._ws.send(JSON.stringify(obj));
+            return true;
+        }
+        return false;
+    },
+    _scheduleReconnect: function (delay) {
+        var self = this;
+        if (this._stopped || this._reconnectTimer) {
+            return;
+        }
+        if (this._healthy()) {
+            this._failures = 0;
+        } else {
+            this._failures += 1;
+            delay = Math.max(delay, H5S_BACKOFF_MS[Math.min(this._failures, H5S_BACKOFF_MS.length) - 1]);
+        }
+        this._teardown();
+        if (this._state !== 'error') {
+            this._state = 'reconnecting';
+        }
+        this._reconnectTimer = setTimeout(function () {
+            self._reconnectTimer = null;
+            if (!self._stopped) {
+                self._reconnects += 1;
+                self._start();
+            }
+        }, delay);
+    },
+    /* The signalling socket: `hello` once open, `keepalive` every second, H5_START for autoplay playback.
+     * A close reconnects, except a 4xxx close of a playback (refused for good: retrying cannot help). */
+    _openSignalling: function (binary, hello, keepalive, reconnectMs) {
+        var self = this;
+        var url = this.wsUrl();
+        this._log('connecting', url);
+        var ws;
+        try {
+            ws = new WebSocket(url);
+        } catch (e) {
+            H5sReportError(this, 'cannot open WebSocket: ' + e.message);
+            this._scheduleReconnect(reconnectMs);
+            return null;
+        }
+        if (binary) {
+            ws.binaryType = 'arraybuffer';
+        }
+        this._ws = ws;
+        ws.onopen = function () {
+            self._log('open');
+            if (hello) {
+                self._send(hello);
+            }
+            self._timers.push(setInterval(function () { self._send(keepalive); }, H5S_KEEPALIVE_MS));
+            if (self._playback && H5sConfBool(self._conf.pbconf.autoplay, false)) {
+                self._send({ cmd: 'H5_START' });
+            }
+        };
+        ws.onmessage = function (ev) {
+            self._onMessage(ev.data);
+        };
+        ws.onerror = function () {
+            self._log('socket error');
+        };
+        ws.onclose = function (ev) {
+            if (self._ws !== ws) {
+                return;
+            }
+            self._log('closed', ev.code, ev.reason);
+            if (!self._healthy() && ev.reason && ev.reason !== self._error) {
+                /* the server says why, e.g. "source offline: connection refused" or "unknown token" */
+                H5sReportError(self, ev.reason);
+            }
+            if (self._playback && ev.code >= 4000 && ev.code < 5000) {
+                H5sReportError(self, ev.reason || ('playback refused (' + ev.code + ')'));
+                self._state = 'stopped';
+                self._stopped = true;
+                return;
+            }
+            self._scheduleReconnect(reconnectMs);
+        };
+        return ws;
+    },
+    /* Playback controls (pbconf mode). */
+    start: function () {
+        return this._send({ cmd: 'H5_START' });
+    },
+    pause: function () {
+        return this._send({ cmd: 'H5_PAUSE' });
+    },
+    resume: function () {
+        return this._send({ cmd: 'H5_RESUME' });
+    },
+    seek: function (seconds) {
+        return this._send({ cmd: 'H5_SEEK', nSeekTime: Number(seconds) });
+    },
+    speed: function (n) {
+        return this._send({ cmd: 'H5_SPEED', nSpeed: Number(n) });
+    }
 };
 
-H5sPlayerRTC.prototype.pause = function () {
-    return this._send({ cmd: 'H5_PAUSE' });
-};
+function H5sMixin(target, source) {
+    Object.keys(source).forEach(function (k) { target[k] = source[k]; });
+}
 
-H5sPlayerRTC.prototype.resume = function () {
-    return this._send({ cmd: 'H5_RESUME' });
+H5sPlayerWS.prototype._healthy = function () {
+    return this._primed;
 };
-
-H5sPlayerRTC.prototype.seek = function (seconds) {
-    return this._send({ cmd: 'H5_SEEK', nSeekTime: Number(seconds) });
+H5sPlayerRTC.prototype._healthy = function () {
+    return this._playing;
 };
-
-H5sPlayerRTC.prototype.speed = function (n) {
-    return this._send({ cmd: 'H5_SPEED', nSpeed: Number(n) });
-};
+H5sMixin(H5sPlayerWS.prototype, H5sSocketPlayer);
+H5sMixin(H5sPlayerRTC.prototype, H5sSocketPlayer);
 
 function H5sIsIOS() {
     var platform = navigator.platform || '';
