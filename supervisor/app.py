@@ -35,6 +35,7 @@ log = logging.getLogger("h5gate")
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 # Optional API chapters; each exposes `routes` and may expose `install(app)` (before the sources load),
 # `started(app)` (after) and `uninstall(app)`.
+PAGES = {"/": "index.html", "/login": "login.html", "/addcamera": "addcamera.html", "/recordings": "recordings.html"}
 OPTIONAL_MODULES = ("supervisor.api.onvif", "supervisor.api.records", "supervisor.api.webrtc")
 
 
@@ -112,8 +113,8 @@ def create_app(settings: Settings) -> Starlette:
             log.info("h5gate stopped")
 
     async def page(request: Request) -> Response:
-        name = {"/login": "login.html", "/addcamera": "addcamera.html"}.get(request.url.path, "index.html")
-        return templates.TemplateResponse(request, name, {"version": request.app.state.version})
+        path = request.url.path
+        return templates.TemplateResponse(request, PAGES[path], {"version": request.app.state.version, "page": path})
 
     async def not_found(request: Request, exc: HTTPException) -> Response:
         return common.fail(exc.detail if exc.status_code != 404 else "not found", exc.status_code)
@@ -125,7 +126,7 @@ def create_app(settings: Settings) -> Starlette:
     routes: list[Any] = [
         *system.routes, *sources.routes, *streams.routes,
         *(r for module in extra for r in module.routes),
-        Route("/", page), Route("/login", page), Route("/addcamera", page),
+        *(Route(path, page) for path in PAGES),
         Mount("/static", StaticFiles(directory=str(TEMPLATES_DIR / "static")), name="static"),
     ]
     app = Starlette(

@@ -1,6 +1,6 @@
 """Manual §5.5, recording and snapshots, and what goes with it: continuous and scheduled recording,
 retention and storage figures, clip export (Archive), the media store over HTTP, playback over the live
-player's WebSocket and the /recordings page.
+player's WebSocket (the /recordings page is templates/recordings.html).
 
 Recordings are written from the hub (workers/recorder.py), so recording never opens another camera
 connection; which recordings run, and when they stop, is supervisor/jobs.py's Recordings service.
@@ -20,7 +20,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
-from starlette.templating import Jinja2Templates
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from supervisor.api.common import (
@@ -44,7 +43,6 @@ from workers.storage import BadValue
 
 log = logging.getLogger("h5gate.records")
 
-TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parents[2] / "templates"))
 MAX_DURATION = 7 * 86400
 READY_TIMEOUT = 8.0
 
@@ -428,10 +426,6 @@ async def media_file(request: Request) -> Response:
     return FileResponse(path, media_type=MEDIA_TYPES[path.suffix], headers={"Cache-Control": "no-cache"})
 
 
-async def recordings_page(request: Request) -> Response:
-    return TEMPLATES.TemplateResponse(request, "recordings.html", {"version": request.app.state.version})
-
-
 async def _close(ws: WebSocket, code: int, reason: str) -> None:
     await ws.accept()
     await ws.close(code=code, reason=reason[:120])
@@ -542,5 +536,4 @@ routes = [
     Route("/api/v1/ExportClip", export_clip_call),
     Route("/api/v1/GetArchiveStatus", get_archive_status),
     Route("/mediastore/{path:path}", media_file),
-    Route("/recordings", recordings_page),
 ]
