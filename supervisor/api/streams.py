@@ -94,25 +94,12 @@ async def h5swsapi(ws: WebSocket) -> None:
         if handler is None:
             return await _reject(ws, CLOSE_UNSUPPORTED, "playback is not available on this server")
         return await handler(ws, user)
-    token = ws.query_params.get("token", "")
-    runtime = state.registry.get(token) if TOKEN_RE.match(token) else None
-    if runtime is None:
-        return await _reject(ws, CLOSE_UNKNOWN, f"unknown token: {token[:64]}")
-    profile = ws.query_params.get("profile", "main") or "main"
-    stream = runtime.stream(profile)
+    stream = await open_live(ws)
     if stream is None:
-        return await _reject(ws, CLOSE_UNKNOWN, f"unknown profile: {profile[:64]}")
-    hub = stream.acquire()
+        return
+    hub = stream.hub
     viewers: Viewers = state.viewers
     try:
-        await ws.accept()
-        try:
-            ready = await hub.wait_ready(READY_TIMEOUT)
-        except HubClosed:
-            return await ws.close(code=1000, reason="source deleted")
-        if not ready:
-            why = stream.process.state.last_error or "no data yet"
-            return await ws.close(code=1013, reason=f"source offline: {why}"[:120])
         assert hub.init is not None
         hevc_ok = ws.query_params.get("hevc", "true").lower() != "false"
         video = hub.init.video
@@ -151,6 +138,41 @@ async def h5swsapi(ws: WebSocket) -> None:
         pass
     finally:
         stream.release()
+
+
+async def open_live(ws: WebSocket) -> Any:
+    """The live stream a viewer's query names, running and ready, with the socket accepted.
+
+    None when it cannot be had: the socket has then been closed with the reason (unknown token or profile,
+    source deleted, source offline) and nothing is held. Otherwise the caller must `release()` the stream.
+    """
+    token = ws.query_params.get("token", "")
+    runtime = ws.app.state.registry.get(token) if TOKEN_RE.match(token) else None
+    if runtime is None:
+        await _reject(ws, CLOSE_UNKNOWN, f"unknown token: {token[:64]}")
+        return None
+    profile = ws.query_params.get("profile", "main") or "main"
+    stream = runtime.stream(profile)
+    if stream is None:
+        await _reject(ws, CLOSE_UNKNOWN, f"unknown profile: {profile[:64]}")
+        return None
+    hub = stream.acquire()
+    try:
+        await ws.accept()
+        try:
+            ready = await hub.wait_ready(READY_TIMEOUT)
+        except HubClosed:
+            ready = None
+        if not ready:
+            why = stream.process.state.last_error or "no data yet"
+            code, reason = (1000, "source deleted") if ready is None else (1013, f"source offline: {why}")
+            await ws.close(code=code, reason=reason[:120])
+            stream.release()
+            return None
+    except BaseException:
+        stream.release()
+        raise
+    return stream
 
 
 def _families(init: Any) -> list[str]:

@@ -26,8 +26,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 import workers
-from supervisor.api.common import TOKEN_RE, endpoint, session_of
-from supervisor.api.streams import CLOSE_UNAUTHORIZED, CLOSE_UNKNOWN, CLOSE_UNSUPPORTED, READY_TIMEOUT, _reject
+from supervisor.api.common import endpoint, session_of
+from supervisor.api.streams import CLOSE_UNAUTHORIZED, CLOSE_UNSUPPORTED, READY_TIMEOUT, _reject, open_live
 from supervisor.auth import User
 from supervisor.config import Settings
 from supervisor.registry import Registry
@@ -475,24 +475,11 @@ async def h5srtcapi(ws: WebSocket) -> None:
         if handler is None:
             return await _reject(ws, CLOSE_UNSUPPORTED, "playback is not available on this server")
         return await _playback(ws, service, handler, user)
-    token = ws.query_params.get("token", "")
-    runtime = state.registry.get(token) if TOKEN_RE.match(token) else None
-    if runtime is None:
-        return await _reject(ws, CLOSE_UNKNOWN, f"unknown token: {token[:64]}")
-    profile = ws.query_params.get("profile", "main") or "main"
-    stream = runtime.stream(profile)
+    stream = await open_live(ws)
     if stream is None:
-        return await _reject(ws, CLOSE_UNKNOWN, f"unknown profile: {profile[:64]}")
-    hub = stream.acquire()
+        return
+    hub, profile = stream.hub, stream.profile
     try:
-        await ws.accept()
-        try:
-            ready = await hub.wait_ready(READY_TIMEOUT)
-        except HubClosed:
-            return await ws.close(code=1000, reason="source deleted")
-        if not ready:
-            why = stream.process.state.last_error or "no data yet"
-            return await ws.close(code=1013, reason=f"source offline: {why}"[:120])
         assert hub.init is not None
         video = hub.init.video
         refusal = _refuse_codec(video.codec if video is not None else "")
