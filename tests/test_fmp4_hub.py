@@ -11,6 +11,7 @@ import pytest
 from workers.ffmpeg import PIPE_MOVFLAGS
 from workers.fmp4 import Splitter, TimingRepair, parse_fragment, parse_init
 from workers.hub import HubClosed, StreamHub
+from workers.process import FfmpegProcess
 
 DEMO = Path(__file__).resolve().parents[1] / "media" / "demo.mp4"
 
@@ -93,3 +94,18 @@ async def test_cursor_waits_then_sees_close() -> None:
     hub.close()
     with pytest.raises(HubClosed):
         await task
+
+
+def test_a_run_whose_init_browsers_cannot_play_never_reaches_the_hub(pipe_bytes: bytes) -> None:
+    """MJPEG (or G.711) copied into MP4 may come out before ffmpeg's stream lines are read: the init decides."""
+    mjpeg = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=5",
+         "-t", "1", "-c:v", "mjpeg", "-f", "mp4", "-movflags", PIPE_MOVFLAGS, "pipe:1"],
+        check=True, capture_output=True).stdout
+    process = FfmpegProcess("t", "ffmpeg", StreamHub("t"), plan_for=None)  # type: ignore[arg-type]
+    assert process._unplayable(parse_init(split(mjpeg)[0][1]))
+    assert process.video_mode == "h264" and process.audio_mode == "copy"
+    assert process._unplayable(parse_init(split(mjpeg)[0][1]))  # also when stderr already switched the mode
+    process = FfmpegProcess("t", "ffmpeg", StreamHub("t"), plan_for=None)  # type: ignore[arg-type]
+    assert not process._unplayable(parse_init(split(pipe_bytes)[0][1]))  # H.264 + AAC: copied as they are
+    assert process.video_mode == "copy"

@@ -187,8 +187,33 @@ class FragInfo:
     dur_pos: int = -1  # offset of the first sample's duration (trun, else tfhd default), -1 if implicit
 
 
-def parse_fragment(data: bytes, default_duration: int = 0) -> FragInfo:
-    """Read the first traf of a moof+mdat pair: track, decode time, duration, keyframe flag."""
+@dataclass
+class TrafSample:
+    """One sample of a fragment, as its trun (or the tfhd defaults) describe it."""
+
+    offset: int  # where its data starts in the fragment (moof-relative, as written by ffmpeg)
+    size: int
+    duration: int
+    flags: int
+    cts: int  # composition offset: not 0 where the stream has B-frames
+
+    @property
+    def sync(self) -> bool:
+        return not (self.flags >> 16) & 1
+
+
+@dataclass
+class Traf:
+    track_id: int
+    tfdt: int
+    tfdt_pos: int
+    tfdt_size: int
+    dur_pos: int
+    samples: list[TrafSample]
+
+
+def read_traf(data: bytes, default_duration: int = 0) -> Traf:
+    """The first traf of a moof+mdat pair: track, decode time (and where it sits), and every sample."""
     moof = next(find(data, [b"moof"]))
     traf = next(find(data, [b"traf"], moof[0] + moof[1], moof[0] + moof[2]))
     body, end = traf[0] + traf[1], traf[0] + traf[2]
@@ -197,7 +222,9 @@ def parse_fragment(data: bytes, default_duration: int = 0) -> FragInfo:
     tf_flags = int.from_bytes(data[p + 1:p + 4], "big")
     track_id = struct.unpack_from(">I", data, p + 4)[0]
     p += 8
+    base = moof[0]
     if tf_flags & 0x1:
+        base = struct.unpack_from(">Q", data, p)[0]
         p += 8
     if tf_flags & 0x2:
         p += 4
@@ -205,7 +232,9 @@ def parse_fragment(data: bytes, default_duration: int = 0) -> FragInfo:
     if tf_flags & 0x8:
         dflt_dur, dur_pos = struct.unpack_from(">I", data, p)[0], p
         p += 4
+    dflt_size = 0
     if tf_flags & 0x10:
+        dflt_size = struct.unpack_from(">I", data, p)[0]
         p += 4
     dflt_flags = struct.unpack_from(">I", data, p)[0] if tf_flags & 0x20 else 0
     tfdt_val, tfdt_pos, tfdt_size = 0, -1, 0
@@ -213,39 +242,49 @@ def parse_fragment(data: bytes, default_duration: int = 0) -> FragInfo:
         tfdt_size = 8 if data[pos + head] == 1 else 4
         tfdt_pos = pos + head + 4
         tfdt_val = int.from_bytes(data[tfdt_pos:tfdt_pos + tfdt_size], "big")
-    duration, samples, keyframe = 0, 0, False
+    samples: list[TrafSample] = []
+    offset = base
     for pos, head, _ in find(data, [b"trun"], body, end):
         p = pos + head
         tr_flags = int.from_bytes(data[p + 1:p + 4], "big")
         count = struct.unpack_from(">I", data, p + 4)[0]
         p += 8
         if tr_flags & 0x1:
+            offset = base + struct.unpack_from(">i", data, p)[0]
             p += 4
         first_flags = None
         if tr_flags & 0x4:
             first_flags = struct.unpack_from(">I", data, p)[0]
             p += 4
         for i in range(count):
-            dur, flags = dflt_dur, dflt_flags
+            dur, size, flags, cts = dflt_dur, dflt_size, dflt_flags, 0
             if tr_flags & 0x100:
-                dur = struct.unpack_from(">I", data, p)[0]
-                if samples == 0 and i == 0:
+                if not samples:
                     dur_pos = p
+                dur = struct.unpack_from(">I", data, p)[0]
                 p += 4
             if tr_flags & 0x200:
+                size = struct.unpack_from(">I", data, p)[0]
                 p += 4
             if tr_flags & 0x400:
                 flags = struct.unpack_from(">I", data, p)[0]
                 p += 4
             if tr_flags & 0x800:
+                cts = struct.unpack_from(">i", data, p)[0]
                 p += 4
-            if i == 0:
-                if first_flags is not None:
-                    flags = first_flags
-                keyframe = keyframe or (samples == 0 and not (flags >> 16) & 1)
-            duration += dur
-        samples += count
-    return FragInfo(track_id, tfdt_val, tfdt_pos, tfdt_size, duration, keyframe, samples, dur_pos)
+            if i == 0 and first_flags is not None:
+                flags = first_flags
+            samples.append(TrafSample(offset, size, dur, flags, cts))
+            offset += size
+    return Traf(track_id, tfdt_val, tfdt_pos, tfdt_size, dur_pos, samples)
+
+
+def parse_fragment(data: bytes, default_duration: int = 0) -> FragInfo:
+    """What the hub needs of a moof+mdat pair: track, decode time, duration, keyframe flag."""
+    t = read_traf(data, default_duration)
+    keyframe = bool(t.samples) and t.samples[0].sync
+    return FragInfo(t.track_id, t.tfdt, t.tfdt_pos, t.tfdt_size, sum(x.duration for x in t.samples), keyframe,
+                    len(t.samples), t.dur_pos)
 
 
 def _patch(data: bytes, pos: int, size: int, value: int) -> bytes:

@@ -91,9 +91,9 @@ class StreamHub:
         self._event = asyncio.Event()
 
     # -- producer side --------------------------------------------------------------------------------
-    def set_init(self, data: bytes) -> InitInfo:
+    def set_init(self, data: bytes, info: InitInfo | None = None) -> InitInfo:
         """A new ffmpeg run starts: a new generation, whose fragments need this init segment."""
-        info = parse_init(data)
+        info = info or parse_init(data)
         self.gen += 1
         self.init = info
         self.inits[self.gen] = info

@@ -18,11 +18,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from workers.ffmpeg import MSE_AUDIO, MSE_VIDEO, Plan, build_command, prepare_hls_dirs
-from workers.fmp4 import Splitter, TimingRepair, parse_fragment
+from workers.fmp4 import InitInfo, Splitter, TimingRepair, parse_fragment, parse_init
 from workers.hub import StreamHub
 
 log = logging.getLogger("h5gate.process")
 
+MSE_VIDEO_CODECS = ("avc1", "avc3", "hev1", "hvc1")  # as they appear in an init segment
 ONLINE_WINDOW = 3.0  # seconds without media after which a source is reported offline
 STREAM_RE = re.compile(r"Stream #0:\d+.*?: (Video|Audio): (\w+)")
 CRED_RE = re.compile(r"(//)[^/@\s]*@")
@@ -223,7 +224,11 @@ class FfmpegProcess:
             self.state.bytes_in += len(chunk)
             for kind, data in splitter.feed(chunk):
                 if kind == "init":
-                    init = hub.set_init(data)
+                    init = parse_init(data)
+                    if self._unplayable(init):  # ffmpeg wrote before its stream lines were read
+                        self._restart_now()
+                        return first_media
+                    hub.set_init(data, init)
                     log.info("%s: stream %s", self.name, init.mime)
                     continue
                 for fixed, info in repair.push(data, parse_fragment(data)):
@@ -270,6 +275,22 @@ class FfmpegProcess:
                 log.info("%s: input audio is %s: transcoding to AAC", self.name, codec)
                 self.audio_mode = want
                 self._restart_now()
+
+    def _unplayable(self, init: InitInfo) -> bool:
+        """Whether a run's init holds codecs a browser's MSE cannot play; if so, switch to transcoding.
+
+        The init is the last word: it can come out before ffmpeg's stream lines have been read, and a
+        run that copies MJPEG or G.711 must never reach the hub and its viewers.
+        """
+        unplayable = False
+        for track in init.tracks.values():
+            if track.handler == "vide" and track.codec[:4] not in MSE_VIDEO_CODECS:
+                self.video_mode, unplayable = "h264", True
+            elif track.handler == "soun" and not track.codec.startswith("mp4a"):
+                self.audio_mode, unplayable = "aac", True
+        if unplayable:
+            log.info("%s: %s cannot go to browsers: transcoding", self.name, init.mime)
+        return unplayable
 
     def _restart_now(self) -> None:
         self._relearn = True

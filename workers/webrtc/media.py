@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from workers.fmp4 import boxes, find, parse_init
+from workers.fmp4 import boxes, find, parse_init, read_traf
 
 START_CODE = b"\x00\x00\x00\x01"
 RTP_VIDEO_CLOCK = 90_000
@@ -143,66 +143,13 @@ def to_annexb(sample: bytes, length_size: int) -> tuple[bytes, bool]:
 
 
 def fragment_samples(data: bytes) -> tuple[int, list[Sample]]:
-    """(track id, samples) of the first traf of one moof+mdat; offsets relative to the moof."""
-    moof = next(find(data, [b"moof"]))
-    traf = next(find(data, [b"traf"], moof[0] + moof[1], moof[0] + moof[2]))
-    body, end = traf[0] + traf[1], traf[0] + traf[2]
-    tfhd = next(find(data, [b"tfhd"], body, end))
-    p = tfhd[0] + tfhd[1]
-    tf_flags = int.from_bytes(data[p + 1:p + 4], "big")
-    track_id = struct.unpack_from(">I", data, p + 4)[0]
-    p += 8
-    base = moof[0]
-    if tf_flags & 0x1:
-        base = struct.unpack_from(">Q", data, p)[0]
-        p += 8
-    p += 4 if tf_flags & 0x2 else 0
-    dflt_dur = dflt_size = dflt_flags = 0
-    if tf_flags & 0x8:
-        dflt_dur = struct.unpack_from(">I", data, p)[0]
-        p += 4
-    if tf_flags & 0x10:
-        dflt_size = struct.unpack_from(">I", data, p)[0]
-        p += 4
-    if tf_flags & 0x20:
-        dflt_flags = struct.unpack_from(">I", data, p)[0]
-    dts = 0
-    for pos, head, _ in find(data, [b"tfdt"], body, end):
-        size = 8 if data[pos + head] == 1 else 4
-        dts = int.from_bytes(data[pos + head + 4:pos + head + 4 + size], "big")
+    """(track id, samples) of the first traf of one moof+mdat."""
+    traf = read_traf(data)
     samples: list[Sample] = []
-    offset = base
-    for pos, head, _ in find(data, [b"trun"], body, end):
-        p = pos + head
-        tr_flags = int.from_bytes(data[p + 1:p + 4], "big")
-        count = struct.unpack_from(">I", data, p + 4)[0]
-        p += 8
-        if tr_flags & 0x1:
-            offset = base + struct.unpack_from(">i", data, p)[0]
-            p += 4
-        first_flags = None
-        if tr_flags & 0x4:
-            first_flags = struct.unpack_from(">I", data, p)[0]
-            p += 4
-        for i in range(count):
-            dur, size, flags, cts = dflt_dur, dflt_size, dflt_flags, 0
-            if tr_flags & 0x100:
-                dur = struct.unpack_from(">I", data, p)[0]
-                p += 4
-            if tr_flags & 0x200:
-                size = struct.unpack_from(">I", data, p)[0]
-                p += 4
-            if tr_flags & 0x400:
-                flags = struct.unpack_from(">I", data, p)[0]
-                p += 4
-            if tr_flags & 0x800:
-                cts = struct.unpack_from(">i", data, p)[0]
-                p += 4
-            if i == 0 and first_flags is not None:
-                flags = first_flags
-            if offset + size > len(data):
-                raise ValueError("sample outside the fragment")
-            samples.append(Sample(data[offset:offset + size], dts, dur, not (flags >> 16) & 1, cts))
-            offset += size
-            dts += dur
-    return track_id, samples
+    dts = traf.tfdt
+    for x in traf.samples:
+        if x.offset + x.size > len(data):
+            raise ValueError("sample outside the fragment")
+        samples.append(Sample(data[x.offset:x.offset + x.size], dts, x.duration, x.sync, x.cts))
+        dts += x.duration
+    return traf.track_id, samples
