@@ -51,12 +51,30 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
     return text
 
 
-def _set_pdeathsig() -> None:
+def set_pdeathsig() -> None:
     """Runs in the child before exec: die with the server even if the server is SIGKILLed."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+async def stop_group(proc: asyncio.subprocess.Process, grace: float = 2.0) -> None:
+    """SIGTERM a child's process group, SIGKILL it if it has not exited within `grace` seconds."""
+    if proc.returncode is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        await asyncio.wait_for(proc.wait(), grace)
+    except TimeoutError:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        await proc.wait()
 
 
 @dataclass
@@ -119,21 +137,8 @@ class FfmpegProcess:
         self.state.online = False
 
     async def _kill(self) -> None:
-        proc = self._proc
-        if proc is None or proc.returncode is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            await asyncio.wait_for(proc.wait(), 2.0)
-        except TimeoutError:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            await proc.wait()
+        if self._proc is not None:
+            await stop_group(self._proc)
 
     async def _run(self) -> None:
         delay = self.restart_min
@@ -181,7 +186,7 @@ class FfmpegProcess:
                  self.video_mode, self.audio_mode if plan.audio else "off")
         self._proc = proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=_set_pdeathsig)
+            stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=set_pdeathsig)
         st = self.state
         st.pid, st.started_at = proc.pid, time.monotonic()
         st.transport = plan.transport if plan.url.startswith("rtsp") else ""

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import signal
 import socket
 import sys
 import time
@@ -32,7 +31,7 @@ from supervisor.auth import User
 from supervisor.config import Settings
 from supervisor.registry import Registry
 from workers.hub import HubClosed
-from workers.process import _set_pdeathsig
+from workers.process import set_pdeathsig, stop_group
 from workers.webrtc import wire
 from workers.webrtc.pipe import PlaybackPipe
 
@@ -161,7 +160,7 @@ class WebRTCService:
                 sys.executable, "-m", "workers.webrtc", "--fd", str(child.fileno()),
                 "--config", json.dumps(self._sidecar_config()), "--log-level", self.settings.log_level,
                 pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL, env=env,
-                start_new_session=True, preexec_fn=_set_pdeathsig)
+                start_new_session=True, preexec_fn=set_pdeathsig)
         except BaseException:
             parent.close()
             raise
@@ -190,19 +189,8 @@ class WebRTCService:
             self.pid = None
 
     async def _kill(self) -> None:
-        proc = self._proc
-        if proc is None or proc.returncode is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            await asyncio.wait_for(proc.wait(), 2.0)
-        except ProcessLookupError:
-            return
-        except TimeoutError:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if self._proc is not None:
+            await stop_group(self._proc)
 
     async def _ping(self, link: wire.Link) -> None:
         """A sidecar that does not start, or stops answering (hung, loop stalled), is killed and restarted."""
