@@ -160,28 +160,14 @@ var H5S_LIVE_CATCHUP_S = 0.4;       /* further behind than this: play a little f
 var H5S_LIVE_CATCHUP_RATE = 1.1;
 
 function H5sPlayerWS(conf) {
-    this._conf = conf;
-    this._video = H5sGetVideoElement(conf);
-    this._playback = !!conf.pbconf;
-    this._log = H5sLogger(conf, 'H5sPlayerWS');
-    this._state = 'idle';
-    this._error = '';
-    this._reconnects = 0;
-    this._posterUpdate = 0;
-    this._stopped = true;
-    this._ws = null;
+    H5sSocketPlayerInit(this, conf, 'H5sPlayerWS');
     this._ms = null;
     this._msUrl = '';
     this._sb = null;
     this._mime = '';
     this._queue = [];
     this._primed = false;
-    this._timers = [];
-    this._reconnectTimer = null;
     this._primeTimer = null;
-    this._failures = 0;
-    this._video.muted = H5sConfBool(conf.muted, true);
-    this._video.playsInline = true;
 }
 
 H5sPlayerWS.prototype.wsUrl = function () {
@@ -745,25 +731,11 @@ var H5S_RTC_FIRST_FRAME_MS = 10000; /* no frame decoded this long after (re)conn
 var H5S_RTC_STALL_MS = 6000;        /* frames stopped being decoded this long: reconnect (live only) */
 
 function H5sPlayerRTC(conf) {
-    this._conf = conf;
-    this._video = H5sGetVideoElement(conf);
-    this._playback = !!conf.pbconf;
-    this._log = H5sLogger(conf, 'H5sPlayerRTC');
-    this._state = 'idle';
-    this._error = '';
-    this._reconnects = 0;
-    this._posterUpdate = 0;
-    this._stopped = true;
-    this._ws = null;
+    H5sSocketPlayerInit(this, conf, 'H5sPlayerRTC');
     this._pc = null;
     this._rtcConfig = null;
-    this._timers = [];
-    this._reconnectTimer = null;
-    this._failures = 0;
     this._playing = false;
     this._stats = { framesDecoded: 0, mime: '', width: 0, height: 0, packetsLost: 0, latency: 0 };
-    this._video.muted = H5sConfBool(conf.muted, true);
-    this._video.playsInline = true;
     this._video.autoplay = true;
 }
 
@@ -1135,6 +1107,25 @@ var H5sSocketPlayer = {
         return this._send({ cmd: 'H5_SPEED', nSpeed: Number(n) });
     }
 };
+
+/* The state both socket players start with. */
+function H5sSocketPlayerInit(player, conf, name) {
+    player._conf = conf;
+    player._video = H5sGetVideoElement(conf);
+    player._playback = !!conf.pbconf;
+    player._log = H5sLogger(conf, name);
+    player._state = 'idle';
+    player._error = '';
+    player._reconnects = 0;
+    player._posterUpdate = 0;
+    player._failures = 0;
+    player._stopped = true;
+    player._ws = null;
+    player._timers = [];
+    player._reconnectTimer = null;
+    player._video.muted = H5sConfBool(conf.muted, true);
+    player._video.playsInline = true;
+}
 
 function H5sMixin(target, source) {
     Object.keys(source).forEach(function (k) { target[k] = source[k]; });
