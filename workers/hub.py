@@ -18,6 +18,10 @@ from workers.fmp4 import FragInfo, InitInfo, parse_fragment, parse_init
 
 log = logging.getLogger("h5gate.hub")
 
+# Rebased copies kept per fragment: viewers that joined at the same keyframe share one; more copies
+# would multiply the ring's memory for long-lived viewers who all joined at different times.
+REBASED_COPIES = 8
+
 
 class HubClosed(Exception):
     """The source was deleted or stopped for good; consumers should close."""
@@ -63,7 +67,7 @@ class Fragment:
             value = max(0, self.info.tfdt - ticks)
             value &= (1 << (8 * size)) - 1
             cached = self.data[:pos] + value.to_bytes(size, "big") + self.data[pos + size:]
-            if len(self._rebased) < 64:
+            if len(self._rebased) < REBASED_COPIES:
                 self._rebased[shift_us] = cached
         return cached
 
