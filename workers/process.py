@@ -201,11 +201,9 @@ class FfmpegProcess:
             await asyncio.gather(stderr_task, return_exceptions=True)
             st.pid = None
             self._proc = None
-        if not first_media and time.monotonic() - st.started_at >= plan.timeout_s * 0.9 and (
-                st.last_error in ("", "invalid data from source")):
-            # ffmpeg says only "Invalid data" when a camera accepts the connection and never answers
-            st.last_error = f"source did not answer within {plan.timeout_s:.0f}s (timed out)"
-        elif proc.returncode not in (0, None) and not st.last_error:
+        if not first_media and not st.last_error:
+            st.last_error = self._cause("", plan)
+        if proc.returncode not in (0, None) and not st.last_error:
             st.last_error = f"ffmpeg exited with code {proc.returncode}"
         return bool(first_media) and time.monotonic() - first_media > 5.0
 
@@ -258,7 +256,7 @@ class FfmpegProcess:
                 continue
             if "[error]" in line or "[fatal]" in line:
                 if not first_error:  # the first error of a run is the cause; later ones are consequences
-                    first_error = self.state.last_error = self._explain(line)
+                    first_error = self.state.last_error = self._cause(self._explain(line), plan)
                 log.warning("%s: ffmpeg: %s", self.name, line)
             elif "[warning]" in line:
                 log.debug("%s: ffmpeg: %s", self.name, line)
@@ -304,6 +302,14 @@ class FfmpegProcess:
                 os.killpg(self._proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+    def _cause(self, error: str, plan: Plan) -> str:
+        """ffmpeg says only "Invalid data" (or nothing) when a camera accepts the connection and never
+        answers: a run without media that lasted the whole timeout is reported as the timeout it was."""
+        silent = not self.state.online and time.monotonic() - self.state.started_at >= plan.timeout_s * 0.9
+        if silent and error in ("", "invalid data from source"):
+            return f"source did not answer within {plan.timeout_s:.0f}s (timed out)"
+        return error
 
     @staticmethod
     def _explain(line: str) -> str:
