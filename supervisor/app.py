@@ -98,8 +98,9 @@ def create_app(settings: Settings) -> Starlette:
             if hasattr(module, "started"):
                 await module.started(app)
         state.background.append(asyncio.create_task(_expire_sessions(state.auth)))
-        log.info("h5gate %s listening on %s:%d, data in %s", state.version, settings.host, settings.port,
-                 settings.data_dir)
+        log.info(
+            "h5gate %s listening on %s:%d, data in %s", state.version, settings.host, settings.port, settings.data_dir
+        )
         try:
             yield
         finally:
@@ -124,16 +125,23 @@ def create_app(settings: Settings) -> Starlette:
         return common.fail("internal error", 500)
 
     routes: list[Any] = [
-        *system.routes, *sources.routes, *streams.routes,
+        *system.routes,
+        *sources.routes,
+        *streams.routes,
         *(r for module in extra for r in module.routes),
         *(Route(path, page) for path in PAGES),
         Mount("/static", StaticFiles(directory=str(TEMPLATES_DIR / "static")), name="static"),
     ]
     app = Starlette(
-        routes=routes, lifespan=lifespan,
-        middleware=[Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST"],
-                               allow_headers=["Authorization"])],
-        exception_handlers={HTTPException: not_found, Exception: server_error})
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[
+            Middleware(
+                CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST"], allow_headers=["Authorization"]
+            )
+        ],
+        exception_handlers={HTTPException: not_found, Exception: server_error},
+    )
     app.state.settings = settings
     app.state.version = version()
     return app

@@ -47,8 +47,7 @@ class Faults:
 
 
 class Auth:
-    def __init__(self, db: Database, timeout: int = 600, max_faults: int = 5,
-                 lock_seconds: int = 300) -> None:
+    def __init__(self, db: Database, timeout: int = 600, max_faults: int = 5, lock_seconds: int = 300) -> None:
         self.db = db
         self.timeout = timeout
         self.max_faults = max_faults
@@ -68,14 +67,16 @@ class Auth:
     def warn_default_password(self) -> None:
         admin = self.users.get(DEFAULT_USER)
         if admin and admin.password_md5 == md5_hex(DEFAULT_PASSWORD):
-            log.warning("user %s still has the default password: change it (UpdateUser or `h5gate passwd`)",
-                        DEFAULT_USER)
+            log.warning(
+                "user %s still has the default password: change it (UpdateUser or `h5gate passwd`)", DEFAULT_USER
+            )
 
     async def save_user(self, user: User) -> None:
         await self.db.execute(
             "INSERT INTO users (name, password_md5, role) VALUES (?, ?, ?) "
             "ON CONFLICT(name) DO UPDATE SET password_md5 = excluded.password_md5, role = excluded.role",
-            (user.name, user.password_md5, user.role))
+            (user.name, user.password_md5, user.role),
+        )
         self.users[user.name] = user
 
     @staticmethod
@@ -83,7 +84,8 @@ class Auth:
         """Accept the plain password (the manual's example) or its MD5 (what the consoles send)."""
         given_md5 = given.lower() if len(given) == 32 else md5_hex(given)
         return hmac.compare_digest(given_md5, user.password_md5) or hmac.compare_digest(
-            md5_hex(given), user.password_md5)
+            md5_hex(given), user.password_md5
+        )
 
     def login(self, name: str, password: str, client: str) -> tuple[str | None, Faults]:
         """A new session id, or None with the fault record (count and lock) of this user at this client."""
@@ -97,8 +99,13 @@ class Auth:
             faults.count += 1
             if faults.count >= self.max_faults:
                 faults.locked_until = now + self.lock_seconds
-                log.warning("login of %s from %s locked for %ds after %d failures", name, client,
-                            self.lock_seconds, faults.count)
+                log.warning(
+                    "login of %s from %s locked for %ds after %d failures",
+                    name,
+                    client,
+                    self.lock_seconds,
+                    faults.count,
+                )
                 faults.count = 0
             else:
                 log.info("login failed for %s from %s (%d)", name, client, faults.count)

@@ -31,11 +31,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = load_settings(args.config, {
-        "host": args.host, "port": args.port, "data_dir": args.data_dir, "ffmpeg": args.ffmpeg,
-        "log_level": args.log_level, "demo_source": False if args.no_demo else None})
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings(
+        args.config,
+        {
+            "host": args.host,
+            "port": args.port,
+            "data_dir": args.data_dir,
+            "ffmpeg": args.ffmpeg,
+            "log_level": args.log_level,
+            "demo_source": False if args.no_demo else None,
+        },
+    )
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "version":
         from supervisor.app import version
 
@@ -50,9 +57,16 @@ def main(argv: list[str] | None = None) -> int:
 
     app = create_app(settings)
     # No permessage-deflate: compressing every video fragment for every viewer costs CPU for nothing.
-    uvicorn.run(app, host=settings.host, port=settings.port, ws=media_ws_protocol(settings.ws_send_buffer),
-                ws_per_message_deflate=False, log_level=settings.log_level.lower(), access_log=False,
-                timeout_graceful_shutdown=3)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ws=media_ws_protocol(settings.ws_send_buffer),
+        ws_per_message_deflate=False,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=3,
+    )
     return 0
 
 

@@ -118,6 +118,7 @@ class Database:
 
     async def execute(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> int:
         """One statement; returns the number of rows it changed."""
+
         def work() -> int:
             assert self._conn is not None
             return self._conn.execute(sql, params).rowcount

@@ -84,7 +84,8 @@ class Jobs:
         await self.db.execute(
             "INSERT INTO jobs (id, action, run_at, args) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
             "SET action = excluded.action, run_at = excluded.run_at, args = excluded.args",
-            (job_id, action, run_at, json.dumps(args)))
+            (job_id, action, run_at, json.dumps(args)),
+        )
         self._schedule(job_id, action, run_at, args)
 
     async def cancel(self, job_id: str) -> None:
@@ -98,8 +99,7 @@ class Jobs:
     def every(self, job_id: str, seconds: float, fn: Callable[[], Awaitable[Any]]) -> None:
         self.scheduler.add_job(fn, IntervalTrigger(seconds=seconds), id=job_id, replace_existing=True)
 
-    def weekly(self, job_id: str, fn: Callable[[], Awaitable[Any]], day_of_week: str, hour: int,
-               minute: int) -> None:
+    def weekly(self, job_id: str, fn: Callable[[], Awaitable[Any]], day_of_week: str, hour: int, minute: int) -> None:
         """Run fn at a time of given weekdays (`mon,tue` ...), in the server's zone."""
         trigger = CronTrigger(day_of_week=day_of_week, hour=hour, minute=minute)
         self.scheduler.add_job(fn, trigger, id=job_id, replace_existing=True)
@@ -111,8 +111,14 @@ class Jobs:
 
     def _schedule(self, job_id: str, action: str, run_at: float, args: dict[str, Any]) -> None:
         when = datetime.fromtimestamp(max(run_at, time.time()), tz=UTC)
-        self.scheduler.add_job(self._run, DateTrigger(run_date=when), args=[job_id, action, args], id=job_id,
-                               replace_existing=True, misfire_grace_time=None)
+        self.scheduler.add_job(
+            self._run,
+            DateTrigger(run_date=when),
+            args=[job_id, action, args],
+            id=job_id,
+            replace_existing=True,
+            misfire_grace_time=None,
+        )
 
     async def _run(self, job_id: str, action: str, args: dict[str, Any]) -> None:
         await self.db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
@@ -173,6 +179,7 @@ def in_schedule(windows: list[Window], ts: float) -> bool:
 
 # -- the service ------------------------------------------------------------------------------------------
 
+
 @dataclass(eq=False)
 class Session:
     """A recording someone asked for (Record, ManualRecordStart, PathRecord), until it stops."""
@@ -222,8 +229,9 @@ class Recordings:
         recovered = await self.index.recover(repair_file)
         if recovered:
             log.info("%d recordings interrupted by a crash were closed and indexed", recovered)
-        row = await self.db.fetchone("SELECT EXISTS (SELECT 1 FROM recordings) AS r, "
-                                     "EXISTS (SELECT 1 FROM snapshots) AS s")
+        row = await self.db.fetchone(
+            "SELECT EXISTS (SELECT 1 FROM recordings) AS r, EXISTS (SELECT 1 FROM snapshots) AS s"
+        )
         empty = [folder for folder, has in (("record", row["r"]), ("snapshot", row["s"])) if not has]
         if empty:  # a new or lost database: what the store holds is indexed again, in the background
             self._spawn(self._reindex_at_start(empty))
@@ -237,8 +245,15 @@ class Recordings:
             if runtime is None or (row["stop_at"] is not None and row["stop_at"] <= now + 1):
                 await self.db.execute("DELETE FROM record_sessions WHERE id = ?", (row["id"],))
                 continue
-            session = Session(row["id"], row["token"], row["kind"], row["origin"], row["path"], row["stop_at"],
-                              self._recorder(row["token"], row["kind"], row["path"], runtime))
+            session = Session(
+                row["id"],
+                row["token"],
+                row["kind"],
+                row["origin"],
+                row["path"],
+                row["stop_at"],
+                self._recorder(row["token"], row["kind"], row["path"], runtime),
+            )
             self.sessions[session.id] = session
             session.recorder.start()
             log.info("%s: %s recording resumed after a restart (%s)", session.token, session.origin, session.stem)
@@ -297,9 +312,16 @@ class Recordings:
         return runtime
 
     def _recorder(self, token: str, kind: str, stem: str, runtime: Any) -> Recorder:
-        return Recorder(token, kind, runtime.main, self.root, lambda start: stem, self,
-                        pre_record=self.settings.pre_record_seconds,
-                        file_seconds=self.settings.record_file_seconds)
+        return Recorder(
+            token,
+            kind,
+            runtime.main,
+            self.root,
+            lambda start: stem,
+            self,
+            pre_record=self.settings.pre_record_seconds,
+            file_seconds=self.settings.record_file_seconds,
+        )
 
     async def start(self, token: str, origin: str, kind: str, stem: str, duration: float | None) -> Session:
         runtime = self._runtime(token)
@@ -309,8 +331,10 @@ class Recordings:
         stem = await asyncio.to_thread(_free_stem, self.root, stem, taken)
         sid = uuid.uuid4().hex[:16]
         stop_at = time.time() + duration if duration else None
-        await self.db.execute("INSERT INTO record_sessions (id, token, kind, origin, path, stop_at) "
-                              "VALUES (?, ?, ?, ?, ?, ?)", (sid, token, kind, origin, stem, stop_at))
+        await self.db.execute(
+            "INSERT INTO record_sessions (id, token, kind, origin, path, stop_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (sid, token, kind, origin, stem, stop_at),
+        )
         if stop_at is not None:
             await self.jobs.at(f"stop-{sid}", stop_at, "record_stop", {"id": sid})
         session = Session(sid, token, kind, origin, stem, stop_at, self._recorder(token, kind, stem, runtime))
@@ -332,8 +356,12 @@ class Recordings:
         await self.jobs.cancel(f"stop-{sid}")
         if session is not None:
             await session.recorder.stop()
-            log.info("%s: %s stopped (%s)", session.token, session.origin, ", ".join(session.recorder.files)
-                     or "nothing recorded")
+            log.info(
+                "%s: %s stopped (%s)",
+                session.token,
+                session.origin,
+                ", ".join(session.recorder.files) or "nothing recorded",
+            )
         return session
 
     async def _job_stop(self, args: dict[str, Any]) -> None:
@@ -349,7 +377,8 @@ class Recordings:
     def wants_continuous(self, runtime: Any, now: float) -> bool:
         token = runtime.config.token
         return bool(runtime.config.record) or (
-            token in self.schedules and in_schedule(parse_schedule(self.schedules[token]), now))
+            token in self.schedules and in_schedule(parse_schedule(self.schedules[token]), now)
+        )
 
     async def reconcile(self) -> None:
         """Start and stop continuous recorders to match bRec, schedules and the sources that exist."""
@@ -366,10 +395,17 @@ class Recordings:
                     log.info("%s: continuous recording off", token)
             for token, runtime in list(registry.sources.items()):
                 if token not in self.continuous and self.wants_continuous(runtime, now):
-                    rec = Recorder(token, "H5_REC_SCHEDULE", runtime.main, self.root,
-                                   lambda start, t=token: f"{storage.dated_dir('record', t, start)}/{int(start)}",
-                                   self, pre_record=self.settings.pre_record_seconds,
-                                   file_seconds=self.settings.record_file_seconds, resume_after_error=True)
+                    rec = Recorder(
+                        token,
+                        "H5_REC_SCHEDULE",
+                        runtime.main,
+                        self.root,
+                        lambda start, t=token: f"{storage.dated_dir('record', t, start)}/{int(start)}",
+                        self,
+                        pre_record=self.settings.pre_record_seconds,
+                        file_seconds=self.settings.record_file_seconds,
+                        resume_after_error=True,
+                    )
                     self.continuous[token] = rec
                     rec.start()
                     log.info("%s: continuous recording on (%gs files)", token, self.settings.record_file_seconds)
@@ -379,8 +415,9 @@ class Recordings:
         for n, (day, first, last) in enumerate(parse_schedule(text)):
             for edge, minute in (("a", first), ("b", last)):
                 weekday = (day + minute // 1440) % 7
-                self.jobs.weekly(f"sched-{token}-{n}{edge}", self.reconcile, DAYS[weekday],
-                                 (minute % 1440) // 60, minute % 60)
+                self.jobs.weekly(
+                    f"sched-{token}-{n}{edge}", self.reconcile, DAYS[weekday], (minute % 1440) // 60, minute % 60
+                )
 
     async def set_policy(self, token: str, schedule: str | None = None, quota: int | None = None) -> None:
         if schedule is not None:
@@ -393,7 +430,8 @@ class Recordings:
         await self.db.execute(
             "INSERT INTO record_policy (token, schedule, quota) VALUES (?, ?, ?) ON CONFLICT(token) DO UPDATE "
             "SET schedule = excluded.schedule, quota = excluded.quota",
-            (token, self.schedules.get(token, ""), self.quotas.get(token, 0)))
+            (token, self.schedules.get(token, ""), self.quotas.get(token, 0)),
+        )
         if schedule is not None:
             self._schedule_jobs(token, schedule)
             await self.reconcile()
@@ -403,8 +441,11 @@ class Recordings:
     async def set_conf(self, values: dict[str, float]) -> None:
         for name, value in values.items():
             setattr(self.settings, name, value)
-            await self.db.execute("INSERT INTO record_conf (name, value) VALUES (?, ?) ON CONFLICT(name) "
-                                  "DO UPDATE SET value = excluded.value", (name, str(value)))
+            await self.db.execute(
+                "INSERT INTO record_conf (name, value) VALUES (?, ?) ON CONFLICT(name) "
+                "DO UPDATE SET value = excluded.value",
+                (name, str(value)),
+            )
         self._fit_ring()
         for rec in [*self.continuous.values(), *(s.recorder for s in self.sessions.values())]:
             rec.file_seconds = self.settings.record_file_seconds
@@ -426,33 +467,45 @@ class Recordings:
             recs, shots = await self.index.indexed_paths()
             cancel = threading.Event()
             try:
-                scan = await asyncio.to_thread(reindex.scan, self.root, set(recs) | set(shots), folders,
-                                               cancel=cancel)
+                scan = await asyncio.to_thread(reindex.scan, self.root, set(recs) | set(shots), folders, cancel=cancel)
             except asyncio.CancelledError:
                 cancel.set()  # the thread stops at its next file
                 raise
             added, shots_added = await self.index.add_found(
                 [(r.token, r.kind, r.path, r.start, r.end, r.size) for r in scan.recordings],
-                [(s.token, s.taken, s.path, s.size) for s in scan.snapshots])
+                [(s.token, s.taken, s.path, s.size) for s in scan.snapshots],
+            )
             removed = 0
             if drop_missing:
                 keep = self.protected()
-                gone_recs = [i for path, i in recs.items() if path.split("/", 1)[0] in scan.folders
-                             and path not in scan.present and path not in keep]
-                gone_shots = [i for path, i in shots.items() if "snapshot" in scan.folders
-                              and path not in scan.present]
+                gone_recs = [
+                    i
+                    for path, i in recs.items()
+                    if path.split("/", 1)[0] in scan.folders and path not in scan.present and path not in keep
+                ]
+                gone_shots = [i for path, i in shots.items() if "snapshot" in scan.folders and path not in scan.present]
                 await self.index.drop_rows(gone_recs, gone_shots)
                 removed = len(gone_recs) + len(gone_shots)
             indexed = sum(1 for path in scan.present if path in recs or path in shots) + added + shots_added
             if added or shots_added or removed or scan.skipped:
-                log.info("index rebuilt from the media store in %.1fs: %d recordings and %d snapshots added, "
-                         "%d rows of missing files removed, %d files skipped", time.monotonic() - began,
-                         added, shots_added, removed, scan.skipped)
+                log.info(
+                    "index rebuilt from the media store in %.1fs: %d recordings and %d snapshots added, "
+                    "%d rows of missing files removed, %d files skipped",
+                    time.monotonic() - began,
+                    added,
+                    shots_added,
+                    removed,
+                    scan.skipped,
+                )
             return {"files": indexed, "added": added + shots_added, "removed": removed, "skipped": scan.skipped}
 
     async def run_retention(self) -> int:
-        policy = Policy(self.settings.record_in_day, self.settings.snapshot_in_day,
-                        self.settings.disk_auto_del_percent, dict(self.quotas))
+        policy = Policy(
+            self.settings.record_in_day,
+            self.settings.snapshot_in_day,
+            self.settings.disk_auto_del_percent,
+            dict(self.quotas),
+        )
         removed = await self.retention.run(policy)
         await asyncio.to_thread(_expire_archives, self.root / "archive", time.time() - ARCHIVE_KEEP_SECONDS)
         return removed
@@ -465,11 +518,21 @@ class Recordings:
         running = [r for _, r in recorders if r.running]
         text = self.errors.get(token) or (running[0].status if running else "idle")
         return {
-            "strToken": token, "bRecording": any(r.status == "recording" for r in running), "strStatus": text,
-            "strSchedule": self.schedules.get(token, ""), "nQuotaByte": self.quotas.get(token, 0),
-            "recording": [{"strOrigin": origin, "nType": r.kind, "strStatus": r.status,
-                           "strPath": storage.http_path(r.current.rel) if r.current else "",
-                           "strStartTime": storage.format_time(r.started)} for origin, r in recorders],
+            "strToken": token,
+            "bRecording": any(r.status == "recording" for r in running),
+            "strStatus": text,
+            "strSchedule": self.schedules.get(token, ""),
+            "nQuotaByte": self.quotas.get(token, 0),
+            "recording": [
+                {
+                    "strOrigin": origin,
+                    "nType": r.kind,
+                    "strStatus": r.status,
+                    "strPath": storage.http_path(r.current.rel) if r.current else "",
+                    "strStartTime": storage.format_time(r.started),
+                }
+                for origin, r in recorders
+            ],
         }
 
 

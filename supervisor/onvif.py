@@ -222,9 +222,18 @@ class ProfileInfo:
         return f"{self.codec} {self.width} x {self.height} {self.fps}fps {self.bitrate}bps"
 
     def to_api(self) -> dict[str, Any]:
-        return {"strToken": self.token, "strCodecName": self.codec, "strName": self.label,
-                "strRtspUrl": self.rtsp_url, "nWidth": self.width, "nHeight": self.height, "nFps": self.fps,
-                "nBandwidth": self.bitrate, "bGotUrl": self.got_url, "strProfileName": self.name}
+        return {
+            "strToken": self.token,
+            "strCodecName": self.codec,
+            "strName": self.label,
+            "strRtspUrl": self.rtsp_url,
+            "nWidth": self.width,
+            "nHeight": self.height,
+            "nFps": self.fps,
+            "nBandwidth": self.bitrate,
+            "bGotUrl": self.got_url,
+            "strProfileName": self.name,
+        }
 
 
 def _get(obj: Any, path: str) -> Any:
@@ -250,8 +259,11 @@ def parse_profile(p: Any) -> ProfileInfo | None:
         return None
     codec = str(_get(vec, "Encoding") or "").upper().replace(".", "").replace("HEVC", "H265")
     return ProfileInfo(
-        token=str(token), name=str(_get(p, "Name") or ""), codec=codec,
-        width=_int(_get(vec, "Resolution.Width")), height=_int(_get(vec, "Resolution.Height")),
+        token=str(token),
+        name=str(_get(p, "Name") or ""),
+        codec=codec,
+        width=_int(_get(vec, "Resolution.Width")),
+        height=_int(_get(vec, "Resolution.Height")),
         fps=_int(_get(vec, "RateControl.FrameRateLimit")),
         bitrate=_int(_get(vec, "RateControl.BitrateLimit")),
         ptz=_get(p, "PTZConfiguration") is not None,
@@ -259,8 +271,7 @@ def parse_profile(p: Any) -> ProfileInfo | None:
     )
 
 
-def pick_profiles(profiles: list[ProfileInfo], main: str = "",
-                  sub: str = "") -> tuple[ProfileInfo, ProfileInfo]:
+def pick_profiles(profiles: list[ProfileInfo], main: str = "", sub: str = "") -> tuple[ProfileInfo, ProfileInfo]:
     """Given tokens win; otherwise main = the largest H.264 profile, sub = the smallest other one.
 
     H.264 is preferred because every browser path can play it without transcoding; without any,
@@ -272,8 +283,7 @@ def pick_profiles(profiles: list[ProfileInfo], main: str = "",
     for token in (main, sub):
         if token and token not in by_token:
             raise DeviceRefused(f"the device has no profile {token!r}")
-    pool = ([p for p in profiles if p.codec == "H264"] or [p for p in profiles if p.codec != "JPEG"]
-            or profiles)
+    pool = [p for p in profiles if p.codec == "H264"] or [p for p in profiles if p.codec != "JPEG"] or profiles
 
     def size(p: ProfileInfo) -> tuple[int, int, int]:
         return (p.width * p.height, p.fps, p.bitrate)
@@ -289,8 +299,12 @@ def pick_profiles(profiles: list[ProfileInfo], main: str = "",
 def translate(exc: BaseException, timeout: float, secrets: tuple[str, ...] = ()) -> OnvifError:
     """Map whatever zeep/aiohttp/onvif raised to one OnvifError with a fixed, credential-free message."""
     seen = 0
-    while isinstance(exc, ONVIFError) and not isinstance(exc, ONVIFTimeoutError | ONVIFAuthError) \
-            and exc.__cause__ is not None and seen < 5:
+    while (
+        isinstance(exc, ONVIFError)
+        and not isinstance(exc, ONVIFTimeoutError | ONVIFAuthError)
+        and exc.__cause__ is not None
+        and seen < 5
+    ):
         exc, seen = exc.__cause__, seen + 1
     if isinstance(exc, OnvifError):
         return exc
@@ -351,8 +365,9 @@ class _Camera(_lib.ONVIFCamera):  # type: ignore[misc,name-defined]
     def __init__(self, addr: DeviceAddress) -> None:
         saved = {k: os.environ[k] for k in _PROXY_VARS if k in os.environ}
         try:
-            super().__init__(addr.ip, addr.port, addr.user or None, addr.password or None,
-                             no_cache=True, adjust_time=True)
+            super().__init__(
+                addr.ip, addr.port, addr.user or None, addr.password or None, no_cache=True, adjust_time=True
+            )
         finally:
             os.environ.update(saved)
         self._addr = addr
@@ -363,8 +378,9 @@ class _Camera(_lib.ONVIFCamera):  # type: ignore[misc,name-defined]
             xaddr = self._addr.device_url
         return xaddr, wsdl, binding
 
-    async def create_onvif_service(self, name: str, port_type: str | None = None,
-                                   read_timeout: int | None = None, write_timeout: int | None = None) -> Any:
+    async def create_onvif_service(
+        self, name: str, port_type: str | None = None, read_timeout: int | None = None, write_timeout: int | None = None
+    ) -> Any:
         service = await super().create_onvif_service(name, port_type, read_timeout, write_timeout)
         if not service._session._middlewares:
             # Devices that want HTTP digest answer 401 with a challenge; the digest middleware retries.
@@ -379,8 +395,15 @@ class _Camera(_lib.ONVIFCamera):  # type: ignore[misc,name-defined]
         try:
             answer = await devicemgmt.authless_GetSystemDateAndTime()
             utc = answer.UTCDateTime
-            device_now = dt.datetime(utc.Date.Year, utc.Date.Month, utc.Date.Day, utc.Time.Hour,
-                                     utc.Time.Minute, utc.Time.Second, tzinfo=dt.UTC)
+            device_now = dt.datetime(
+                utc.Date.Year,
+                utc.Date.Month,
+                utc.Date.Day,
+                utc.Time.Hour,
+                utc.Time.Minute,
+                utc.Time.Second,
+                tzinfo=dt.UTC,
+            )
         except zeep.exceptions.Fault:
             return devicemgmt  # wants auth even for the clock: go without compensation
         except zeep.exceptions.TransportError as exc:
@@ -396,8 +419,7 @@ class _Camera(_lib.ONVIFCamera):  # type: ignore[misc,name-defined]
         diff = device_now - dt.datetime.now(dt.UTC)
         if abs(diff.total_seconds()) < 5:
             return devicemgmt
-        log.info("onvif %s: device clock is %+.0f s off; compensating", self._addr.label,
-                 diff.total_seconds())
+        log.info("onvif %s: device clock is %+.0f s off; compensating", self._addr.label, diff.total_seconds())
         self.dt_diff = diff
         await devicemgmt.close()
         self.services.pop(devicemgmt.binding_key, None)
@@ -479,10 +501,12 @@ class OnvifDevice:
 
         async def op(cam: _Camera) -> str:
             media = await cam.create_media_service()
-            answer = await media.GetStreamUri({
-                "StreamSetup": {"Stream": "RTP-Unicast", "Transport": {"Protocol": "RTSP"}},
-                "ProfileToken": token,
-            })
+            answer = await media.GetStreamUri(
+                {
+                    "StreamSetup": {"Stream": "RTP-Unicast", "Transport": {"Protocol": "RTSP"}},
+                    "ProfileToken": token,
+                }
+            )
             uri = str(_get(answer, "Uri") or "").strip()
             if not uri.lower().startswith(("rtsp://", "rtsps://")):
                 raise DeviceBadAnswer("the device reported no usable RTSP stream URI")
@@ -527,8 +551,11 @@ class OnvifDevice:
             velocity["PanTilt"] = {"x": pan, "y": tilt}
         if zoom:
             velocity["Zoom"] = {"x": zoom}
-        await self._ptz("ContinuousMove", preferred,
-                        lambda ptz, tok: ptz.ContinuousMove({"ProfileToken": tok, "Velocity": velocity}))
+        await self._ptz(
+            "ContinuousMove",
+            preferred,
+            lambda ptz, tok: ptz.ContinuousMove({"ProfileToken": tok, "Velocity": velocity}),
+        )
 
     async def stop(self, preferred: str) -> None:
         """Stop pan/tilt/zoom and, if it was moving, focus."""
@@ -537,8 +564,9 @@ class OnvifDevice:
             await self.focus(preferred, 0.0)
             stopped = True
         try:
-            await self._ptz("Stop", preferred,
-                            lambda ptz, tok: ptz.Stop({"ProfileToken": tok, "PanTilt": True, "Zoom": True}))
+            await self._ptz(
+                "Stop", preferred, lambda ptz, tok: ptz.Stop({"ProfileToken": tok, "PanTilt": True, "Zoom": True})
+            )
         except NotSupported:
             if not stopped:
                 raise
@@ -566,20 +594,23 @@ class OnvifDevice:
         return await self._ptz("SetPreset", preferred, op)
 
     async def remove_preset(self, preferred: str, token: str) -> None:
-        await self._ptz("RemovePreset", preferred,
-                        lambda ptz, tok: ptz.RemovePreset({"ProfileToken": tok, "PresetToken": token}))
+        await self._ptz(
+            "RemovePreset", preferred, lambda ptz, tok: ptz.RemovePreset({"ProfileToken": tok, "PresetToken": token})
+        )
 
     async def goto_preset(self, preferred: str, token: str) -> None:
-        await self._ptz("GotoPreset", preferred,
-                        lambda ptz, tok: ptz.GotoPreset({"ProfileToken": tok, "PresetToken": token}))
+        await self._ptz(
+            "GotoPreset", preferred, lambda ptz, tok: ptz.GotoPreset({"ProfileToken": tok, "PresetToken": token})
+        )
 
     # imaging ---------------------------------------------------------------------------------------
     async def _video_source(self, preferred: str) -> str:
         profiles = await self.profiles()
         if not self.has_service(NS_IMAGING):
             raise NotSupported("this camera has no focus/iris control (no imaging service)")
-        source = next((p.video_source for p in profiles if p.token == preferred and p.video_source), "") \
-            or next((p.video_source for p in profiles if p.video_source), "")
+        source = next((p.video_source for p in profiles if p.token == preferred and p.video_source), "") or next(
+            (p.video_source for p in profiles if p.video_source), ""
+        )
         if not source:
             raise NotSupported("this camera has no focus/iris control (no video source)")
         return source
@@ -612,11 +643,13 @@ class OnvifDevice:
             value = min(float(high) if high is not None else 0.0, value)
             if low is not None:
                 value = max(float(low), value)
-            await imaging.SetImagingSettings({
-                "VideoSourceToken": source,
-                "ImagingSettings": {"Exposure": {"Mode": "MANUAL", "Iris": value}},
-                "ForcePersistence": False,
-            })
+            await imaging.SetImagingSettings(
+                {
+                    "VideoSourceToken": source,
+                    "ImagingSettings": {"Exposure": {"Mode": "MANUAL", "Iris": value}},
+                    "ForcePersistence": False,
+                }
+            )
             return value
 
         return await self.call("iris", op)
@@ -782,11 +815,15 @@ def parse_probe_matches(data: bytes, sender: str, message_ids: set[str]) -> list
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
             continue
-        out.append({
-            "strIp": (parts.hostname or sender), "strPort": str(port),
-            "strOnvifAddr": parts.path or DEFAULT_ONVIF_ADDR,
-            "strModel": _scope(scopes, "hardware"), "strName": _scope(scopes, "name"),
-        })
+        out.append(
+            {
+                "strIp": (parts.hostname or sender),
+                "strPort": str(port),
+                "strOnvifAddr": parts.path or DEFAULT_ONVIF_ADDR,
+                "strModel": _scope(scopes, "hardware"),
+                "strName": _scope(scopes, "name"),
+            }
+        )
     return out
 
 
@@ -807,7 +844,7 @@ def _scope(scopes: list[str], kind: str) -> str:
     prefix = f"onvif://www.onvif.org/{kind}/"
     for s in scopes:
         if s.lower().startswith(prefix):
-            return _short(unquote(s[len(prefix):]), 80)
+            return _short(unquote(s[len(prefix) :]), 80)
     return ""
 
 
@@ -836,8 +873,7 @@ async def discover(target: str, timeout: float) -> list[dict[str, str]]:
                 if t.multicast:
                     sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
                     if t.interface:
-                        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
-                                        socket.inet_aton(t.interface))
+                        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(t.interface))
                 sock.bind((t.interface or ("127.0.0.1" if _is_loopback(t.host) else "0.0.0.0"), 0))
                 transport, _ = await loop.create_datagram_endpoint(lambda: _Collector(sink), sock=sock)
             except OSError:

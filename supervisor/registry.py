@@ -123,8 +123,9 @@ def check_file_path(path: str, roots: list[Path]) -> Path:
 class Stream:
     """One profile of a source: its ffmpeg and its hub, with a count of who uses it."""
 
-    def __init__(self, runtime: SourceRuntime, profile: str, hub: StreamHub, process: FfmpegProcess,
-                 always: bool) -> None:
+    def __init__(
+        self, runtime: SourceRuntime, profile: str, hub: StreamHub, process: FfmpegProcess, always: bool
+    ) -> None:
         self.runtime = runtime
         self.profile = profile
         self.hub = hub
@@ -157,8 +158,9 @@ class Stream:
         await asyncio.sleep(IDLE_STOP_SECONDS)
         self._idle_task = None
         if self.users == 0 and not self.always:
-            log.info("%s/%s: no consumers for %.0fs, stopping", self.runtime.config.token, self.profile,
-                     IDLE_STOP_SECONDS)
+            log.info(
+                "%s/%s: no consumers for %.0fs, stopping", self.runtime.config.token, self.profile, IDLE_STOP_SECONDS
+            )
             await self.stop()
 
     async def stop(self) -> None:
@@ -246,8 +248,9 @@ class Registry:
         async with self._lock:
             if cfg.token in self.sources:
                 raise ApiError(f"token already exists: {cfg.token}", 409)
-            await self.db.execute("INSERT INTO sources (token, config, created) VALUES (?, ?, ?)",
-                                  (cfg.token, cfg.to_json(), time.time()))
+            await self.db.execute(
+                "INSERT INTO sources (token, config, created) VALUES (?, ?, ?)", (cfg.token, cfg.to_json(), time.time())
+            )
             runtime = self._start(cfg)
         log.info("%s: source added (%s %s)", cfg.token, cfg.kind, redact(cfg.url))
         return runtime
@@ -294,10 +297,16 @@ class Registry:
         for profile in ("main", "sub") if has_sub else ("main",):
             hub = StreamHub(f"{cfg.token}/{profile}", self.settings.ring_seconds)
             process = FfmpegProcess(
-                f"{cfg.token}/{profile}", self.ffmpeg, hub, self._planner(cfg, profile),
-                rtsp_type=cfg.rtsp_type, stall_timeout=self.settings.stall_timeout,
-                restart_min=self.settings.restart_min, restart_max=self.settings.restart_max,
-                secrets=tuple(s for s in (cfg.password,) if len(s) >= 3))
+                f"{cfg.token}/{profile}",
+                self.ffmpeg,
+                hub,
+                self._planner(cfg, profile),
+                rtsp_type=cfg.rtsp_type,
+                stall_timeout=self.settings.stall_timeout,
+                restart_min=self.settings.restart_min,
+                restart_max=self.settings.restart_max,
+                secrets=tuple(s for s in (cfg.password,) if len(s) >= 3),
+            )
             always = profile == "main" and cfg.connect_type != "H5_ONDEMAND"
             runtime.streams[profile] = Stream(runtime, profile, hub, process, always)
         self.sources[cfg.token] = runtime
@@ -318,9 +327,16 @@ class Registry:
                 raw = cfg.url_sub if profile == "sub" and cfg.url_sub else cfg.url
                 url, is_file = with_credentials(raw, cfg.user, cfg.password), False
             kinds = tuple(k for k in settings.hls.split(",") if k in ("v1", "v2"))
-            return Plan(url=url, is_file=is_file, audio=cfg.audio,
-                        hls_dir=settings.hls_dir if profile == "main" and kinds else None, hls_kinds=kinds,
-                        hls_segment_num=settings.hls_segment_num, hls_duration=settings.hls_duration,
-                        timeout_s=settings.rtsp_timeout, token=cfg.token)
+            return Plan(
+                url=url,
+                is_file=is_file,
+                audio=cfg.audio,
+                hls_dir=settings.hls_dir if profile == "main" and kinds else None,
+                hls_kinds=kinds,
+                hls_segment_num=settings.hls_segment_num,
+                hls_duration=settings.hls_duration,
+                timeout_s=settings.rtsp_timeout,
+                token=cfg.token,
+            )
 
         return plan

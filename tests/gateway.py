@@ -22,8 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 class Gateway:
     """One h5gate process on 127.0.0.1 with its own data directory; `.session` is a logged-in admin."""
 
-    def __init__(self, data_dir: Path, *, extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -37,13 +43,27 @@ class Gateway:
     def start(self, timeout: float = 30.0) -> Gateway:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # Tests never multicast: ONVIF discovery goes to a dead loopback port unless a test says otherwise.
-        env = {**os.environ, "H5GATE_ONVIF_DISCOVERY_TARGET": "127.0.0.1:9",
-               **self.env}
+        env = {**os.environ, "H5GATE_ONVIF_DISCOVERY_TARGET": "127.0.0.1:9", **self.env}
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's life
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor.cli", "--host", "127.0.0.1", "--port", str(self.port),
-             "--data-dir", str(self.data_dir), *self.extra_args],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "supervisor.cli",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+                *self.extra_args,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -76,8 +96,9 @@ class Gateway:
     def url(self, call: str, /, **params: Any) -> str:
         return f"{self.base}/api/v1/{call}?{urllib.parse.urlencode(params)}"
 
-    def request(self, path: str, headers: dict[str, str] | None = None,
-                timeout: float = 15.0) -> tuple[int, dict[str, str], bytes]:
+    def request(
+        self, path: str, headers: dict[str, str] | None = None, timeout: float = 15.0
+    ) -> tuple[int, dict[str, str], bytes]:
         """GET an absolute path; returns (status, lower-cased headers, body), also for 4xx/5xx answers."""
         req = urllib.request.Request(self.base + path, headers=headers or {})
         try:

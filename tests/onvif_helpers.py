@@ -15,13 +15,34 @@ class VirtualOnvif(_Tool):
 
     name = "virtual_onvif"
 
-    def __init__(self, *args: str, rtsp_url: str = "rtsp://127.0.0.1:9/none", user: str = "admin",
-                 password: str = "12345", timeout: float = 20.0) -> None:
+    def __init__(
+        self,
+        *args: str,
+        rtsp_url: str = "rtsp://127.0.0.1:9/none",
+        user: str = "admin",
+        password: str = "12345",
+        timeout: float = 20.0,
+    ) -> None:
         super().__init__()
         self.user, self.password = user, password
-        cmd = [sys.executable, str(TOOLS / "virtual_onvif.py"), "--host", HOST, "--port", "0",
-               "--discovery-bind", f"{HOST}:0", "--rtsp-url", rtsp_url, "--user", user,
-               "--password", password, "--exit-with-parent", *args]
+        cmd = [
+            sys.executable,
+            str(TOOLS / "virtual_onvif.py"),
+            "--host",
+            HOST,
+            "--port",
+            "0",
+            "--discovery-bind",
+            f"{HOST}:0",
+            "--rtsp-url",
+            rtsp_url,
+            "--user",
+            user,
+            "--password",
+            password,
+            "--exit-with-parent",
+            *args,
+        ]
         self._spawn(cmd, timeout)
         try:
             fields = dict(part.split("=", 1) for part in self.ready_line.split()[1:])

@@ -14,8 +14,20 @@ import pytest
 from tests.gateway import ROOT, Gateway
 
 MD5_12345 = "827ccb0eea8a706c4c34a16891f84e7b"
-PROTECTED = ["Logout", "Keepalive", "GetSystemInfo", "GetRunInfo", "UpdateUser", "GetUserInfo", "GetSrc",
-             "AddSrcFile", "AddSrcRTSP", "DelSrc", "GetImage", "h5swsapi/Status"]
+PROTECTED = [
+    "Logout",
+    "Keepalive",
+    "GetSystemInfo",
+    "GetRunInfo",
+    "UpdateUser",
+    "GetUserInfo",
+    "GetSrc",
+    "AddSrcFile",
+    "AddSrcRTSP",
+    "DelSrc",
+    "GetImage",
+    "h5swsapi/Status",
+]
 
 
 def test_login_plain_and_md5(gateway: Gateway) -> None:
@@ -74,8 +86,7 @@ def test_session_idle_timeout_and_keepalive(tmp_path: Path) -> None:
 
 def test_system_info(gateway: Gateway) -> None:
     info = gateway.ok("GetSystemInfo")
-    assert set(info) >= {"strVersion", "strHostId", "strLicenseType", "strLicenseFull", "strChannelLimit",
-                         "strEndtime"}
+    assert set(info) >= {"strVersion", "strHostId", "strLicenseType", "strLicenseFull", "strChannelLimit", "strEndtime"}
     assert info["strLicenseType"] == "None" and info["strChannelLimit"] == "unlimited"
     assert info["strVersion"][0].isdigit()
     assert gateway.ok("GetSystemInfo")["strHostId"] == info["strHostId"]
@@ -87,8 +98,18 @@ def test_run_info(gateway: Gateway) -> None:
     for key in ("strCPU", "strMemory"):
         assert info[key].endswith("%") and 0 <= int(info[key][:-1]) <= 100
     assert info["strNetworkIn"].endswith("kpbs") and info["strNetworkOut"].endswith("kpbs")
-    for key in ("nRunTimeSec", "nCPUUsage", "nMemoryUsage", "nTotalMemoryByte", "nNetworkInK", "nNetworkOutK",
-                "nTotalSpaceByte", "nFreeSpaceByte", "nRecordTotalSpaceByte", "nRecordFreeSpaceByte"):
+    for key in (
+        "nRunTimeSec",
+        "nCPUUsage",
+        "nMemoryUsage",
+        "nTotalMemoryByte",
+        "nNetworkInK",
+        "nNetworkOutK",
+        "nTotalSpaceByte",
+        "nFreeSpaceByte",
+        "nRecordTotalSpaceByte",
+        "nRecordFreeSpaceByte",
+    ):
         assert isinstance(info[key], int) and info[key] >= 0, key
     assert info["nTotalMemoryByte"] > 100 * 2**20 and info["nFreeSpaceByte"] <= info["nTotalSpaceByte"]
     assert info["strTotalSpace"].endswith("GB") and info["strFreeSpace"].endswith("GB")
@@ -115,10 +136,31 @@ def test_user_info_and_update(gateway: Gateway) -> None:
 
 def test_get_src_fields(gateway: Gateway) -> None:
     src = gateway.source("demo")
-    expected = {"nType", "strName", "strToken", "strUrl", "strUser", "strPasswd", "bPasswdEncrypt",
-                "bEnableAudio", "nConnectType", "nRTSPType", "strSrcIpAddress", "strSrcPort", "nChannelNumber",
-                "bOnvifProfileAuto", "strOnvifAddr", "strOnvifProfileMain", "strOnvifProfileSub", "bOnline",
-                "strSnapshotUrl", "bRec", "strServerToken", "strOriginalToken", "strServerUuid"}
+    expected = {
+        "nType",
+        "strName",
+        "strToken",
+        "strUrl",
+        "strUser",
+        "strPasswd",
+        "bPasswdEncrypt",
+        "bEnableAudio",
+        "nConnectType",
+        "nRTSPType",
+        "strSrcIpAddress",
+        "strSrcPort",
+        "nChannelNumber",
+        "bOnvifProfileAuto",
+        "strOnvifAddr",
+        "strOnvifProfileMain",
+        "strOnvifProfileSub",
+        "bOnline",
+        "strSnapshotUrl",
+        "bRec",
+        "strServerToken",
+        "strOriginalToken",
+        "strServerUuid",
+    }
     assert expected <= set(src)
     assert src["nType"] == "H5_FILE" and src["strToken"] == "demo" and src["bOnline"] is True
     assert src["strPasswd"] == "*****" and src["strSnapshotUrl"] == "/api/v1/GetImage?token=demo"
@@ -148,11 +190,22 @@ def test_add_rtsp_hides_credentials_everywhere(gateway: Gateway) -> None:
     assert gateway.get("DelSrc", token="cred1")[0] == 404
 
 
-@pytest.mark.parametrize("url", [
-    "file:///etc/passwd", "-i /etc/passwd", "javascript:alert(1)", "rtsp://", "rtsp://host/a b",
-    "rtsp://host/x\n-f", "concat:/etc/passwd|/etc/hosts", "subfile,,start,0,end,0,,:/etc/passwd",
-    "rtsp://h/" + "a" * 3000, "udp://127.0.0.1:1234", "",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "-i /etc/passwd",
+        "javascript:alert(1)",
+        "rtsp://",
+        "rtsp://host/a b",
+        "rtsp://host/x\n-f",
+        "concat:/etc/passwd|/etc/hosts",
+        "subfile,,start,0,end,0,,:/etc/passwd",
+        "rtsp://h/" + "a" * 3000,
+        "udp://127.0.0.1:1234",
+        "",
+    ],
+)
 def test_add_rtsp_rejects_bad_urls(gateway: Gateway, url: str) -> None:
     status, body = gateway.get("AddSrcRTSP", token="bad1", name="x", url=url)
     assert 400 <= status < 500 and body["bStatus"] is False and body["strCode"]
@@ -165,8 +218,10 @@ def test_add_rejects_bad_tokens(gateway: Gateway, token: str) -> None:
     assert status == 400 and body["bStatus"] is False and "token" in body["strCode"]
 
 
-@pytest.mark.parametrize("path", ["/etc/passwd", "../../../../etc/passwd", "demo.mp4/../../../etc/hosts",
-                                  "nonexistent.mp4", "/proc/self/environ"])
+@pytest.mark.parametrize(
+    "path",
+    ["/etc/passwd", "../../../../etc/passwd", "demo.mp4/../../../etc/hosts", "nonexistent.mp4", "/proc/self/environ"],
+)
 def test_add_file_stays_in_media_roots(gateway: Gateway, path: str) -> None:
     status, body = gateway.get("AddSrcFile", token="file1", name="f", url=path)
     assert status == 400 and body["bStatus"] is False
@@ -183,9 +238,14 @@ def test_add_file_source_plays(gateway: Gateway) -> None:
 
 
 def test_bad_parameters_answer_4xx_json(gateway: Gateway) -> None:
-    cases = [("AddSrcRTSP", {"token": "t"}), ("AddSrcRTSP", {"token": "t", "url": "rtsp://h/x", "audio": "maybe"}),
-             ("AddSrcRTSP", {"token": "t", "url": "rtsp://h/x", "rtsptype": "sctp"}), ("DelSrc", {}),
-             ("GetImage", {}), ("AddSrcRTSP", {"token": "t", "url": "rtsp://h/x", "name": "a\x00b"})]
+    cases = [
+        ("AddSrcRTSP", {"token": "t"}),
+        ("AddSrcRTSP", {"token": "t", "url": "rtsp://h/x", "audio": "maybe"}),
+        ("AddSrcRTSP", {"token": "t", "url": "rtsp://h/x", "rtsptype": "sctp"}),
+        ("DelSrc", {}),
+        ("GetImage", {}),
+        ("AddSrcRTSP", {"token": "t", "url": "rtsp://h/x", "name": "a\x00b"}),
+    ]
     for name, params in cases:
         status, body = gateway.get(name, **params)
         assert 400 <= status < 500 and body["bStatus"] is False, (name, params, body)
@@ -195,8 +255,7 @@ def test_bad_parameters_answer_4xx_json(gateway: Gateway) -> None:
 
 def test_viewer_role_watches_but_cannot_change_sources(tmp_path: Path) -> None:
     """Users made with `h5gate passwd USER --role Viewer` may list and watch, not add or delete."""
-    cli = [sys.executable, "-m", "supervisor.cli", "--data-dir", str(tmp_path), "passwd", "watcher",
-           "--role", "Viewer"]
+    cli = [sys.executable, "-m", "supervisor.cli", "--data-dir", str(tmp_path), "passwd", "watcher", "--role", "Viewer"]
     done = subprocess.run(cli, input="watch-only\n", text=True, capture_output=True, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
     gw = Gateway(tmp_path, extra_args=["--no-demo"]).start()

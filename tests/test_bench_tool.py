@@ -53,8 +53,9 @@ def test_slice_hash_ignores_framing_and_parameter_sets() -> None:
 def test_quick_run_reports_sane_figures() -> None:
     """`tools/bench --quick --json` as a user runs it (executable, venv on PATH): every figure present."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run([str(BENCH), "--quick", "--json"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=150)
+    proc = subprocess.run(
+        [str(BENCH), "--quick", "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=150
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
 

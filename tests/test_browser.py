@@ -112,8 +112,7 @@ def test_login_wrong_password_shows_error(page, gateway):
     page.fill("input[name=password]", "definitely-wrong")
     page.click("button[type=submit]")
     msg = page.locator("#login-message")
-    page.wait_for_function("() => document.getElementById('login-message').textContent.length > 0",
-                           timeout=10_000)
+    page.wait_for_function("() => document.getElementById('login-message').textContent.length > 0", timeout=10_000)
     assert msg.inner_text().strip()
     assert page.url.rstrip("/").endswith("/login")
     assert page.page_errors == []
@@ -127,8 +126,10 @@ def test_console_without_session_goes_to_login(page, gateway):
 def login_console(page, gateway) -> None:
     """Open the console with the fixture's session (as the login page would leave it)."""
     page.goto(gateway.base + "/login")
-    page.evaluate("(s) => { sessionStorage.setItem('h5gate_session', s);"
-                  " sessionStorage.setItem('h5gate_user', 'admin'); }", gateway.session)
+    page.evaluate(
+        "(s) => { sessionStorage.setItem('h5gate_session', s); sessionStorage.setItem('h5gate_user', 'admin'); }",
+        gateway.session,
+    )
     page.goto(gateway.base + "/")
     page.locator(".tile[data-token=demo]").wait_for(state="visible", timeout=10_000)
 
@@ -154,8 +155,7 @@ def test_console_add_and_delete_source(page, gateway):
     form.locator("input[name=token]").fill("bad token!")
     form.locator("input[name=url]").fill("rtsp://127.0.0.1:9/x")
     form.locator("button[type=submit]").click()
-    page.wait_for_function("() => document.getElementById('add-message').textContent.length > 0",
-                           timeout=10_000)
+    page.wait_for_function("() => document.getElementById('add-message').textContent.length > 0", timeout=10_000)
 
     page.on("dialog", lambda d: d.accept())
     tile.locator("button.danger").click()
@@ -169,17 +169,21 @@ def test_console_switches_tile_to_hls_and_back(page, gateway):
     login_console(page, gateway)
     tile = page.locator(".tile[data-token=demo]")
     info = ".tile[data-token=demo] .tile-info"
-    page.wait_for_function(f"() => document.querySelector('{info}').textContent.startsWith('WS · playing')",
-                           timeout=15_000)
+    page.wait_for_function(
+        f"() => document.querySelector('{info}').textContent.startsWith('WS · playing')", timeout=15_000
+    )
     tile.locator("button.seg", has_text="HLS").click()
-    page.wait_for_function(f"() => document.querySelector('{info}').textContent.startsWith('HLS · playing')",
-                           timeout=30_000)
+    page.wait_for_function(
+        f"() => document.querySelector('{info}').textContent.startsWith('HLS · playing')", timeout=30_000
+    )
     t0 = page.evaluate("() => document.querySelector('.tile[data-token=demo] video').currentTime")
     page.wait_for_function(
-        f"() => document.querySelector('.tile[data-token=demo] video').currentTime > {t0} + 1", timeout=15_000)
+        f"() => document.querySelector('.tile[data-token=demo] video').currentTime > {t0} + 1", timeout=15_000
+    )
     tile.locator("button.seg", has_text="WS").click()
-    page.wait_for_function(f"() => document.querySelector('{info}').textContent.startsWith('WS · playing')",
-                           timeout=15_000)
+    page.wait_for_function(
+        f"() => document.querySelector('{info}').textContent.startsWith('WS · playing')", timeout=15_000
+    )
     assert page.page_errors == []
 
 
@@ -195,8 +199,8 @@ def test_ws_player_plays_demo_with_low_latency(page, gateway):
     # over the same 15 s window rather than at the moment currentTime has moved 2 s
     remaining_ms = max(1000, int((15.0 - (time.monotonic() - connected)) * 1000))
     page.wait_for_function(
-        "() => document.getElementById('v').getVideoPlaybackQuality().totalVideoFrames > 30",
-        timeout=remaining_ms)
+        "() => document.getElementById('v').getVideoPlaybackQuality().totalVideoFrames > 30", timeout=remaining_ms
+    )
 
     # latency, at least 5 s after connecting: sample for a second, every sample must be small
     page.wait_for_timeout(max(0, int((5.0 - (time.monotonic() - connected)) * 1000)))
@@ -330,8 +334,11 @@ def test_ws_player_playback_mode_url_and_commands(page, gateway):
     assert r["sent"][0] == '{"cmd":"H5_START"}', r["sent"]
     commands = [x for x in r["sent"] if x != '{"cmd":"H5_KEEPALIVE"}']
     assert commands == [
-        '{"cmd":"H5_START"}', '{"cmd":"H5_PAUSE"}', '{"cmd":"H5_RESUME"}',
-        '{"cmd":"H5_SEEK","nSeekTime":12}', '{"cmd":"H5_SPEED","nSpeed":2}',
+        '{"cmd":"H5_START"}',
+        '{"cmd":"H5_PAUSE"}',
+        '{"cmd":"H5_RESUME"}',
+        '{"cmd":"H5_SEEK","nSeekTime":12}',
+        '{"cmd":"H5_SPEED","nSpeed":2}',
     ], r["sent"]
     assert r["callback"] == [['{"type":"H5S_EVENT_PB_TIME","pbTime":{"strTime":"x"}}', "u1"]]
     assert page.page_errors == []
@@ -424,8 +431,10 @@ def test_vendor_style_player_plays_from_near_zero(page, gateway):
 def test_playback_refused_by_the_server_is_not_retried(page, gateway):
     """A playback range with no recording is refused (4xxx close): the player stops instead of retrying."""
     blank_video_page(page, gateway)
-    conf = player_conf(gateway)[:-1] + (", pbconf: {begintime: '2001-01-01T000000+00',"
-                                         " endtime: '2001-01-01T001000+00', serverpb: 'true', autoplay: 'true'}}")
+    conf = player_conf(gateway)[:-1] + (
+        ", pbconf: {begintime: '2001-01-01T000000+00',"
+        " endtime: '2001-01-01T001000+00', serverpb: 'true', autoplay: 'true'}}"
+    )
     page.evaluate(f"() => {{ window.p = new H5sPlayerWS({conf}); window.p.connect(); }}")
     page.wait_for_function("() => window.p.stats().state === 'stopped'", timeout=10_000)
     page.wait_for_timeout(3000)

@@ -31,8 +31,15 @@ def rtsp_cam() -> Iterator[GstCamera]:
 
 @pytest.fixture(scope="module")
 def vcam(rtsp_cam: GstCamera) -> Iterator[VirtualOnvif]:
-    with VirtualOnvif("--name", "Lobby PTZ", "--rtsp-url-sub", rtsp_cam.url("h264_noaudio", credentials=False),
-                      rtsp_url=rtsp_cam.url("h264", credentials=False), user=USER, password=PASSWORD) as cam:
+    with VirtualOnvif(
+        "--name",
+        "Lobby PTZ",
+        "--rtsp-url-sub",
+        rtsp_cam.url("h264_noaudio", credentials=False),
+        rtsp_url=rtsp_cam.url("h264", credentials=False),
+        user=USER,
+        password=PASSWORD,
+    ) as cam:
         yield cam
 
 
@@ -48,8 +55,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory, vcam: VirtualOnvif) -> Iterator
 
 @pytest.fixture(scope="module")
 def ptz_src(gw: Gateway, vcam: VirtualOnvif) -> str:
-    gw.ok("AddSrcONVIF", token="ptz_cam", name="PTZ camera", user=USER, password=PASSWORD,
-          ip="127.0.0.1", port=vcam.port)
+    gw.ok(
+        "AddSrcONVIF", token="ptz_cam", name="PTZ camera", user=USER, password=PASSWORD, ip="127.0.0.1", port=vcam.port
+    )
     return "ptz_cam"
 
 
@@ -70,15 +78,20 @@ def screenshot(page: Page, name: str) -> None:
 def open_as_admin(page, gw: Gateway, path: str) -> None:
     """Open a console page with the gateway's admin session, as the login page would leave it."""
     page.goto(gw.base + "/login")
-    page.evaluate("(s) => { sessionStorage.setItem('h5gate_session', s);"
-                  " sessionStorage.setItem('h5gate_user', 'admin'); }", gw.session)
+    page.evaluate(
+        "(s) => { sessionStorage.setItem('h5gate_session', s); sessionStorage.setItem('h5gate_user', 'admin'); }",
+        gw.session,
+    )
     page.goto(gw.base + path)
 
 
 def wait_playing(page, token: str, timeout: float = 30.0) -> None:
     page.wait_for_function(
         "(t) => { const v = document.querySelector(`.tile[data-token=${t}] video`);"
-        " return v && v.currentTime > 0.5 && !v.paused; }", arg=token, timeout=timeout * 1000)
+        " return v && v.currentTime > 0.5 && !v.paused; }",
+        arg=token,
+        timeout=timeout * 1000,
+    )
 
 
 def position(cam: VirtualOnvif) -> tuple[float, float, float]:
@@ -117,8 +130,7 @@ def test_add_camera_page_searches_probes_and_adds(page, gw: Gateway, vcam: Virtu
     form.locator("input[name=password]").fill("wrong-" + PASSWORD)
     page.click("#probe")
     message = page.locator("#probe-message")
-    page.wait_for_function("() => document.getElementById('probe-message').textContent.length > 0",
-                           timeout=10_000)
+    page.wait_for_function("() => document.getElementById('probe-message').textContent.length > 0", timeout=10_000)
     assert message.inner_text() == "login failed: wrong user name or password"
     assert page.locator("#profiles-card").is_hidden() and page.locator("#add-card").is_hidden()
     screenshot(page, "addcamera-error.png")
@@ -171,8 +183,9 @@ def test_add_camera_page_shows_the_server_error(page, gw: Gateway, vcam: Virtual
         assert page.locator("#onvif-add-form input[name=token]").input_value() == "onvif_127.0.0.1"
         page.fill("#onvif-add-form input[name=token]", "taken")
         page.click("#add-camera")
-        page.wait_for_function("() => document.getElementById('onvif-add-message').textContent.length > 0",
-                               timeout=10_000)
+        page.wait_for_function(
+            "() => document.getElementById('onvif-add-message').textContent.length > 0", timeout=10_000
+        )
         assert page.locator("#onvif-add-message").inner_text() == "token already exists: taken"
         assert page.url == gw.base + "/addcamera"
         # editing the connection invalidates the profiles shown
@@ -208,8 +221,11 @@ def test_ptz_pad_hold_moves_release_stops(page, gw: Gateway, vcam: VirtualOnvif,
     assert position(vcam) == after  # stopped means stopped
 
     # the slider sets the speed of the next move; zoom is press-and-hold as well
-    page.evaluate("(t) => { const r = document.querySelector(`.tile[data-token=${t}] .ptz-speed-input`);"
-                  " r.value = '1'; r.dispatchEvent(new Event('input')); }", ptz_src)
+    page.evaluate(
+        "(t) => { const r = document.querySelector(`.tile[data-token=${t}] .ptz-speed-input`);"
+        " r.value = '1'; r.dispatchEvent(new Event('input')); }",
+        ptz_src,
+    )
     assert tile.locator(".ptz-speed-value").inner_text() == "1.0"
     tile.locator("button[data-action=zoomin]").hover()
     page.mouse.down()
@@ -245,7 +261,8 @@ def test_presets_save_go_delete_and_errors(page, gw: Gateway, vcam: VirtualOnvif
     item.wait_for(state="visible", timeout=10_000)
     token = item.get_attribute("data-preset")
     assert {"token": token, "name": "Front door"}.items() <= next(
-        p for p in vcam.status()["presets"] if p["token"] == token).items()
+        p for p in vcam.status()["presets"] if p["token"] == token
+    ).items()
     assert tile.locator(".preset-add input").input_value() == ""
 
     hold(page, tile.locator("button[data-action=upright]"), 0.4)
@@ -272,7 +289,9 @@ def test_presets_save_go_delete_and_errors(page, gw: Gateway, vcam: VirtualOnvif
     message = tile.locator(".ptz-message")
     page.wait_for_function(
         "(t) => document.querySelector(`.tile[data-token=${t}] .ptz-message`).textContent.length > 0",
-        arg=ptz_src, timeout=10_000)
+        arg=ptz_src,
+        timeout=10_000,
+    )
     assert message.inner_text().startswith("the device refused: No such preset")
     tile.get_by_role("button", name="Reload").click()
     gate.wait_for(state="detached", timeout=10_000)

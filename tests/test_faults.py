@@ -121,8 +121,12 @@ def test_unreachable_camera_backs_off(gateway: Gateway) -> None:
 def test_wrong_credentials_are_reported_and_never_shown(gateway: Gateway, auth_camera: GstCamera) -> None:
     bad = auth_camera.url("h264").replace("right-pass", "Wrong-Secret-9")
     gateway.ok("AddSrcRTSP", token="badauth", name="b", url=bad)
-    gateway.ok("AddSrcRTSP", token="goodauth", name="g", url=auth_camera.url("h264").split("@")[0] + "@"
-               + auth_camera.url("h264").split("@")[1])
+    gateway.ok(
+        "AddSrcRTSP",
+        token="goodauth",
+        name="g",
+        url=auth_camera.url("h264").split("@")[0] + "@" + auth_camera.url("h264").split("@")[1],
+    )
     try:
         src = wait_field(gateway, "badauth", lambda s: s["strLastError"], timeout=15)
         assert "401" in src["strLastError"] and src["bOnline"] is False
@@ -174,8 +178,9 @@ def test_camera_dies_mid_stream_and_viewer_resumes(gateway: Gateway, camera: Gst
 
 
 def test_watchdog_kills_a_hung_ffmpeg(tmp_path: Path, camera: GstCamera) -> None:
-    gw = Gateway(tmp_path, extra_args=["--no-demo"],
-                 env={"H5GATE_RTSP_TIMEOUT": "120", "H5GATE_STALL_TIMEOUT": "3"}).start()
+    gw = Gateway(
+        tmp_path, extra_args=["--no-demo"], env={"H5GATE_RTSP_TIMEOUT": "120", "H5GATE_STALL_TIMEOUT": "3"}
+    ).start()
     try:
         with FaultProxy.for_camera(camera) as proxy:
             gw.ok("AddSrcRTSP", token="hang", name="h", url=proxy.url("h264_noaudio"), rtsptype="tcp")

@@ -20,16 +20,37 @@ DEMO = Path(__file__).resolve().parents[1] / "media" / "demo.mp4"
 def pipe_bytes() -> bytes:
     """Four seconds of the demo clip as ffmpeg writes it into the hub's pipe."""
     return subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", str(DEMO), "-t", "4", "-map", "0:v:0",
-         "-map", "0:a:0", "-c", "copy", "-f", "mp4", "-movflags", PIPE_MOVFLAGS, "pipe:1"],
-        check=True, capture_output=True).stdout
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            str(DEMO),
+            "-t",
+            "4",
+            "-map",
+            "0:v:0",
+            "-map",
+            "0:a:0",
+            "-c",
+            "copy",
+            "-f",
+            "mp4",
+            "-movflags",
+            PIPE_MOVFLAGS,
+            "pipe:1",
+        ],
+        check=True,
+        capture_output=True,
+    ).stdout
 
 
 def split(data: bytes, chunk: int = 5000) -> list[tuple[str, bytes]]:
     splitter = Splitter()
     out: list[tuple[str, bytes]] = []
     for i in range(0, len(data), chunk):
-        out += splitter.feed(data[i:i + chunk])
+        out += splitter.feed(data[i : i + chunk])
     return out
 
 
@@ -55,8 +76,11 @@ def test_timing_repair_makes_every_track_continuous(pipe_bytes: bytes) -> None:
     fixed = [parse_fragment(b) for _, b in parts[1:] for b, _ in repair.push(b, parse_fragment(b))]
     for track in (1, 2):
         seq = [f for f in fixed if f.track_id == track]
-        gaps = [(a.tfdt, a.duration, b.tfdt) for a, b in zip(seq[1:], seq[2:], strict=False)
-                if a.tfdt + a.duration != b.tfdt]
+        gaps = [
+            (a.tfdt, a.duration, b.tfdt)
+            for a, b in zip(seq[1:], seq[2:], strict=False)
+            if a.tfdt + a.duration != b.tfdt
+        ]
         assert gaps == []
         assert all(f.duration > 0 for f in seq)
 
@@ -99,9 +123,28 @@ async def test_cursor_waits_then_sees_close() -> None:
 def test_a_run_whose_init_browsers_cannot_play_never_reaches_the_hub(pipe_bytes: bytes) -> None:
     """MJPEG (or G.711) copied into MP4 may come out before ffmpeg's stream lines are read: the init decides."""
     mjpeg = subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=5",
-         "-t", "1", "-c:v", "mjpeg", "-f", "mp4", "-movflags", PIPE_MOVFLAGS, "pipe:1"],
-        check=True, capture_output=True).stdout
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x180:rate=5",
+            "-t",
+            "1",
+            "-c:v",
+            "mjpeg",
+            "-f",
+            "mp4",
+            "-movflags",
+            PIPE_MOVFLAGS,
+            "pipe:1",
+        ],
+        check=True,
+        capture_output=True,
+    ).stdout
     process = FfmpegProcess("t", "ffmpeg", StreamHub("t"), plan_for=None)  # type: ignore[arg-type]
     assert process._unplayable(parse_init(split(mjpeg)[0][1]))
     assert process.video_mode == "h264" and process.audio_mode == "copy"

@@ -37,8 +37,25 @@ def test_hls_plays_in_ffmpeg(gateway: Gateway, version: str, segment: str) -> No
     if version == "v2":
         assert f'#EXT-X-MAP:URI="init.mp4?session={gateway.session}"' in text
     out = subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", gateway.base + path, "-t", "3", "-map", "0:v:0",
-         "-f", "framemd5", "-"], capture_output=True, text=True, timeout=60)
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            gateway.base + path,
+            "-t",
+            "3",
+            "-map",
+            "0:v:0",
+            "-f",
+            "framemd5",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     frames = [line for line in out.stdout.splitlines() if line and not line.startswith("#")]
     assert len(frames) >= 50  # 3 s at 25 fps, decoded from the segments
@@ -51,8 +68,9 @@ def test_hls_deletes_old_segments(gateway: Gateway) -> None:
     sequence = 0
     while time.monotonic() < deadline and sequence < 4:
         text = gateway.request(path)[2].decode()
-        sequence = int(next((line.split(":")[1] for line in text.splitlines()
-                             if line.startswith("#EXT-X-MEDIA-SEQUENCE:")), "0"))
+        sequence = int(
+            next((line.split(":")[1] for line in text.splitlines() if line.startswith("#EXT-X-MEDIA-SEQUENCE:")), "0")
+        )
         time.sleep(1)
     assert sequence >= 4, "the playlist did not roll over"
     for version, suffix in (("v1", ".ts"), ("v2", ".m4s")):
@@ -64,8 +82,13 @@ def test_hls_deletes_old_segments(gateway: Gateway) -> None:
 def test_hls_needs_a_session_and_stays_in_its_folder(gateway: Gateway) -> None:
     assert gateway.request("/hls/v1/demo/hls.m3u8")[0] == 401
     session = f"?session={gateway.session}"
-    for bad in ("/hls/v3/demo/hls.m3u8", "/hls/v1/demo/..%2f..%2fh5gate.db", "/hls/v1/..%2fv2/hls.m3u8",
-                "/hls/v1/demo/hls.sh", "/hls/v1/demo/.hidden.ts"):
+    for bad in (
+        "/hls/v3/demo/hls.m3u8",
+        "/hls/v1/demo/..%2f..%2fh5gate.db",
+        "/hls/v1/..%2fv2/hls.m3u8",
+        "/hls/v1/demo/hls.sh",
+        "/hls/v1/demo/.hidden.ts",
+    ):
         status, _, body = gateway.request(bad + session)
         assert status in (400, 404), bad
         assert b"SQLite" not in body

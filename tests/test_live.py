@@ -39,8 +39,9 @@ def test_gop_cache_first_frame_at_once(gateway: Gateway) -> None:
     assert sorted(waits)[1] < 1.0, waits  # behaviour, not a benchmark: well under the 2 s GOP
 
 
-@pytest.mark.parametrize("keepalive", ['{"cmd":"H5_KEEPALIVE"}', '{"cmd":"H5_KEEPALIVE","nSpeed":"1.0","nTime":"0"}',
-                                       "keepalive"])
+@pytest.mark.parametrize(
+    "keepalive", ['{"cmd":"H5_KEEPALIVE"}', '{"cmd":"H5_KEEPALIVE","nSpeed":"1.0","nTime":"0"}', "keepalive"]
+)
 def test_keepalive_forms_keep_the_stream_going(gateway: Gateway, keepalive: str) -> None:
     got = watch_sync(gateway.ws_url("demo"), frames=30, keepalive=keepalive)
     assert got.close_code is None and len(got.video()) >= 30
@@ -119,8 +120,12 @@ def test_stalled_viewer_does_not_slow_others(tmp_path) -> None:  # type: ignore[
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         raw.connect(("127.0.0.1", gw.port))
         path = gw.ws_url("demo").split(str(gw.port), 1)[1]
-        raw.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        raw.sendall(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
         assert raw.recv(12).startswith(b"HTTP/1.1 101")  # then never read again
         got = watch_sync(gw.ws_url("demo"), stop_after=8)
         frames = len(got.video())
@@ -141,6 +146,7 @@ def test_stalled_viewer_does_not_slow_others(tmp_path) -> None:  # type: ignore[
 
 def test_websocket_compression_is_off(gateway: Gateway) -> None:
     """Browsers offer permessage-deflate; compressing video per viewer costs CPU for nothing."""
+
     async def handshake() -> str | None:
         async with websockets.connect(gateway.ws_url("demo"), max_queue=None) as ws:  # offers deflate
             return ws.response.headers.get("Sec-WebSocket-Extensions")

@@ -41,17 +41,36 @@ def rtsp_cam() -> Iterator[GstCamera]:
 @pytest.fixture(scope="module")
 def vcam(rtsp_cam: GstCamera) -> Iterator[VirtualOnvif]:
     """A PTZ camera with WS-Security digest auth."""
-    with VirtualOnvif("--name", "PTZ Cam", "--rtsp-url-sub", rtsp_cam.url("h264_noaudio", credentials=False),
-                      rtsp_url=rtsp_cam.url("h264", credentials=False), user=USER, password=PASSWORD) as cam:
+    with VirtualOnvif(
+        "--name",
+        "PTZ Cam",
+        "--rtsp-url-sub",
+        rtsp_cam.url("h264_noaudio", credentials=False),
+        rtsp_url=rtsp_cam.url("h264", credentials=False),
+        user=USER,
+        password=PASSWORD,
+    ) as cam:
         yield cam
 
 
 @pytest.fixture(scope="module")
 def fixed_cam(rtsp_cam: GstCamera) -> Iterator[VirtualOnvif]:
     """A fixed camera (no PTZ, no imaging) that wants HTTP digest; the one whose faults get switched."""
-    with VirtualOnvif("--no-ptz", "--no-imaging", "--auth", "digest", "--name", "Fixed Cam",
-                      "--model", "Fixed-1", "--alt-rtsp-url", rtsp_cam.url("h264_pcma", credentials=False),
-                      rtsp_url=rtsp_cam.url("h264", credentials=False), user=USER, password=PASSWORD) as cam:
+    with VirtualOnvif(
+        "--no-ptz",
+        "--no-imaging",
+        "--auth",
+        "digest",
+        "--name",
+        "Fixed Cam",
+        "--model",
+        "Fixed-1",
+        "--alt-rtsp-url",
+        rtsp_cam.url("h264_pcma", credentials=False),
+        rtsp_url=rtsp_cam.url("h264", credentials=False),
+        user=USER,
+        password=PASSWORD,
+    ) as cam:
         yield cam
 
 
@@ -63,8 +82,10 @@ def faults(fixed_cam: VirtualOnvif) -> Iterator[VirtualOnvif]:
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, vcam: VirtualOnvif, fixed_cam: VirtualOnvif) -> Iterator[Gateway]:
-    env = {"H5GATE_ONVIF_DISCOVERY_TARGET": f"{vcam.discovery},{fixed_cam.discovery}",
-           "H5GATE_ONVIF_TIMEOUT": str(TIMEOUT)}
+    env = {
+        "H5GATE_ONVIF_DISCOVERY_TARGET": f"{vcam.discovery},{fixed_cam.discovery}",
+        "H5GATE_ONVIF_TIMEOUT": str(TIMEOUT),
+    }
     gateway = Gateway(tmp_path_factory.mktemp("onvif-gw"), extra_args=["--no-demo"], env=env).start()
     try:
         yield gateway
@@ -75,8 +96,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory, vcam: VirtualOnvif, fixed_cam: 
 @pytest.fixture(scope="module")
 def ptz_src(gw: Gateway, vcam: VirtualOnvif) -> str:
     """An ONVIF source on the PTZ camera, profiles chosen automatically."""
-    body = gw.ok("AddSrcONVIF", token="onvif_ptz", name="PTZ", user=USER, password=PASSWORD,
-                 ip="127.0.0.1", port=vcam.port)
+    body = gw.ok(
+        "AddSrcONVIF", token="onvif_ptz", name="PTZ", user=USER, password=PASSWORD, ip="127.0.0.1", port=vcam.port
+    )
     assert body["bStatus"] is True, body
     return "onvif_ptz"
 
@@ -104,11 +126,13 @@ def test_credentials_are_percent_encoded_and_replace_existing() -> None:
 
 
 def test_automatic_profiles_prefer_large_h264_main_and_small_sub() -> None:
-    profiles = [ProfileInfo("jpeg", codec="JPEG", width=3840, height=2160),
-                ProfileInfo("hd", codec="H264", width=1920, height=1080, fps=25),
-                ProfileInfo("h265", codec="H265", width=2560, height=1440),
-                ProfileInfo("cif", codec="H264", width=352, height=288),
-                ProfileInfo("vga", codec="H264", width=640, height=480)]
+    profiles = [
+        ProfileInfo("jpeg", codec="JPEG", width=3840, height=2160),
+        ProfileInfo("hd", codec="H264", width=1920, height=1080, fps=25),
+        ProfileInfo("h265", codec="H265", width=2560, height=1440),
+        ProfileInfo("cif", codec="H264", width=352, height=288),
+        ProfileInfo("vga", codec="H264", width=640, height=480),
+    ]
     main, sub = onvif.pick_profiles(profiles)
     assert (main.token, sub.token) == ("hd", "cif")
     assert [p.token for p in onvif.pick_profiles(profiles, "vga", "hd")] == ["vga", "hd"]
@@ -116,8 +140,10 @@ def test_automatic_profiles_prefer_large_h264_main_and_small_sub() -> None:
     assert [p.token for p in onvif.pick_profiles(only)] == ["one", "one"]
     with pytest.raises(onvif.DeviceRefused, match="no profile 'nope'"):
         onvif.pick_profiles(profiles, "nope")
-    assert ProfileInfo("t", codec="H264", width=1920, height=1080, fps=25, bitrate=3072).label \
+    assert (
+        ProfileInfo("t", codec="H264", width=1920, height=1080, fps=25, bitrate=3072).label
         == "H264 1920 x 1080 25fps 3072bps"
+    )
 
 
 def test_discovery_targets_are_parsed_strictly() -> None:
@@ -130,20 +156,27 @@ def test_discovery_targets_are_parsed_strictly() -> None:
 
 
 def test_probe_matches_parsing_ignores_junk_and_unrelated_answers() -> None:
-    answer = (b'<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope" '
-              b'xmlns:a="http://schemas.xmlsoap.org/ws/2004/08/addressing" '
-              b'xmlns:d="http://schemas.xmlsoap.org/ws/2005/04/discovery"><e:Header><a:RelatesTo>urn:uuid:1'
-              b"</a:RelatesTo></e:Header><e:Body><d:ProbeMatches><d:ProbeMatch><d:Scopes>"
-              b"onvif://www.onvif.org/hardware/DS%202CD onvif://www.onvif.org/name/Gate</d:Scopes>"
-              b"<d:XAddrs>http://[fe80::1]/onvif/device_service http://192.0.2.7:8080/onvif/dev</d:XAddrs>"
-              b"</d:ProbeMatch></d:ProbeMatches></e:Body></e:Envelope>")
+    answer = (
+        b'<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope" '
+        b'xmlns:a="http://schemas.xmlsoap.org/ws/2004/08/addressing" '
+        b'xmlns:d="http://schemas.xmlsoap.org/ws/2005/04/discovery"><e:Header><a:RelatesTo>urn:uuid:1'
+        b"</a:RelatesTo></e:Header><e:Body><d:ProbeMatches><d:ProbeMatch><d:Scopes>"
+        b"onvif://www.onvif.org/hardware/DS%202CD onvif://www.onvif.org/name/Gate</d:Scopes>"
+        b"<d:XAddrs>http://[fe80::1]/onvif/device_service http://192.0.2.7:8080/onvif/dev</d:XAddrs>"
+        b"</d:ProbeMatch></d:ProbeMatches></e:Body></e:Envelope>"
+    )
     found = onvif.parse_probe_matches(answer, "192.0.2.7", {"urn:uuid:1"})
-    assert found == [{"strIp": "192.0.2.7", "strPort": "8080", "strOnvifAddr": "/onvif/dev",
-                      "strModel": "DS 2CD", "strName": "Gate"}]
+    assert found == [
+        {"strIp": "192.0.2.7", "strPort": "8080", "strOnvifAddr": "/onvif/dev", "strModel": "DS 2CD", "strName": "Gate"}
+    ]
     assert onvif.parse_probe_matches(answer, "192.0.2.7", {"urn:uuid:other"}) == []
     assert onvif.parse_probe_matches(b"\x00garbage<<", "192.0.2.7", {"urn:uuid:1"}) == []
-    assert onvif.parse_probe_matches(b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><x>&e;</x>',
-                                     "192.0.2.7", set()) == []
+    assert (
+        onvif.parse_probe_matches(
+            b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><x>&e;</x>', "192.0.2.7", set()
+        )
+        == []
+    )
 
 
 # -- the client module against the virtual camera ------------------------------------------------------------
@@ -155,8 +188,9 @@ async def test_client_discovers_on_loopback_and_skips_garbage(vcam: VirtualOnvif
 
 
 async def test_client_probe_compensates_a_skewed_device_clock_and_sends_digests_only() -> None:
-    with VirtualOnvif("--clock-offset", "3600", "--clock-window", "30", "--discovery-bind", "off",
-                      user=USER, password=PASSWORD) as cam:
+    with VirtualOnvif(
+        "--clock-offset", "3600", "--clock-window", "30", "--discovery-bind", "off", user=USER, password=PASSWORD
+    ) as cam:
         profiles = await onvif.probe(DeviceAddress("127.0.0.1", cam.port, user=USER, password=PASSWORD), 5)
         assert [p.token for p in profiles] == ["main", "sub"]
         counters = cam.status()["counters"]
@@ -164,13 +198,23 @@ async def test_client_probe_compensates_a_skewed_device_clock_and_sends_digests_
 
 
 async def test_resolver_picks_profiles_injects_credentials_and_reuses_the_last_uri(
-        vcam: VirtualOnvif, faults: VirtualOnvif, rtsp_cam: GstCamera) -> None:
+    vcam: VirtualOnvif, faults: VirtualOnvif, rtsp_cam: GstCamera
+) -> None:
     from supervisor.api.onvif import OnvifState, resolve_url
     from supervisor.registry import SourceConfig
 
     state = OnvifState(onvif.DevicePool(3.0))
-    cfg = SourceConfig("r1", "r1", "H5_ONVIF", "", user=USER, password=PASSWORD, ip="127.0.0.1",
-                       port=str(faults.port), onvif_addr="/onvif/device_service")
+    cfg = SourceConfig(
+        "r1",
+        "r1",
+        "H5_ONVIF",
+        "",
+        user=USER,
+        password=PASSWORD,
+        ip="127.0.0.1",
+        port=str(faults.port),
+        onvif_addr="/onvif/device_service",
+    )
     try:
         sub = await resolve_url(state, cfg, "sub")
         assert sub == rtsp_cam.url("h264")  # the camera's URI with our credentials, percent-encoded
@@ -179,8 +223,9 @@ async def test_resolver_picks_profiles_injects_credentials_and_reuses_the_last_u
         main = await resolve_url(state, cfg, "main")
         faults.fault("garbage")  # ONVIF broken, RTSP may still be fine: the last URI is reused
         assert await resolve_url(state, cfg, "main") == main
-        other = SourceConfig("r2", "r2", "H5_ONVIF", "", user=USER, password=PASSWORD, ip="127.0.0.1",
-                             port=str(faults.port))
+        other = SourceConfig(
+            "r2", "r2", "H5_ONVIF", "", user=USER, password=PASSWORD, ip="127.0.0.1", port=str(faults.port)
+        )
         with pytest.raises(onvif.DeviceBadAnswer):
             await resolve_url(state, other, "main")
     finally:
@@ -198,9 +243,13 @@ def test_onvif_search_finds_the_virtual_cameras(gw: Gateway, vcam: VirtualOnvif,
     body, took = timed(gw.ok, "OnvifSearch", timeout=1)
     assert 0.9 < took < 4, took
     devices = {d["strPort"]: d for d in body["device"]}
-    assert devices[str(vcam.port)] == {"strIp": "127.0.0.1", "strPort": str(vcam.port),
-                                       "strOnvifAddr": "/onvif/device_service", "strModel": "H5G-Virtual-PTZ",
-                                       "strName": "PTZ Cam"}
+    assert devices[str(vcam.port)] == {
+        "strIp": "127.0.0.1",
+        "strPort": str(vcam.port),
+        "strOnvifAddr": "/onvif/device_service",
+        "strModel": "H5G-Virtual-PTZ",
+        "strName": "PTZ Cam",
+    }
     assert devices[str(fixed_cam.port)]["strModel"] == "Fixed-1"
     status, body = gw.get("OnvifSearch", timeout=100)
     assert status == 400 and body["bStatus"] is False
@@ -208,15 +257,21 @@ def test_onvif_search_finds_the_virtual_cameras(gw: Gateway, vcam: VirtualOnvif,
     assert status == 400 and body == {"bStatus": False, "strCode": "missing parameter: ip"}
 
 
-def test_onvif_probe_lists_profiles_with_stream_urls(gw: Gateway, vcam: VirtualOnvif, fixed_cam: VirtualOnvif,
-                                                     rtsp_cam: GstCamera) -> None:
+def test_onvif_probe_lists_profiles_with_stream_urls(
+    gw: Gateway, vcam: VirtualOnvif, fixed_cam: VirtualOnvif, rtsp_cam: GstCamera
+) -> None:
     body = gw.ok("OnvifProbe", **device(vcam))
     profiles = {p["strToken"]: p for p in body["profile"]}
     assert set(profiles) == {"main", "sub"}
     main = profiles["main"]
     assert main["strName"] == "H264 1920 x 1080 25fps 4096bps"
-    assert (main["strCodecName"], main["nWidth"], main["nHeight"], main["nFps"], main["nBandwidth"]) \
-        == ("H264", 1920, 1080, 25, 4096)
+    assert (main["strCodecName"], main["nWidth"], main["nHeight"], main["nFps"], main["nBandwidth"]) == (
+        "H264",
+        1920,
+        1080,
+        25,
+        4096,
+    )
     assert main["bGotUrl"] is True and main["strRtspUrl"] == rtsp_cam.url("h264", credentials=False)
     assert profiles["sub"]["strRtspUrl"].endswith("/h264_noaudio") and profiles["sub"]["nWidth"] == 640
     # the same through HTTP digest instead of WS-Security, with an explicit ONVIF path
@@ -224,10 +279,20 @@ def test_onvif_probe_lists_profiles_with_stream_urls(gw: Gateway, vcam: VirtualO
     assert len(body["profile"]) == 2 and no_secret(str(body))
 
 
-@pytest.mark.parametrize("case", ["wrong password (ws-security)", "wrong password (http digest)", "refused login",
-                                  "unreachable", "wrong onvif path", "garbage"])
-def test_probe_failures_are_distinct_quick_and_clean(gw: Gateway, vcam: VirtualOnvif, faults: VirtualOnvif,
-                                                     case: str) -> None:
+@pytest.mark.parametrize(
+    "case",
+    [
+        "wrong password (ws-security)",
+        "wrong password (http digest)",
+        "refused login",
+        "unreachable",
+        "wrong onvif path",
+        "garbage",
+    ],
+)
+def test_probe_failures_are_distinct_quick_and_clean(
+    gw: Gateway, vcam: VirtualOnvif, faults: VirtualOnvif, case: str
+) -> None:
     params = device(vcam)
     expected = "login failed: wrong user name or password"
     if case == "wrong password (ws-security)":
@@ -271,12 +336,16 @@ def test_hanging_device_times_out_and_does_not_block_other_requests(gw: Gateway,
 
 
 # -- ONVIF sources ---------------------------------------------------------------------------------------------
-def test_onvif_source_streams_with_injected_credentials(gw: Gateway, vcam: VirtualOnvif, rtsp_cam: GstCamera,
-                                                        ptz_src: str) -> None:
+def test_onvif_source_streams_with_injected_credentials(
+    gw: Gateway, vcam: VirtualOnvif, rtsp_cam: GstCamera, ptz_src: str
+) -> None:
     src = gw.wait_online(ptz_src, timeout=40)
     assert src["nType"] == "H5_ONVIF"
-    assert (src["strSrcIpAddress"], src["strSrcPort"], src["strOnvifAddr"]) \
-        == ("127.0.0.1", str(vcam.port), "/onvif/device_service")
+    assert (src["strSrcIpAddress"], src["strSrcPort"], src["strOnvifAddr"]) == (
+        "127.0.0.1",
+        str(vcam.port),
+        "/onvif/device_service",
+    )
     assert (src["strOnvifProfileMain"], src["strOnvifProfileSub"], src["bOnvifProfileAuto"]) == ("main", "sub", True)
     assert src["strUrl"] == rtsp_cam.url("h264", credentials=False)
     assert src["strUser"] == USER and src["strPasswd"] == "*****"
@@ -296,8 +365,9 @@ def test_add_refuses_wrong_credentials_and_unknown_profiles(gw: Gateway, vcam: V
 
 
 def test_unreachable_device_is_added_and_stays_offline(gw: Gateway) -> None:
-    _, took = timed(gw.ok, "AddSrcONVIF", token="onvif_down", ip="127.0.0.1", port=free_port(),
-                    user=USER, password=PASSWORD)
+    _, took = timed(
+        gw.ok, "AddSrcONVIF", token="onvif_down", ip="127.0.0.1", port=free_port(), user=USER, password=PASSWORD
+    )
     assert took < TIMEOUT + 1
     src = gw.source("onvif_down")
     assert src["bOnline"] is False and src["nType"] == "H5_ONVIF"
@@ -307,8 +377,9 @@ def test_unreachable_device_is_added_and_stays_offline(gw: Gateway) -> None:
     gw.ok("DelSrc", token="onvif_down")
 
 
-def test_failed_stream_is_re_resolved_and_follows_a_changed_uri(gw: Gateway, faults: VirtualOnvif,
-                                                               rtsp_cam: GstCamera) -> None:
+def test_failed_stream_is_re_resolved_and_follows_a_changed_uri(
+    gw: Gateway, faults: VirtualOnvif, rtsp_cam: GstCamera
+) -> None:
     faults.fault("drop_rtsp")  # the device hands out a stream URI that does not work
     gw.ok("AddSrcONVIF", token="onvif_moving", ip="127.0.0.1", port=faults.port, user=USER, password=PASSWORD)
     try:
@@ -328,8 +399,15 @@ def test_failed_stream_is_re_resolved_and_follows_a_changed_uri(gw: Gateway, fau
 
 # -- PTZ and presets -------------------------------------------------------------------------------------------
 EXPECTED_MOVES = {
-    "up": (0, 1, 0), "down": (0, -1, 0), "left": (-1, 0, 0), "right": (1, 0, 0), "upleft": (-1, 1, 0),
-    "upright": (1, 1, 0), "downleft": (-1, -1, 0), "downright": (1, -1, 0), "zoomin": (0, 0, 1),
+    "up": (0, 1, 0),
+    "down": (0, -1, 0),
+    "left": (-1, 0, 0),
+    "right": (1, 0, 0),
+    "upleft": (-1, 1, 0),
+    "upright": (1, 1, 0),
+    "downleft": (-1, -1, 0),
+    "downright": (1, -1, 0),
+    "zoomin": (0, 0, 1),
     "zoomout": (0, 0, -1),
 }
 
@@ -340,8 +418,9 @@ def _position(cam: VirtualOnvif) -> tuple[float, float, float]:
 
 
 @pytest.mark.parametrize("action", list(EXPECTED_MOVES))
-def test_ptz_move_changes_the_position_and_stop_stops(gw: Gateway, vcam: VirtualOnvif, ptz_src: str,
-                                                     action: str) -> None:
+def test_ptz_move_changes_the_position_and_stop_stops(
+    gw: Gateway, vcam: VirtualOnvif, ptz_src: str, action: str
+) -> None:
     if action == "zoomout":  # zoom starts at its wide end: zoom in first so there is room to zoom out
         gw.ok("Ptz", token=ptz_src, action="zoomin", speed=1)
         time.sleep(0.3)
@@ -412,17 +491,25 @@ def test_presets_set_go_delete(gw: Gateway, vcam: VirtualOnvif, ptz_src: str) ->
 
 
 def test_ptz_bad_requests_and_sources_without_ptz(gw: Gateway, fixed_cam: VirtualOnvif, ptz_src: str) -> None:
-    for params, code in [({"action": "sideways"}, "invalid action"), ({"action": "up", "speed": "2"}, "speed out"),
-                         ({"action": "preset"}, "missing parameter: preset"),
-                         ({"action": "wiperon"}, "not supported")]:
+    for params, code in [
+        ({"action": "sideways"}, "invalid action"),
+        ({"action": "up", "speed": "2"}, "speed out"),
+        ({"action": "preset"}, "missing parameter: preset"),
+        ({"action": "wiperon"}, "not supported"),
+    ]:
         status, body = gw.get("Ptz", token=ptz_src, **params)
         assert status == 400 and code in body["strCode"], (params, body)
     assert gw.get("Ptz", token="nosuchsource", action="up")[0] == 404
     gw.ok("AddSrcONVIF", token="onvif_fixed", connecttype="H5_ONDEMAND", **device(fixed_cam))
     gw.ok("AddSrcRTSP", token="plain_rtsp", url="rtsp://127.0.0.1:9/none", connecttype="H5_ONDEMAND")
     try:
-        for call, params in [("Ptz", {"action": "up"}), ("Ptz", {"action": "stop"}), ("GetPresets", {}),
-                             ("SetPreset", {"presetname": "x"}), ("Ptz", {"action": "focusin"})]:
+        for call, params in [
+            ("Ptz", {"action": "up"}),
+            ("Ptz", {"action": "stop"}),
+            ("GetPresets", {}),
+            ("SetPreset", {"presetname": "x"}),
+            ("Ptz", {"action": "focusin"}),
+        ]:
             status, body = gw.get(call, token="onvif_fixed", **params)
             assert status == 400 and body["strCode"].startswith("this camera has no"), (call, body)
         status, body = gw.get("Ptz", token="plain_rtsp", action="up")
@@ -438,4 +525,3 @@ def test_credentials_never_show_in_getsrc_or_logs(gw: Gateway, ptz_src: str) -> 
     log = gw.log()
     assert "onvif_ptz" in log and no_secret(log)
     assert not re.search(r"rtsp://[^\s/]*:[^\s/]*@", log), "a URL with credentials reached the log"
-

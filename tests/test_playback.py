@@ -94,8 +94,7 @@ class Client:
 
 
 def playback_url(gw: Gateway, **params: str) -> str:
-    query = {"token": "f", "playback": "true", "serverpb": "true", "filename": "fake", "session": gw.session,
-             **params}
+    query = {"token": "f", "playback": "true", "serverpb": "true", "filename": "fake", "session": gw.session, **params}
     return f"{gw.ws_base}/api/v1/h5swsapi?{urllib.parse.urlencode(query)}"
 
 
@@ -142,9 +141,25 @@ def test_playback_commands_across_files(recorded: tuple[Gateway, list[dict[str, 
     client = asyncio.run(run())
     out = tmp_path / "played.mp4"
     out.write_bytes(b"".join(client.media))
-    counted = subprocess.run([FFPROBE, "-v", "error", "-select_streams", "v:0", "-count_frames", "-count_packets",
-                              "-show_entries", "stream=nb_read_frames,nb_read_packets", "-of", "csv=p=0",
-                              str(out)], capture_output=True, text=True, check=True)
+    counted = subprocess.run(
+        [
+            FFPROBE,
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-count_frames",
+            "-count_packets",
+            "-show_entries",
+            "stream=nb_read_frames,nb_read_packets",
+            "-of",
+            "csv=p=0",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     frames, packets = (int(v) for v in counted.stdout.strip().strip(",").split(","))
     assert frames == packets and counted.stderr == "", counted  # every frame sent decodes
 
@@ -174,8 +189,9 @@ def test_single_file_and_refusals(recorded: tuple[Gateway, list[dict[str, Any]]]
     assert asyncio.run(close_code(playback_url(gw, begintime="0", endtime="0", filename=files[1]["strPath"])))[2] > 20
     code, reason, _ = asyncio.run(close_code(playback_url(gw, serverpb="false", begintime=begin, endtime=end)))
     assert code == 4415 and "serverpb" in reason
-    code, _, _ = asyncio.run(close_code(playback_url(gw, begintime="2001-01-01T000000+00",
-                                                     endtime="2001-01-01T010000+00")))
+    code, _, _ = asyncio.run(
+        close_code(playback_url(gw, begintime="2001-01-01T000000+00", endtime="2001-01-01T010000+00"))
+    )
     assert code == 4404
     code, reason, _ = asyncio.run(close_code(playback_url(gw, begintime="soon", endtime=end)))
     assert code == 4400 and "begintime" in reason
@@ -191,8 +207,14 @@ def test_export_clip_and_archive(recorded: tuple[Gateway, list[dict[str, Any]]],
     end = files[2]["nEndTimeMs"] / 1000 - 0.5
     job = gw.ok("ExportClip", token="f", start=iso_time(begin), end=iso_time(end))
     started = datetime.fromtimestamp(begin)
-    archive = gw.ok("Archive", token="f", start1=f"{started.year}-{started.month}-{started.day}",
-                    start2=f"{started.hour}-{started.minute}-{started.second}", duration=3, speed=4)
+    archive = gw.ok(
+        "Archive",
+        token="f",
+        start1=f"{started.year}-{started.month}-{started.day}",
+        start2=f"{started.hour}-{started.minute}-{started.second}",
+        duration=3,
+        speed=4,
+    )
     for answer, seconds in ((job, end - begin), (archive, 3.0)):
         status: dict[str, Any] = {}
 
@@ -208,9 +230,25 @@ def test_export_clip_and_archive(recorded: tuple[Gateway, list[dict[str, Any]]],
         clip = tmp_path / f"{answer['strFileName']}.mp4"
         clip.write_bytes(body)
         assert decode_errors(clip) == ""
-        length = float(subprocess.run([FFPROBE, "-v", "error", "-select_streams", "v:0", "-show_entries",
-                                       "format=duration", "-of", "csv=p=0", str(clip)], capture_output=True,
-                                      text=True, check=True).stdout)
+        length = float(
+            subprocess.run(
+                [
+                    FFPROBE,
+                    "-v",
+                    "error",
+                    "-select_streams",
+                    "v:0",
+                    "-show_entries",
+                    "format=duration",
+                    "-of",
+                    "csv=p=0",
+                    str(clip),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
         # starts on the keyframe at or before the start (the demo has one every 2 s)
         assert seconds - 0.1 <= length <= seconds + 2.2, (length, seconds)
     status, body = gw.get("GetArchiveStatus", token="f", filename="nosuch")

@@ -20,11 +20,18 @@ from tests.test_records import wait_closed
 sync_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = os.environ.get("H5GATE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
-pytestmark = pytest.mark.skipif(not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)),
-                                reason=f"no Chromium at {CHROMIUM}")
+pytestmark = pytest.mark.skipif(
+    not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)), reason=f"no Chromium at {CHROMIUM}"
+)
 
 
 def playhead(page) -> float:
@@ -51,13 +58,17 @@ def test_recordings_page_plays_pauses_seeks_and_speeds(gateway: Gateway, tmp_pat
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(gw.base + "/login")
-            page.evaluate(f"() => {{ sessionStorage.setItem('h5gate_session', '{gw.session}');"
-                          " sessionStorage.setItem('h5gate_user', 'admin'); }")
+            page.evaluate(
+                f"() => {{ sessionStorage.setItem('h5gate_session', '{gw.session}');"
+                " sessionStorage.setItem('h5gate_user', 'admin'); }"
+            )
             page.goto(gw.base + "/recordings?token=demo")
             page.wait_for_function("() => H5gateRecordings.records.length > 0", timeout=10_000)
             assert page.locator("#timeline .span").count() >= 1
-            page.wait_for_function("() => document.querySelector('#shots img') &&"
-                                   " document.querySelector('#shots img').naturalWidth > 0", timeout=10_000)
+            page.wait_for_function(
+                "() => document.querySelector('#shots img') && document.querySelector('#shots img').naturalWidth > 0",
+                timeout=10_000,
+            )
 
             row = page.locator(f"#spans tr:has(a[href*='page{tag}.mp4'])")
             row.click()
@@ -71,8 +82,9 @@ def test_recordings_page_plays_pauses_seeks_and_speeds(gateway: Gateway, tmp_pat
             page.wait_for_timeout(1200)
             assert video_time(page) == paused_at and page.inner_text("#play") == "Play"
             page.click("#play")  # resume
-            page.wait_for_function(f"() => document.getElementById('pb-video').currentTime > {paused_at + 0.5}",
-                                   timeout=10_000)
+            page.wait_for_function(
+                f"() => document.getElementById('pb-video').currentTime > {paused_at + 0.5}", timeout=10_000
+            )
 
             page.select_option("#speed", "4")
             before, wall = playhead(page), time.monotonic()
@@ -81,8 +93,9 @@ def test_recordings_page_plays_pauses_seeks_and_speeds(gateway: Gateway, tmp_pat
 
             page.select_option("#speed", "1")
             box = page.locator("#timeline").bounding_box()
-            x = page.evaluate(f"() => ({start * 1000 + 500} - H5gateRecordings.windowStart) /"
-                              " (H5gateRecordings.zoom * 1000)")
+            x = page.evaluate(
+                f"() => ({start * 1000 + 500} - H5gateRecordings.windowStart) / (H5gateRecordings.zoom * 1000)"
+            )
             page.mouse.click(box["x"] + x * box["width"], box["y"] + box["height"] / 2)  # seek to the start
             page.wait_for_function(f"() => H5gateRecordings.playhead / 1000 < {start + 2.5}", timeout=10_000)
             page.wait_for_timeout(1500)
@@ -94,8 +107,11 @@ def test_recordings_page_plays_pauses_seeks_and_speeds(gateway: Gateway, tmp_pat
                 shutil.copy(shot, Path(os.environ["H5GATE_SCREENSHOTS"]) / "recordings.png")
 
             href = page.get_attribute(f"#spans a[href*='page{tag}.mp4']", "href")
-            got = page.evaluate("async (url) => { const r = await fetch(url); return [r.status,"
-                                " r.headers.get('content-type'), (await r.arrayBuffer()).byteLength]; }", href)
+            got = page.evaluate(
+                "async (url) => { const r = await fetch(url); return [r.status,"
+                " r.headers.get('content-type'), (await r.arrayBuffer()).byteLength]; }",
+                href,
+            )
             assert got[0] == 200 and got[1] == "video/mp4" and got[2] == found["nSize"]
             assert not errors, errors
         finally:

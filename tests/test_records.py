@@ -43,8 +43,9 @@ def iso_time(ts: float) -> str:
 
 
 def records(gw: Gateway, token: str, since: float, **extra: Any) -> list[dict[str, Any]]:
-    return gw.ok("Search", token=token, type="record", start=manual_time(since - 60),
-                 end=iso_time(time.time() + 60), **extra)["record"]
+    return gw.ok(
+        "Search", token=token, type="record", start=manual_time(since - 60), end=iso_time(time.time() + 60), **extra
+    )["record"]
 
 
 def store_path(gw: Gateway, str_path: str) -> Path:
@@ -53,17 +54,36 @@ def store_path(gw: Gateway, str_path: str) -> Path:
 
 def video_seconds(path: Path) -> tuple[float, bool]:
     """(decoded video length, first frame is a keyframe) as ffprobe reads the whole file."""
-    out = subprocess.run([FFPROBE, "-v", "error", "-select_streams", "v:0", "-show_entries",
-                          "frame=key_frame,pts_time,duration_time", "-of", "csv=p=0", str(path)],
-                         capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    out = subprocess.run(
+        [
+            FFPROBE,
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "frame=key_frame,pts_time,duration_time",
+            "-of",
+            "csv=p=0",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.split()
     rows = [r.rstrip(",").split(",") for r in out if r]
     last = rows[-1]
     return float(last[1]) + float(last[2] if len(last) > 2 and last[2] != "N/A" else 0.04), rows[0][0] == "1"
 
 
 def decode_errors(path: Path) -> str:
-    done = subprocess.run([FFMPEG, "-v", "error", "-nostdin", "-i", str(path), "-f", "null", "-"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [FFMPEG, "-v", "error", "-nostdin", "-i", str(path), "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return done.stderr.strip() if done.returncode == 0 else f"rc={done.returncode} {done.stderr}"
 
 
@@ -84,8 +104,9 @@ def lower(headers: dict[str, str]) -> dict[str, str]:
 
 
 def own_gateway(tmp_path: Path, **env: str) -> Gateway:
-    return Gateway(tmp_path / "gw", extra_args=["--no-demo"],
-                   env={f"H5GATE_{k.upper()}": v for k, v in env.items()}).start()
+    return Gateway(
+        tmp_path / "gw", extra_args=["--no-demo"], env={f"H5GATE_{k.upper()}": v for k, v in env.items()}
+    ).start()
 
 
 def test_record_calls_paths_search_and_download(gateway: Gateway) -> None:
@@ -93,20 +114,33 @@ def test_record_calls_paths_search_and_download(gateway: Gateway) -> None:
     gw, tag = gateway, uuid.uuid4().hex[:6]
     time.sleep(4)  # the demo hub holds some seconds to pre-record from (it may have only just started)
     t0 = time.time()
-    first = gw.ok("PathRecord", token="demo", start1="2018-03-29", start2="20-03-09", tz="8", duration=2,
-                  filename=f"p{tag}")
+    first = gw.ok(
+        "PathRecord", token="demo", start1="2018-03-29", start2="20-03-09", tz="8", duration=2, filename=f"p{tag}"
+    )
     assert first["bStatus"] and first["strPath"] == f"/mediastore/record/demo/2018-3-29TZ8/20-3-9/p{tag}.mp4"
-    again = gw.ok("PathRecord", token="demo", start1="2018-03-29", start2="20-03-09", tz="8", duration=2,
-                  filename=f"p{tag}")
+    again = gw.ok(
+        "PathRecord", token="demo", start1="2018-03-29", start2="20-03-09", tz="8", duration=2, filename=f"p{tag}"
+    )
     assert again["strCode"] == "Record extended" and again["strPath"] == first["strPath"]
-    other = gw.ok("PathRecord", token="demo", start1="2018-03-29", start2="20-03-09", tz="8", duration=1,
-                  filename=f"p{tag}", alwayscreate="true")
+    other = gw.ok(
+        "PathRecord",
+        token="demo",
+        start1="2018-03-29",
+        start2="20-03-09",
+        tz="8",
+        duration=1,
+        filename=f"p{tag}",
+        alwayscreate="true",
+    )
     assert other["strPath"] == f"/mediastore/record/demo/2018-3-29TZ8/20-3-9/p{tag}_1.mp4"
 
     called = time.time()
     rec = gw.ok("Record", token="demo", duration=2, filename=f"r{tag}")
-    assert re.match(rf"^/mediastore/record/demo/\d{{4}}-[1-9]\d?-[1-9]\d?TZ-?[\d.]+/"
-                    rf"(0|[1-9]\d?)-(0|[1-9]\d?)-(0|[1-9]\d?)/r{tag}\.mp4$", rec["strPath"]), rec
+    assert re.match(
+        rf"^/mediastore/record/demo/\d{{4}}-[1-9]\d?-[1-9]\d?TZ-?[\d.]+/"
+        rf"(0|[1-9]\d?)-(0|[1-9]\d?)-(0|[1-9]\d?)/r{tag}\.mp4$",
+        rec["strPath"],
+    ), rec
     manual = gw.ok("ManualRecordStart", token="demo")
     shot = gw.ok("PathSnapshot", token="demo", start1="2018-3-29", start2="1-2-3", tz="-8", filename=f"s{tag}")
     assert shot["strPath"] == f"/mediastore/snapshot/demo/2018-3-29TZ-8/1-2-3/s{tag}.jpg"
@@ -130,8 +164,9 @@ def test_record_calls_paths_search_and_download(gateway: Gateway) -> None:
 
     status, headers, body = gw.request(f"{rec['strPath']}?session={gw.session}")
     assert status == 200 and body[4:8] == b"ftyp" and lower(headers)["content-type"] == "video/mp4"
-    status, headers, body = gw.request(rec["strPath"], headers={"Authorization": f"token {gw.session}",
-                                                                "Range": "bytes=100-199"})
+    status, headers, body = gw.request(
+        rec["strPath"], headers={"Authorization": f"token {gw.session}", "Range": "bytes=100-199"}
+    )
     assert status == 206 and len(body) == 100 and lower(headers)["content-range"].startswith("bytes 100-199/")
     assert gw.request(rec["strPath"])[0] == 401
 
@@ -143,19 +178,35 @@ def test_record_calls_paths_search_and_download(gateway: Gateway) -> None:
 
 
 BAD_CALLS = [
-    ("PathRecord", {"filename": "../x"}), ("PathRecord", {"filename": "a/b"}),
-    ("PathRecord", {"filename": ".hidden"}), ("PathRecord", {"filename": ""}),
-    ("PathRecord", {"start1": "../../etc"}), ("PathRecord", {"start1": "2018-13-40"}),
-    ("PathRecord", {"start2": "25-0-0"}), ("PathRecord", {"start2": "1-2"}),
-    ("PathRecord", {"tz": "8/.."}), ("PathRecord", {"tz": "99"}), ("PathRecord", {"token": "../demo"}),
-    ("PathRecord", {"token": "nosuch"}), ("PathRecord", {"duration": "-1"}),
-    ("PathRecord", {"duration": "abc"}), ("PathRecord", {"duration": "1e9"}),
-    ("Record", {"token": ".."}), ("Record", {"filename": "../../h5gate"}), ("Record", {"duration": ""}),
-    ("PathSnapshot", {"filename": "/etc/passwd"}), ("PathSnapshot", {"start1": "..%2f.."}),
-    ("Snapshot", {"filename": "..\\..\\x"}), ("Search", {"type": "video"}), ("Search", {"start": "yesterday"}),
+    ("PathRecord", {"filename": "../x"}),
+    ("PathRecord", {"filename": "a/b"}),
+    ("PathRecord", {"filename": ".hidden"}),
+    ("PathRecord", {"filename": ""}),
+    ("PathRecord", {"start1": "../../etc"}),
+    ("PathRecord", {"start1": "2018-13-40"}),
+    ("PathRecord", {"start2": "25-0-0"}),
+    ("PathRecord", {"start2": "1-2"}),
+    ("PathRecord", {"tz": "8/.."}),
+    ("PathRecord", {"tz": "99"}),
+    ("PathRecord", {"token": "../demo"}),
+    ("PathRecord", {"token": "nosuch"}),
+    ("PathRecord", {"duration": "-1"}),
+    ("PathRecord", {"duration": "abc"}),
+    ("PathRecord", {"duration": "1e9"}),
+    ("Record", {"token": ".."}),
+    ("Record", {"filename": "../../h5gate"}),
+    ("Record", {"duration": ""}),
+    ("PathSnapshot", {"filename": "/etc/passwd"}),
+    ("PathSnapshot", {"start1": "..%2f.."}),
+    ("Snapshot", {"filename": "..\\..\\x"}),
+    ("Search", {"type": "video"}),
+    ("Search", {"start": "yesterday"}),
     ("Search", {"start": "2018-03-07T120101+08", "end": "2018-03-06T120101+08"}),
-    ("Search", {"token": "a/../b"}), ("SetRecord", {"enable": "maybe"}), ("SetRecordConf", {"recordinday": "0"}),
-    ("SetRecordSchedule", {"schedule": "someday 25:00-26:00"}), ("Archive", {"start1": "2018-3-29"}),
+    ("Search", {"token": "a/../b"}),
+    ("SetRecord", {"enable": "maybe"}),
+    ("SetRecordConf", {"recordinday": "0"}),
+    ("SetRecordSchedule", {"schedule": "someday 25:00-26:00"}),
+    ("Archive", {"start1": "2018-3-29"}),
     ("ExportClip", {"start": "2018-03-07T120101+08", "end": "2018-03-07T110101+08"}),
     ("GetArchiveStatus", {"filename": "../../h5gate.db"}),
 ]
@@ -163,16 +214,31 @@ BAD_CALLS = [
 
 @pytest.mark.parametrize(("call", "change"), BAD_CALLS, ids=[f"{c}-{'-'.join(p)}" for c, p in BAD_CALLS])
 def test_bad_values_are_refused(gateway: Gateway, call: str, change: dict[str, str]) -> None:
-    params = {"token": "demo", "start1": "2018-3-29", "start2": "1-2-3", "tz": "8", "duration": "2",
-              "filename": "ok", **change}
+    params = {
+        "token": "demo",
+        "start1": "2018-3-29",
+        "start2": "1-2-3",
+        "tz": "8",
+        "duration": "2",
+        "filename": "ok",
+        **change,
+    }
     status, body = gateway.get(call, **params)
     assert 400 <= status < 500 and body["bStatus"] is False and body["strCode"], (status, body)
     assert not list(gateway.data_dir.glob("**/x.mp4")) and not (gateway.data_dir / "h5gate.mp4").exists()
 
 
-@pytest.mark.parametrize("path", ["/mediastore/record/../../h5gate.db", "/mediastore/%2e%2e/h5gate.db",
-                                  "/mediastore/record/%2e%2e/%2e%2e/h5gate.db", "/mediastore/hls/x.mp4",
-                                  "/mediastore/record/demo/nothing.mp4", "/mediastore/record/demo"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/mediastore/record/../../h5gate.db",
+        "/mediastore/%2e%2e/h5gate.db",
+        "/mediastore/record/%2e%2e/%2e%2e/h5gate.db",
+        "/mediastore/hls/x.mp4",
+        "/mediastore/record/demo/nothing.mp4",
+        "/mediastore/record/demo",
+    ],
+)
 def test_media_store_paths_stay_inside(gateway: Gateway, path: str) -> None:
     status, _, body = gateway.request(f"{path}?session={gateway.session}")
     assert status in (400, 404) and b"SQLite" not in body
@@ -210,8 +276,13 @@ def test_continuous_from_the_hub_without_gap_or_overlap(camera: GstCamera, tmp_p
             t0 = time.time()
             gw.ok("SetRecord", token="cam", enable="true")
             gw.ok("Record", token="cam", duration=2)
-            assert wait_until(lambda: sum(not r["bRecording"] and r["nType"] == "H5_REC_SCHEDULE"
-                                          for r in records(gw, "cam", t0)) >= 4, 25, 0.5)
+            assert wait_until(
+                lambda: (
+                    sum(not r["bRecording"] and r["nType"] == "H5_REC_SCHEDULE" for r in records(gw, "cam", t0)) >= 4
+                ),
+                25,
+                0.5,
+            )
             gw.ok("SetRecord", token="cam", enable="false")
             assert proxy.status()["accepted"] == accepted, (accepted, proxy.status())
             assert gw.ok("GetRecordStatus", token="cam")["src"][0]["bRec"] is False

@@ -22,8 +22,9 @@ JUNK = b"this is not an MP4 file" * 10
 
 
 def snapshots(gw: Gateway, token: str, since: float) -> list[dict[str, Any]]:
-    return gw.ok("Search", token=token, type="snapshot", start=iso_time(since - 60),
-                 end=iso_time(time.time() + 60))["record"]
+    return gw.ok("Search", token=token, type="snapshot", start=iso_time(since - 60), end=iso_time(time.time() + 60))[
+        "record"
+    ]
 
 
 def test_paths_tell_token_time_and_type() -> None:
@@ -37,9 +38,16 @@ def test_paths_tell_token_time_and_type() -> None:
     assert not parse_path(f"record/c/2018-3-29TZ8/20-3-9/{int(at)}_1.mp4").server_named
     assert not parse_path(f"record/c/2018-3-29TZ8/20-3-9/{int(at) + 3600}.mp4").server_named  # not its folder
     assert parse_path(f"snapshot/c/2018-3-29TZ8/20-3-9/{int(at) * 1000 + 646}.jpg").base == at + 0.646
-    for bad in ("record/c/x.mp4", "record/c/2018-13-40TZ8/1-2-3/a.mp4", "record/c/2018-3-29TZ99/1-2-3/a.mp4",
-                "record/c/2018-3-29/1-2-3/a.mp4", "record/c/2018-3-29TZ8/1-2/a.mp4", "archive/c/a/b/c.mp4",
-                "record/../2018-3-29TZ8/1-2-3/a.mp4", "record/c/2018-3-29TZ8/1-2-3/.a.mp4"):
+    for bad in (
+        "record/c/x.mp4",
+        "record/c/2018-13-40TZ8/1-2-3/a.mp4",
+        "record/c/2018-3-29TZ99/1-2-3/a.mp4",
+        "record/c/2018-3-29/1-2-3/a.mp4",
+        "record/c/2018-3-29TZ8/1-2/a.mp4",
+        "archive/c/a/b/c.mp4",
+        "record/../2018-3-29TZ8/1-2-3/a.mp4",
+        "record/c/2018-3-29TZ8/1-2-3/.a.mp4",
+    ):
         with pytest.raises(Unparsable):
             parse_path(bad)
 
@@ -54,8 +62,11 @@ def test_index_rebuilt_from_the_files(tmp_path: Path) -> None:
         gw.ok("SetRecord", token="f", enable="true")  # continuous, 2 s files: H5_REC_SCHEDULE
         shot = gw.ok("Snapshot", token="f")
         wait_closed(gw, "f", t0, clip["strPath"])
-        assert wait_until(lambda: sum(not r["bRecording"] and r["nType"] == "H5_REC_SCHEDULE"
-                                      for r in records(gw, "f", t0)) >= 2, 20, 0.3)
+        assert wait_until(
+            lambda: sum(not r["bRecording"] and r["nType"] == "H5_REC_SCHEDULE" for r in records(gw, "f", t0)) >= 2,
+            20,
+            0.3,
+        )
         gw.ok("SetRecord", token="f", enable="false")
         assert wait_until(lambda: not any(r["bRecording"] for r in records(gw, "f", t0)), 10, 0.3)
         before = {r["strPath"]: r for r in records(gw, "f", t0)}
@@ -79,8 +90,10 @@ def test_index_rebuilt_from_the_files(tmp_path: Path) -> None:
             now = after[path]
             assert (now["strToken"], now["nType"], now["bRecording"]) == (was["strToken"], was["nType"], False)
             assert abs(now["nStartTimeMs"] - was["nStartTimeMs"]) <= 500, (now, was)
-            assert abs((now["nEndTimeMs"] - now["nStartTimeMs"]) - (was["nEndTimeMs"] - was["nStartTimeMs"])) \
-                <= 500, (now, was)
+            assert abs((now["nEndTimeMs"] - now["nStartTimeMs"]) - (was["nEndTimeMs"] - was["nStartTimeMs"])) <= 500, (
+                now,
+                was,
+            )
             assert now["nSize"] == was["nSize"], (now, was)
         shots_after = snapshots(gw, "f", t0)
         assert [s["strPath"] for s in shots_after] == [shot["strPath"]]

@@ -62,8 +62,23 @@ def netns() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def clips(netns: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("clips")
-    _make_clip(folder / "clip.mp4", "-c:v", "libx264", "-preset", "superfast", "-profile:v", "main", "-bf", "0",
-               "-g", str(GOP_FRAMES), "-keyint_min", str(GOP_FRAMES), "-sc_threshold", "0")
+    _make_clip(
+        folder / "clip.mp4",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "superfast",
+        "-profile:v",
+        "main",
+        "-bf",
+        "0",
+        "-g",
+        str(GOP_FRAMES),
+        "-keyint_min",
+        str(GOP_FRAMES),
+        "-sc_threshold",
+        "0",
+    )
     return folder
 
 
@@ -120,8 +135,7 @@ def _picture_nals(annexb: bytes) -> tuple[bytes, ...]:
 
 def _source_units(path: Path) -> set[tuple[bytes, ...]]:
     with av.open(str(path)) as container:
-        return {_picture_nals(to_annexb(bytes(p), 4)[0]) for p in container.demux(container.streams.video[0])
-                if p.size}
+        return {_picture_nals(to_annexb(bytes(p), 4)[0]) for p in container.demux(container.streams.video[0]) if p.size}
 
 
 # -- the browser ------------------------------------------------------------------------------------
@@ -166,11 +180,14 @@ def test_browser_plays_h264_over_webrtc_and_reconnects_after_a_sidecar_crash(gw:
     page.set_content('<video id="v" muted playsinline></video>')
     page.add_script_tag(url=gw.base + "/static/h5splayer.js")
     started = time.monotonic()
-    page.evaluate("""(session) => {
+    page.evaluate(
+        """(session) => {
         window.player = new H5sPlayerRTC({videoid: 'v', protocol: location.protocol, host: location.host,
                                           rootpath: '/', token: 'clip', session: session});
         window.player.connect();
-    }""", gw.session)
+    }""",
+        gw.session,
+    )
     page.wait_for_function("window.player.stats().framesDecoded > 0", timeout=10_000)
     first_picture = time.monotonic() - started
     assert _status(gw)["nConnectCount"] == 1
@@ -201,8 +218,9 @@ def test_browser_plays_h264_over_webrtc_and_reconnects_after_a_sidecar_crash(gw:
     sidecar.kill()
     page.wait_for_function("window.player.stats().reconnects >= 1", timeout=10_000)
     before = page.evaluate("window.player.stats().reconnects")
-    page.wait_for_function("window.player.stats().state === 'playing' && "
-                           "window.player.stats().framesDecoded > 25", timeout=20_000)
+    page.wait_for_function(
+        "window.player.stats().state === 'playing' && window.player.stats().framesDecoded > 25", timeout=20_000
+    )
     status = _status(gw)
     assert status["nServiceRestarts"] >= 1 and status["nConnectCount"] == 1, status
     assert _sidecar(gw).pid != sidecar.pid
@@ -211,13 +229,16 @@ def test_browser_plays_h264_over_webrtc_and_reconnects_after_a_sidecar_crash(gw:
     page.evaluate("window.player.disconnect()")
     assert wait_until(lambda: _status(gw)["nConnectCount"] == 0, 3)
     # a viewer joining a running source: from connect() to the first picture on screen
-    ms = page.evaluate("""(session) => new Promise(resolve => {
+    ms = page.evaluate(
+        """(session) => new Promise(resolve => {
         const started = performance.now();
         document.getElementById('v').requestVideoFrameCallback(() => resolve(performance.now() - started));
         window.player = new H5sPlayerRTC({videoid: 'v', protocol: location.protocol, host: location.host,
                                           rootpath: '/', token: 'clip', session: session});
         window.player.connect();
-    })""", gw.session)
+    })""",
+        gw.session,
+    )
     page.evaluate("window.player.disconnect()")
     assert ms < 1000, f"first picture after {ms:.0f} ms"  # about 110 ms here when the box is quiet
     assert not page.page_errors, page.page_errors  # type: ignore[attr-defined]
@@ -317,8 +338,9 @@ async def test_status_counts_viewers_and_a_vanished_viewer_is_cleaned_up(gw: Gat
     await a.close()
     await _wait_count(gw, 1, 3)
 
-    ghost = await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.webrtc_viewer", rtc_url(gw, "clip"),
-                                                 cwd=ROOT, stdout=asyncio.subprocess.PIPE)
+    ghost = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.webrtc_viewer", rtc_url(gw, "clip"), cwd=ROOT, stdout=asyncio.subprocess.PIPE
+    )
     try:
         assert ghost.stdout is not None
         assert await asyncio.wait_for(ghost.stdout.readline(), 15) == b"PLAYING\n"
@@ -441,17 +463,20 @@ async def test_rtsp_camera_with_g711_audio(gw: Gateway, ns_camera: GstCamera) ->
         gw.ok("DelSrc", token="campcma")
 
 
-async def test_ice_settings_reach_the_browser_and_the_offer(netns: None, clips: Path,
-                                                            tmp_path: Path) -> None:
+async def test_ice_settings_reach_the_browser_and_the_offer(netns: None, clips: Path, tmp_path: Path) -> None:
     servers = [{"urls": "turn:turn.example.org:3478", "username": "u", "credential": "p"}]
-    env = {"H5GATE_MEDIA_ROOTS": str(clips), "H5GATE_WEBRTC_ICE_SERVERS": json.dumps(servers),
-           "H5GATE_WEBRTC_RELAY_ONLY": "true", "H5GATE_WEBRTC_PUBLIC_IP": "203.0.113.7",
-           "H5GATE_WEBRTC_PORT_MIN": "40000", "H5GATE_WEBRTC_PORT_MAX": "40009"}
+    env = {
+        "H5GATE_MEDIA_ROOTS": str(clips),
+        "H5GATE_WEBRTC_ICE_SERVERS": json.dumps(servers),
+        "H5GATE_WEBRTC_RELAY_ONLY": "true",
+        "H5GATE_WEBRTC_PUBLIC_IP": "203.0.113.7",
+        "H5GATE_WEBRTC_PORT_MIN": "40000",
+        "H5GATE_WEBRTC_PORT_MAX": "40009",
+    }
     gateway = await asyncio.to_thread(_start, Gateway(tmp_path / "gw", extra_args=["--no-demo"], env=env))
     viewer = RtcViewer(rtc_url(gateway, "clip"))
     try:
-        await asyncio.to_thread(gateway.ok, "AddSrcFile", name="Clip", token="clip",
-                                url=str(clips / "clip.mp4"))
+        await asyncio.to_thread(gateway.ok, "AddSrcFile", name="Clip", token="clip", url=str(clips / "clip.mp4"))
         await asyncio.to_thread(gateway.wait_online, "clip", True, 30)
         await viewer.start()
         assert viewer.messages[0] == {"type": "iceserver", "iceServers": servers, "iceTransportPolicy": "relay"}
@@ -469,15 +494,26 @@ async def test_recordings_play_over_webrtc_with_the_playback_commands(gw: Gatewa
     """Same query and commands as playback over h5swsapi; the recorded bytes go out unchanged."""
     t0 = time.time()
     await asyncio.to_thread(gw.ok, "SetRecord", token="clip", enable="true")
-    done = await asyncio.to_thread(wait_until, lambda: sum(not r["bRecording"] for r in records(gw, "clip", t0)) >= 3,
-                                   30, 0.5)
+    done = await asyncio.to_thread(
+        wait_until, lambda: sum(not r["bRecording"] for r in records(gw, "clip", t0)) >= 3, 30, 0.5
+    )
     await asyncio.to_thread(gw.ok, "SetRecord", token="clip", enable="false")
     assert done and await asyncio.to_thread(
-        wait_until, lambda: not any(r["bRecording"] for r in records(gw, "clip", t0)), 10, 0.3)
+        wait_until, lambda: not any(r["bRecording"] for r in records(gw, "clip", t0)), 10, 0.3
+    )
     files = await asyncio.to_thread(records, gw, "clip", t0)
     begin, end = files[0]["nStartTimeMs"] / 1000, files[-1]["nEndTimeMs"] / 1000
-    viewer = RtcViewer(rtc_url(gw, "clip", playback="true", serverpb="true", filename="fake",
-                               begintime=manual_time(begin), endtime=iso_time(end + 1)))
+    viewer = RtcViewer(
+        rtc_url(
+            gw,
+            "clip",
+            playback="true",
+            serverpb="true",
+            filename="fake",
+            begintime=manual_time(begin),
+            endtime=iso_time(end + 1),
+        )
+    )
     try:
         await viewer.start()
         assert "m=audio" not in viewer.messages[1]["sdp"]
@@ -507,8 +543,7 @@ async def test_recordings_play_over_webrtc_with_the_playback_commands(gw: Gatewa
     assert all(b > a for a, b in itertools.pairwise(stamps))
 
 
-@pytest.mark.parametrize("text", ['[{"urls": "http://x"}]', "[{", '[{"urls": "stun:a", "password": "x"}]',
-                                  "ftp://a"])
+@pytest.mark.parametrize("text", ['[{"urls": "http://x"}]', "[{", '[{"urls": "stun:a", "password": "x"}]', "ftp://a"])
 def test_bad_ice_server_settings_are_refused_clearly(text: str) -> None:
     with pytest.raises(ValueError, match="webrtc_ice_servers"):
         parse_ice_servers(text)

@@ -48,8 +48,9 @@ def private_network() -> Iterator[None]:
         os.close(original)
 
 
-def _keep_encoded(loop: asyncio.AbstractEventLoop, input_q: Any, output_q: asyncio.Queue[Any],
-                  decode_error: Any) -> None:
+def _keep_encoded(
+    loop: asyncio.AbstractEventLoop, input_q: Any, output_q: asyncio.Queue[Any], decode_error: Any
+) -> None:
     """Stands in for aiortc's decoder thread: hands the track (payload type name, RTP time, bytes)."""
     while True:
         task = input_q.get()
@@ -107,8 +108,9 @@ class RtcViewer:
         await pc.setLocalDescription(await pc.createAnswer())
         local = pc.localDescription
         # as a browser does: the answer without candidates, which follow one by one (trickle)
-        sdp_only = "\r\n".join(line for line in local.sdp.splitlines()
-                               if not line.startswith(("a=candidate", "a=end-of-candidates")))
+        sdp_only = "\r\n".join(
+            line for line in local.sdp.splitlines() if not line.startswith(("a=candidate", "a=end-of-candidates"))
+        )
         await self.ws.send(json.dumps({"type": "answer", "sdp": sdp_only + "\r\n"}))
         for line in local.sdp.splitlines():
             if line.startswith("a=candidate"):

@@ -26,8 +26,9 @@ class Received:
         return [f for i, f, _ in self.fragments if self.inits[i].tracks[f.track_id].handler == "vide"]
 
 
-async def watch(url: str, *, frames: int = 50, seconds: float = 20.0, keepalive: str | None = None,
-                stop_after: float | None = None) -> Received:
+async def watch(
+    url: str, *, frames: int = 50, seconds: float = 20.0, keepalive: str | None = None, stop_after: float | None = None
+) -> Received:
     """Read until `frames` video fragments arrived, the time is up, or the server closed the socket."""
     got = Received()
     deadline = time.monotonic() + (stop_after or seconds)
@@ -72,7 +73,7 @@ def split_fragments(message: bytes) -> list[bytes]:
         if kind == b"moof":
             moof = pos
         elif kind == b"mdat" and moof >= 0:
-            pieces.append(message[moof:pos + size])
+            pieces.append(message[moof : pos + size])
             moof = -1
         end = pos + size
     return pieces if end == len(message) and moof < 0 else []

@@ -63,8 +63,7 @@ async def measure(proc: psutil.Process, seconds: float) -> dict[str, float]:
     await asyncio.sleep(seconds)
     cpu1, chars1, bytes1 = usage(proc)
     wall = time.monotonic() - wall0
-    return {"cpu": 100 * (cpu1 - cpu0) / wall, "write": (chars1 - chars0) / wall,
-            "disk": (bytes1 - bytes0) / wall}
+    return {"cpu": 100 * (cpu1 - cpu0) / wall, "write": (chars1 - chars0) / wall, "disk": (bytes1 - bytes0) / wall}
 
 
 class _Stream:
@@ -102,8 +101,15 @@ async def recorder_cpu(clip: Path, out: Path) -> tuple[float, int, float]:
     async def replay(record: bool) -> float:
         hub = StreamHub("bench", ring_seconds=1e9, max_bytes=1 << 31)
         hub.set_init(index.init.data)
-        recorder = Recorder("bench", "H5_REC_SCHEDULE", _Stream(hub), out, lambda start: f"record/b/{start}",
-                            sink, file_seconds=FILE_SECONDS)
+        recorder = Recorder(
+            "bench",
+            "H5_REC_SCHEDULE",
+            _Stream(hub),
+            out,
+            lambda start: f"record/b/{start}",
+            sink,
+            file_seconds=FILE_SECONDS,
+        )
         cpu = time.process_time()
         if record:
             recorder.start()
@@ -131,20 +137,27 @@ def fill_index(db: Path, sources: int, days: int) -> int:
         for n in range(int((now - first) // FILE_SECONDS)):
             start = first + n * FILE_SECONDS
             t = datetime.fromtimestamp(start, UTC)
-            path = (f"record/{token}/{t.year}-{t.month}-{t.day}TZ0/{t.hour}-{t.minute}-{t.second}/"
-                    f"{int(start)}.mp4")
+            path = f"record/{token}/{t.year}-{t.month}-{t.day}TZ0/{t.hour}-{t.minute}-{t.second}/{int(start)}.mp4"
             rows.append((token, "H5_REC_SCHEDULE", path, start, start + FILE_SECONDS, 37_500_000))
     with sqlite3.connect(db, timeout=30) as conn:
-        conn.executemany("INSERT INTO recordings (token, kind, path, start_ts, end_ts, size, open) "
-                         "VALUES (?, ?, ?, ?, ?, ?, 0)", rows)
+        conn.executemany(
+            "INSERT INTO recordings (token, kind, path, start_ts, end_ts, size, open) VALUES (?, ?, ?, ?, ?, ?, 0)",
+            rows,
+        )
     return len(rows)
 
 
 def time_search(gw: Gateway, token: str, start: float, end: float, runs: int) -> tuple[float, float, int]:
     """(median ms, p95 ms, files) of Search over HTTP."""
-    query = urllib.parse.urlencode({"token": token, "type": "record", "session": gw.session,
-                                    "start": datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%dT%H%M%S+00"),
-                                    "end": datetime.fromtimestamp(end, UTC).isoformat()})
+    query = urllib.parse.urlencode(
+        {
+            "token": token,
+            "type": "record",
+            "session": gw.session,
+            "start": datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%dT%H%M%S+00"),
+            "end": datetime.fromtimestamp(end, UTC).isoformat(),
+        }
+    )
     times, count = [], 0
     for _ in range(runs):
         t0 = time.perf_counter()
@@ -168,12 +181,15 @@ async def main(args: argparse.Namespace) -> None:
         assert gw.proc is not None
         proc = psutil.Process(gw.proc.pid)
         stop, received = asyncio.Event(), [0]
-        viewers = [asyncio.create_task(viewer(gw.ws_url(tokens[i % len(tokens)]), stop, received))
-                   for i in range(args.viewers)]
+        viewers = [
+            asyncio.create_task(viewer(gw.ws_url(tokens[i % len(tokens)]), stop, received)) for i in range(args.viewers)
+        ]
         await asyncio.sleep(3)
-        print(f"{args.sources} file sources (demo clip, about 0.7 Mbit/s each), {args.viewers} WS viewers; "
-              f"{args.rounds} rounds of {args.seconds:.0f} s without and {args.seconds:.0f} s with recording",
-              flush=True)
+        print(
+            f"{args.sources} file sources (demo clip, about 0.7 Mbit/s each), {args.viewers} WS viewers; "
+            f"{args.rounds} rounds of {args.seconds:.0f} s without and {args.seconds:.0f} s with recording",
+            flush=True,
+        )
         idle, rec = [], []
         for _ in range(args.rounds):  # alternate, so load from elsewhere on the machine hits both alike
             idle.append(await measure(proc, args.seconds))
@@ -189,29 +205,40 @@ async def main(args: argparse.Namespace) -> None:
         files = gw.ok("GetStorageInfo")["src"]
         n = args.sources
         print(f"\n{'server process':<34}{'viewers only':>14}{'+ recording':>14}{'per recorded source':>22}")
-        for key, label, scale in (("cpu", "CPU (% of one core)", 1), ("write", "write() incl. sockets (KB/s)", 1024),
-                                  ("disk", "written to storage (KB/s)", 1024)):
+        for key, label, scale in (
+            ("cpu", "CPU (% of one core)", 1),
+            ("write", "write() incl. sockets (KB/s)", 1024),
+            ("disk", "written to storage (KB/s)", 1024),
+        ):
             a, b = (statistics.mean(m[key] for m in runs) / scale for runs in (idle, rec))
             spread = statistics.pstdev([m[key] / scale for m in rec]) / n
             print(f"{label:<34}{a:>14.1f}{b:>14.1f}{(b - a) / n:>15.2f} +/- {spread:.2f}")
-        print(f"recorded: {sum(s['nRecordByte'] for s in files) / 2**20:.1f} MB in "
-              f"{sum(s['nRecordFiles'] for s in files)} files; viewers received {received[0] / 2**20:.0f} MB")
+        print(
+            f"recorded: {sum(s['nRecordByte'] for s in files) / 2**20:.1f} MB in "
+            f"{sum(s['nRecordFiles'] for s in files)} files; viewers received {received[0] / 2**20:.0f} MB"
+        )
         clip = max((data / "mediastore" / "record").rglob("*.mp4"), key=lambda p: p.stat().st_size)
         micros, count, media = await recorder_cpu(clip, data / "replay")
         rate = count / media
-        print(f"recorder alone (in-process replay of {count} fragments, {media:.0f} s): {micros:.0f} us CPU per "
-              f"fragment; at this clip's {rate:.0f} fragments/s that is {micros * rate / 1e4:.2f} % of one core "
-              "per source")
+        print(
+            f"recorder alone (in-process replay of {count} fragments, {media:.0f} s): {micros:.0f} us CPU per "
+            f"fragment; at this clip's {rate:.0f} fragments/s that is {micros * rate / 1e4:.2f} % of one core "
+            "per source"
+        )
 
         rows = fill_index(data / "h5gate.db", args.index_sources, args.index_days)
         now = time.time()
         day = now - 86400 * (args.index_days // 2)
         day -= day % 86400
-        print(f"\nSearch over an index of {rows} files ({args.index_days} days x {args.index_sources} sources, "
-              f"{FILE_SECONDS // 60}-minute files), {args.runs} calls each, over HTTP:")
-        for label, start, end in (("one source, one day", day, day + 86400),
-                                  ("one source, one hour", day + 43200, day + 46800),
-                                  ("one source, 30 days", now - 86400 * args.index_days, now)):
+        print(
+            f"\nSearch over an index of {rows} files ({args.index_days} days x {args.index_sources} sources, "
+            f"{FILE_SECONDS // 60}-minute files), {args.runs} calls each, over HTTP:"
+        )
+        for label, start, end in (
+            ("one source, one day", day, day + 86400),
+            ("one source, one hour", day + 43200, day + 46800),
+            ("one source, 30 days", now - 86400 * args.index_days, now),
+        ):
             median, p95, count = time_search(gw, "bench07", start, end, args.runs)
             print(f"  {label:<24}{count:>6} files   median {median:6.1f} ms   p95 {p95:6.1f} ms")
     finally:

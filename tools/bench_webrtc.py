@@ -103,18 +103,27 @@ async def bench(gw: Gateway, viewers: int, seconds: float, audio: bool) -> None:
     ttff = sorted(v.first_frame * 1000 for v in rest) or [first.first_frame * 1000]
     per_viewer = many["sidecar"] / viewers
     marginal = (many["sidecar"] - one["sidecar"]) / max(1, viewers - 1)
-    print(f"viewers: {viewers} ({'video + Opus audio' if audio else 'video only'}), "
-          f"Status nConnectCount {status['nConnectCount']}, nConnected {status['nConnected']}")
-    print(f"complete frames received per second: 1 viewer {one_fps:.1f}; {viewers} viewers: min {min(fps):.1f}, "
-          f"median {statistics.median(fps):.1f} (packets dropped at the viewers' sockets: {drops})")
-    print(f"sidecar CPU: idle {idle['sidecar']:.3f} cores, 1 viewer {one['sidecar']:.3f}, "
-          f"{viewers} viewers {many['sidecar']:.3f}")
-    print(f"sidecar CPU per viewer: {per_viewer * 100:.1f}% of a core "
-          f"(marginal, after the first: {marginal * 100:.1f}%)")
+    print(
+        f"viewers: {viewers} ({'video + Opus audio' if audio else 'video only'}), "
+        f"Status nConnectCount {status['nConnectCount']}, nConnected {status['nConnected']}"
+    )
+    print(
+        f"complete frames received per second: 1 viewer {one_fps:.1f}; {viewers} viewers: min {min(fps):.1f}, "
+        f"median {statistics.median(fps):.1f} (packets dropped at the viewers' sockets: {drops})"
+    )
+    print(
+        f"sidecar CPU: idle {idle['sidecar']:.3f} cores, 1 viewer {one['sidecar']:.3f}, "
+        f"{viewers} viewers {many['sidecar']:.3f}"
+    )
+    print(
+        f"sidecar CPU per viewer: {per_viewer * 100:.1f}% of a core (marginal, after the first: {marginal * 100:.1f}%)"
+    )
     print(f"supervisor CPU: idle {idle['supervisor']:.3f} cores, {viewers} viewers {many['supervisor']:.3f}")
     print(f"sidecar memory: {rss:.0f} MiB RSS with {viewers} viewers")
-    print(f"time to first frame: first viewer {first.first_frame * 1000:.0f} ms; others: median "
-          f"{statistics.median(ttff):.0f} ms, max {max(ttff):.0f} ms")
+    print(
+        f"time to first frame: first viewer {first.first_frame * 1000:.0f} ms; others: median "
+        f"{statistics.median(ttff):.0f} ms, max {max(ttff):.0f} ms"
+    )
 
 
 def main() -> int:
@@ -129,8 +138,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, private_network():
         folder = Path(tmp)
         make_clip(folder / "bench.mp4", args.size, args.fps, args.gop, 30)
-        gw = Gateway(folder / "gw", extra_args=["--no-demo", "--log-level", "WARNING"],
-                     env={"H5GATE_MEDIA_ROOTS": str(folder)}).start()
+        gw = Gateway(
+            folder / "gw", extra_args=["--no-demo", "--log-level", "WARNING"], env={"H5GATE_MEDIA_ROOTS": str(folder)}
+        ).start()
         try:
             gw.ok("AddSrcFile", name="Bench", token="bench", url=str(folder / "bench.mp4"))
             gw.wait_online("bench", timeout=30)

@@ -72,8 +72,12 @@ NS = {
     "d": "http://schemas.xmlsoap.org/ws/2005/04/discovery",
     "dn": "http://www.onvif.org/ver10/network/wsdl",
 }
-SERVICE_PATHS = {"device": "/onvif/device_service", "media": "/onvif/media_service",
-                 "ptz": "/onvif/ptz_service", "imaging": "/onvif/imaging_service"}
+SERVICE_PATHS = {
+    "device": "/onvif/device_service",
+    "media": "/onvif/media_service",
+    "ptz": "/onvif/ptz_service",
+    "imaging": "/onvif/imaging_service",
+}
 PT_VELOCITY = "http://www.onvif.org/ver10/tptz/PanTiltSpaces/VelocityGenericSpace"
 Z_VELOCITY = "http://www.onvif.org/ver10/tptz/ZoomSpaces/VelocityGenericSpace"
 PT_POSITION = "http://www.onvif.org/ver10/tptz/PanTiltSpaces/PositionGenericSpace"
@@ -140,16 +144,21 @@ class Camera:
             Profile("sub", "SubStream", sw, sh, 15, 512, sub_url),
         ]
         alt_main = sub_url if sub_url != a.rtsp_url else a.rtsp_url + "?alt=1"
-        self.alt_urls = {"main": a.alt_rtsp_url or alt_main,
-                         "sub": a.alt_rtsp_url_sub or a.rtsp_url}
+        self.alt_urls = {"main": a.alt_rtsp_url or alt_main, "sub": a.alt_rtsp_url_sub or a.rtsp_url}
         self.pan, self.tilt = Axis(0.0, -1.0, 1.0), Axis(0.0, -1.0, 1.0)
         self.zoom = Axis(0.0, 0.0, 1.0)
         self.focus = Axis(0.5, 0.0, 1.0)
         self.iris, self.exposure_mode = -6.0, "AUTO"
         self.presets: dict[str, dict[str, Any]] = {}
         self.preset_seq = 0
-        self.counters: dict[str, Any] = {"requests": 0, "auth_failures": 0, "password_digest": 0,
-                                         "password_text": 0, "http_digest": 0, "ops": {}}
+        self.counters: dict[str, Any] = {
+            "requests": 0,
+            "auth_failures": 0,
+            "password_digest": 0,
+            "password_text": 0,
+            "http_digest": 0,
+            "ops": {},
+        }
         self.stream_uris_given: list[str] = []
         self.snapshot = b""
         self.digest_realm = "virtual_onvif"
@@ -158,17 +167,28 @@ class Camera:
     # -- observable state ---------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         return {
-            "name": self.args.name, "fault": self.fault, "slow_seconds": self.slow_seconds,
-            "auth": self.auth, "ptz_enabled": self.ptz_enabled, "imaging_enabled": self.imaging_enabled,
-            "ptz": {"pan": round(self.pan.value(), 4), "tilt": round(self.tilt.value(), 4),
-                    "zoom": round(self.zoom.value(), 4),
-                    "moving": any(a.velocity for a in (self.pan, self.tilt, self.zoom)),
-                    "velocity": {"pan": self.pan.velocity, "tilt": self.tilt.velocity,
-                                 "zoom": self.zoom.velocity}},
+            "name": self.args.name,
+            "fault": self.fault,
+            "slow_seconds": self.slow_seconds,
+            "auth": self.auth,
+            "ptz_enabled": self.ptz_enabled,
+            "imaging_enabled": self.imaging_enabled,
+            "ptz": {
+                "pan": round(self.pan.value(), 4),
+                "tilt": round(self.tilt.value(), 4),
+                "zoom": round(self.zoom.value(), 4),
+                "moving": any(a.velocity for a in (self.pan, self.tilt, self.zoom)),
+                "velocity": {"pan": self.pan.velocity, "tilt": self.tilt.velocity, "zoom": self.zoom.velocity},
+            },
             "presets": [{"token": t, **p} for t, p in self.presets.items()],
-            "imaging": {"focus": round(self.focus.value(), 4), "focus_moving": bool(self.focus.velocity),
-                        "iris": self.iris, "exposure_mode": self.exposure_mode},
-            "counters": self.counters, "stream_uris_given": self.stream_uris_given[-20:],
+            "imaging": {
+                "focus": round(self.focus.value(), 4),
+                "focus_moving": bool(self.focus.velocity),
+                "iris": self.iris,
+                "exposure_mode": self.exposure_mode,
+            },
+            "counters": self.counters,
+            "stream_uris_given": self.stream_uris_given[-20:],
         }
 
     def camera_time(self) -> dt.datetime:
@@ -208,8 +228,10 @@ class Camera:
         return hmac.compare_digest(given.encode(), expect)
 
     def digest_challenge(self) -> str:
-        nonce = f"{int(time.time())}:" + hmac.new(self.digest_key, str(int(time.time())).encode(),
-                                                  "sha256").hexdigest()[:24]
+        nonce = (
+            f"{int(time.time())}:"
+            + hmac.new(self.digest_key, str(int(time.time())).encode(), "sha256").hexdigest()[:24]
+        )
         return f'Digest realm="{self.digest_realm}", qop="auth", nonce="{nonce}", algorithm=MD5'
 
     def check_http(self, request: Request) -> bool:
@@ -294,20 +316,25 @@ def _split_commas(text: str) -> list[str]:
 
 def envelope(body: str, header: str = "") -> str:
     decl = " ".join(f'xmlns:{k}="{v}"' for k, v in NS.items())
-    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<s:Envelope {decl}>'
-            f"<s:Header>{header}</s:Header><s:Body>{body}</s:Body></s:Envelope>")
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<s:Envelope {decl}>'
+        f"<s:Header>{header}</s:Header><s:Body>{body}</s:Body></s:Envelope>"
+    )
 
 
 def fault(code: str, subcode: str, reason: str, status: int) -> Response:
-    body = (f"<s:Fault><s:Code><s:Value>s:{code}</s:Value><s:Subcode><s:Value>{subcode}</s:Value>"
-            f'</s:Subcode></s:Code><s:Reason><s:Text xml:lang="en">{escape(reason)}</s:Text></s:Reason>'
-            "</s:Fault>")
+    body = (
+        f"<s:Fault><s:Code><s:Value>s:{code}</s:Value><s:Subcode><s:Value>{subcode}</s:Value>"
+        f'</s:Subcode></s:Code><s:Reason><s:Text xml:lang="en">{escape(reason)}</s:Text></s:Reason>'
+        "</s:Fault>"
+    )
     return soap(body, status)
 
 
 def soap(body: str, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(envelope(body), status_code=status, headers=headers,
-                    media_type="application/soap+xml; charset=utf-8")
+    return Response(
+        envelope(body), status_code=status, headers=headers, media_type="application/soap+xml; charset=utf-8"
+    )
 
 
 class SoapFault(Exception):
@@ -336,23 +363,29 @@ def op_GetSystemDateAndTime(cam: Camera, req: etree._Element) -> str:
 
 def op_GetDeviceInformation(cam: Camera, req: etree._Element) -> str:
     a = cam.args
-    return (f"<tds:GetDeviceInformationResponse><tds:Manufacturer>{escape(a.manufacturer)}</tds:Manufacturer>"
-            f"<tds:Model>{escape(a.model)}</tds:Model><tds:FirmwareVersion>1.0.0</tds:FirmwareVersion>"
-            f"<tds:SerialNumber>{escape(a.serial)}</tds:SerialNumber><tds:HardwareId>VIRT-1</tds:HardwareId>"
-            "</tds:GetDeviceInformationResponse>")
+    return (
+        f"<tds:GetDeviceInformationResponse><tds:Manufacturer>{escape(a.manufacturer)}</tds:Manufacturer>"
+        f"<tds:Model>{escape(a.model)}</tds:Model><tds:FirmwareVersion>1.0.0</tds:FirmwareVersion>"
+        f"<tds:SerialNumber>{escape(a.serial)}</tds:SerialNumber><tds:HardwareId>VIRT-1</tds:HardwareId>"
+        "</tds:GetDeviceInformationResponse>"
+    )
 
 
 def op_GetCapabilities(cam: Camera, req: etree._Element) -> str:
     parts = [f"<tt:Device><tt:XAddr>{cam.xaddr('device')}</tt:XAddr></tt:Device>"]
     if cam.imaging_enabled:
         parts.append(f"<tt:Imaging><tt:XAddr>{cam.xaddr('imaging')}</tt:XAddr></tt:Imaging>")
-    parts.append(f"<tt:Media><tt:XAddr>{cam.xaddr('media')}</tt:XAddr><tt:StreamingCapabilities>"
-                 "<tt:RTPMulticast>false</tt:RTPMulticast><tt:RTP_TCP>true</tt:RTP_TCP>"
-                 "<tt:RTP_RTSP_TCP>true</tt:RTP_RTSP_TCP></tt:StreamingCapabilities></tt:Media>")
+    parts.append(
+        f"<tt:Media><tt:XAddr>{cam.xaddr('media')}</tt:XAddr><tt:StreamingCapabilities>"
+        "<tt:RTPMulticast>false</tt:RTPMulticast><tt:RTP_TCP>true</tt:RTP_TCP>"
+        "<tt:RTP_RTSP_TCP>true</tt:RTP_RTSP_TCP></tt:StreamingCapabilities></tt:Media>"
+    )
     if cam.ptz_enabled:
         parts.append(f"<tt:PTZ><tt:XAddr>{cam.xaddr('ptz')}</tt:XAddr></tt:PTZ>")
-    return f"<tds:GetCapabilitiesResponse><tds:Capabilities>{''.join(parts)}</tds:Capabilities>" \
-           "</tds:GetCapabilitiesResponse>"
+    return (
+        f"<tds:GetCapabilitiesResponse><tds:Capabilities>{''.join(parts)}</tds:Capabilities>"
+        "</tds:GetCapabilitiesResponse>"
+    )
 
 
 def op_GetServices(cam: Camera, req: etree._Element) -> str:
@@ -370,19 +403,23 @@ def op_GetServices(cam: Camera, req: etree._Element) -> str:
 
 
 def op_GetScopes(cam: Camera, req: etree._Element) -> str:
-    items = "".join(f"<tds:Scopes><tt:ScopeDef>Fixed</tt:ScopeDef><tt:ScopeItem>{escape(s)}</tt:ScopeItem>"
-                    "</tds:Scopes>" for s in scopes(cam))
+    items = "".join(
+        f"<tds:Scopes><tt:ScopeDef>Fixed</tt:ScopeDef><tt:ScopeItem>{escape(s)}</tt:ScopeItem></tds:Scopes>"
+        for s in scopes(cam)
+    )
     return f"<tds:GetScopesResponse>{items}</tds:GetScopesResponse>"
 
 
 def _profile_xml(cam: Camera, p: Profile, tag: str) -> str:
     ptz = ""
     if cam.ptz_enabled:
-        ptz = ("<tt:PTZConfiguration token=\"ptzcfg\"><tt:Name>PTZ</tt:Name><tt:UseCount>2</tt:UseCount>"
-               "<tt:NodeToken>ptznode</tt:NodeToken>"
-               f"<tt:DefaultContinuousPanTiltVelocitySpace>{PT_VELOCITY}</tt:DefaultContinuousPanTiltVelocitySpace>"
-               f"<tt:DefaultContinuousZoomVelocitySpace>{Z_VELOCITY}</tt:DefaultContinuousZoomVelocitySpace>"
-               "<tt:DefaultPTZTimeout>PT10S</tt:DefaultPTZTimeout></tt:PTZConfiguration>")
+        ptz = (
+            '<tt:PTZConfiguration token="ptzcfg"><tt:Name>PTZ</tt:Name><tt:UseCount>2</tt:UseCount>'
+            "<tt:NodeToken>ptznode</tt:NodeToken>"
+            f"<tt:DefaultContinuousPanTiltVelocitySpace>{PT_VELOCITY}</tt:DefaultContinuousPanTiltVelocitySpace>"
+            f"<tt:DefaultContinuousZoomVelocitySpace>{Z_VELOCITY}</tt:DefaultContinuousZoomVelocitySpace>"
+            "<tt:DefaultPTZTimeout>PT10S</tt:DefaultPTZTimeout></tt:PTZConfiguration>"
+        )
     main = cam.profiles[0]
     return (
         f'<{tag} token="{p.token}" fixed="true"><tt:Name>{p.name}</tt:Name>'
@@ -423,16 +460,20 @@ def op_GetProfile(cam: Camera, req: etree._Element) -> str:
 
 def op_GetVideoSources(cam: Camera, req: etree._Element) -> str:
     m = cam.profiles[0]
-    return ('<trt:GetVideoSourcesResponse><trt:VideoSources token="vs0"><tt:Framerate>25</tt:Framerate>'
-            f"<tt:Resolution><tt:Width>{m.width}</tt:Width><tt:Height>{m.height}</tt:Height></tt:Resolution>"
-            "</trt:VideoSources></trt:GetVideoSourcesResponse>")
+    return (
+        '<trt:GetVideoSourcesResponse><trt:VideoSources token="vs0"><tt:Framerate>25</tt:Framerate>'
+        f"<tt:Resolution><tt:Width>{m.width}</tt:Width><tt:Height>{m.height}</tt:Height></tt:Resolution>"
+        "</trt:VideoSources></trt:GetVideoSourcesResponse>"
+    )
 
 
 def _media_uri(tag: str, uri: str) -> str:
-    return (f"<trt:{tag}Response><trt:MediaUri><tt:Uri>{escape(uri)}</tt:Uri>"
-            "<tt:InvalidAfterConnect>false</tt:InvalidAfterConnect>"
-            "<tt:InvalidAfterReboot>false</tt:InvalidAfterReboot><tt:Timeout>PT0S</tt:Timeout>"
-            f"</trt:MediaUri></trt:{tag}Response>")
+    return (
+        f"<trt:{tag}Response><trt:MediaUri><tt:Uri>{escape(uri)}</tt:Uri>"
+        "<tt:InvalidAfterConnect>false</tt:InvalidAfterConnect>"
+        "<tt:InvalidAfterReboot>false</tt:InvalidAfterReboot><tt:Timeout>PT0S</tt:Timeout>"
+        f"</trt:MediaUri></trt:{tag}Response>"
+    )
 
 
 def op_GetStreamUri(cam: Camera, req: etree._Element) -> str:
@@ -444,8 +485,9 @@ def op_GetStreamUri(cam: Camera, req: etree._Element) -> str:
 
 def op_GetSnapshotUri(cam: Camera, req: etree._Element) -> str:
     p = _profile(cam, req)
-    return _media_uri("GetSnapshotUri",
-                      f"http://{cam.args.advertise_host}:{cam.http_port}/snapshot.jpg?profile={p.token}")
+    return _media_uri(
+        "GetSnapshotUri", f"http://{cam.args.advertise_host}:{cam.http_port}/snapshot.jpg?profile={p.token}"
+    )
 
 
 def _need_ptz(cam: Camera, req: etree._Element) -> None:
@@ -456,9 +498,11 @@ def _need_ptz(cam: Camera, req: etree._Element) -> None:
 
 def op_ContinuousMove(cam: Camera, req: etree._Element) -> str:
     _need_ptz(cam, req)
-    for value, axis in ((_float_attr(req, "Velocity/PanTilt", "x"), cam.pan),
-                        (_float_attr(req, "Velocity/PanTilt", "y"), cam.tilt),
-                        (_float_attr(req, "Velocity/Zoom", "x"), cam.zoom)):
+    for value, axis in (
+        (_float_attr(req, "Velocity/PanTilt", "x"), cam.pan),
+        (_float_attr(req, "Velocity/PanTilt", "y"), cam.tilt),
+        (_float_attr(req, "Velocity/Zoom", "x"), cam.zoom),
+    ):
         if value is not None:
             if not -1.0 <= value <= 1.0:
                 raise SoapFault("Sender", "ter:InvalidArgVal", "velocity out of range (ter:InvalidVelocity)")
@@ -486,12 +530,14 @@ def op_GetStatus(cam: Camera, req: etree._Element) -> str:
     _need_ptz(cam, req)
     moving_pt = "MOVING" if cam.pan.velocity or cam.tilt.velocity else "IDLE"
     moving_z = "MOVING" if cam.zoom.velocity else "IDLE"
-    return (f"<tptz:GetStatusResponse><tptz:PTZStatus><tt:Position>"
-            f'<tt:PanTilt x="{cam.pan.value():.4f}" y="{cam.tilt.value():.4f}" space="{PT_POSITION}"/>'
-            f'<tt:Zoom x="{cam.zoom.value():.4f}" space="{Z_POSITION}"/></tt:Position>'
-            f"<tt:MoveStatus><tt:PanTilt>{moving_pt}</tt:PanTilt><tt:Zoom>{moving_z}</tt:Zoom></tt:MoveStatus>"
-            f"<tt:UtcTime>{cam.camera_time().strftime('%Y-%m-%dT%H:%M:%SZ')}</tt:UtcTime>"
-            "</tptz:PTZStatus></tptz:GetStatusResponse>")
+    return (
+        f"<tptz:GetStatusResponse><tptz:PTZStatus><tt:Position>"
+        f'<tt:PanTilt x="{cam.pan.value():.4f}" y="{cam.tilt.value():.4f}" space="{PT_POSITION}"/>'
+        f'<tt:Zoom x="{cam.zoom.value():.4f}" space="{Z_POSITION}"/></tt:Position>'
+        f"<tt:MoveStatus><tt:PanTilt>{moving_pt}</tt:PanTilt><tt:Zoom>{moving_z}</tt:Zoom></tt:MoveStatus>"
+        f"<tt:UtcTime>{cam.camera_time().strftime('%Y-%m-%dT%H:%M:%SZ')}</tt:UtcTime>"
+        "</tptz:PTZStatus></tptz:GetStatusResponse>"
+    )
 
 
 def op_GetPresets(cam: Camera, req: etree._Element) -> str:
@@ -518,10 +564,8 @@ def op_SetPreset(cam: Camera, req: etree._Element) -> str:
     if len(cam.presets) >= 64 and token not in cam.presets:
         raise SoapFault("Receiver", "ter:Action", "Too many presets (ter:TooManyPresets)", 500)
     name = name or cam.presets.get(token, {}).get("name") or f"Preset {token}"
-    cam.presets[token] = {"name": name, "pan": cam.pan.value(), "tilt": cam.tilt.value(),
-                          "zoom": cam.zoom.value()}
-    return (f"<tptz:SetPresetResponse><tptz:PresetToken>{escape(token)}</tptz:PresetToken>"
-            "</tptz:SetPresetResponse>")
+    cam.presets[token] = {"name": name, "pan": cam.pan.value(), "tilt": cam.tilt.value(), "zoom": cam.zoom.value()}
+    return f"<tptz:SetPresetResponse><tptz:PresetToken>{escape(token)}</tptz:PresetToken></tptz:SetPresetResponse>"
 
 
 def _preset(cam: Camera, req: etree._Element) -> str:
@@ -549,24 +593,28 @@ def op_GotoPreset(cam: Camera, req: etree._Element) -> str:
 def op_GetNodes(cam: Camera, req: etree._Element) -> str:
     if not cam.ptz_enabled:
         raise SoapFault("Receiver", "ter:ActionNotSupported", "PTZ is not supported")
-    return ('<tptz:GetNodesResponse><tptz:PTZNode token="ptznode" FixedHomePosition="false">'
-            "<tt:Name>VirtualPTZ</tt:Name><tt:SupportedPTZSpaces>"
-            f"<tt:ContinuousPanTiltVelocitySpace><tt:URI>{PT_VELOCITY}</tt:URI>"
-            "<tt:XRange><tt:Min>-1</tt:Min><tt:Max>1</tt:Max></tt:XRange>"
-            "<tt:YRange><tt:Min>-1</tt:Min><tt:Max>1</tt:Max></tt:YRange></tt:ContinuousPanTiltVelocitySpace>"
-            f"<tt:ContinuousZoomVelocitySpace><tt:URI>{Z_VELOCITY}</tt:URI>"
-            "<tt:XRange><tt:Min>-1</tt:Min><tt:Max>1</tt:Max></tt:XRange></tt:ContinuousZoomVelocitySpace>"
-            "</tt:SupportedPTZSpaces><tt:MaximumNumberOfPresets>64</tt:MaximumNumberOfPresets>"
-            "<tt:HomeSupported>false</tt:HomeSupported></tptz:PTZNode></tptz:GetNodesResponse>")
+    return (
+        '<tptz:GetNodesResponse><tptz:PTZNode token="ptznode" FixedHomePosition="false">'
+        "<tt:Name>VirtualPTZ</tt:Name><tt:SupportedPTZSpaces>"
+        f"<tt:ContinuousPanTiltVelocitySpace><tt:URI>{PT_VELOCITY}</tt:URI>"
+        "<tt:XRange><tt:Min>-1</tt:Min><tt:Max>1</tt:Max></tt:XRange>"
+        "<tt:YRange><tt:Min>-1</tt:Min><tt:Max>1</tt:Max></tt:YRange></tt:ContinuousPanTiltVelocitySpace>"
+        f"<tt:ContinuousZoomVelocitySpace><tt:URI>{Z_VELOCITY}</tt:URI>"
+        "<tt:XRange><tt:Min>-1</tt:Min><tt:Max>1</tt:Max></tt:XRange></tt:ContinuousZoomVelocitySpace>"
+        "</tt:SupportedPTZSpaces><tt:MaximumNumberOfPresets>64</tt:MaximumNumberOfPresets>"
+        "<tt:HomeSupported>false</tt:HomeSupported></tptz:PTZNode></tptz:GetNodesResponse>"
+    )
 
 
 def op_GetConfigurations(cam: Camera, req: etree._Element) -> str:
     if not cam.ptz_enabled:
         raise SoapFault("Receiver", "ter:ActionNotSupported", "PTZ is not supported")
-    return ('<tptz:GetConfigurationsResponse><tptz:PTZConfiguration token="ptzcfg"><tt:Name>PTZ</tt:Name>'
-            "<tt:UseCount>2</tt:UseCount><tt:NodeToken>ptznode</tt:NodeToken>"
-            "<tt:DefaultPTZTimeout>PT10S</tt:DefaultPTZTimeout></tptz:PTZConfiguration>"
-            "</tptz:GetConfigurationsResponse>")
+    return (
+        '<tptz:GetConfigurationsResponse><tptz:PTZConfiguration token="ptzcfg"><tt:Name>PTZ</tt:Name>'
+        "<tt:UseCount>2</tt:UseCount><tt:NodeToken>ptznode</tt:NodeToken>"
+        "<tt:DefaultPTZTimeout>PT10S</tt:DefaultPTZTimeout></tptz:PTZConfiguration>"
+        "</tptz:GetConfigurationsResponse>"
+    )
 
 
 # imaging (same operation names as PTZ for Stop/GetStatus: dispatched on the request namespace)
@@ -597,18 +645,22 @@ def img_Stop(cam: Camera, req: etree._Element) -> str:
 def img_GetStatus(cam: Camera, req: etree._Element) -> str:
     _need_imaging(cam, req)
     moving = "MOVING" if cam.focus.velocity else "IDLE"
-    return (f"<timg:GetStatusResponse><timg:Status><tt:FocusStatus20><tt:Position>{cam.focus.value():.4f}"
-            f"</tt:Position><tt:MoveStatus>{moving}</tt:MoveStatus></tt:FocusStatus20></timg:Status>"
-            "</timg:GetStatusResponse>")
+    return (
+        f"<timg:GetStatusResponse><timg:Status><tt:FocusStatus20><tt:Position>{cam.focus.value():.4f}"
+        f"</tt:Position><tt:MoveStatus>{moving}</tt:MoveStatus></tt:FocusStatus20></timg:Status>"
+        "</timg:GetStatusResponse>"
+    )
 
 
 def op_GetImagingSettings(cam: Camera, req: etree._Element) -> str:
     _need_imaging(cam, req)
-    return ("<timg:GetImagingSettingsResponse><timg:ImagingSettings><tt:Brightness>50</tt:Brightness>"
-            f"<tt:Exposure><tt:Mode>{cam.exposure_mode}</tt:Mode><tt:MinIris>-22</tt:MinIris>"
-            f"<tt:MaxIris>0</tt:MaxIris><tt:Iris>{cam.iris:.2f}</tt:Iris></tt:Exposure>"
-            "<tt:Focus><tt:AutoFocusMode>MANUAL</tt:AutoFocusMode></tt:Focus>"
-            "</timg:ImagingSettings></timg:GetImagingSettingsResponse>")
+    return (
+        "<timg:GetImagingSettingsResponse><timg:ImagingSettings><tt:Brightness>50</tt:Brightness>"
+        f"<tt:Exposure><tt:Mode>{cam.exposure_mode}</tt:Mode><tt:MinIris>-22</tt:MinIris>"
+        f"<tt:MaxIris>0</tt:MaxIris><tt:Iris>{cam.iris:.2f}</tt:Iris></tt:Exposure>"
+        "<tt:Focus><tt:AutoFocusMode>MANUAL</tt:AutoFocusMode></tt:Focus>"
+        "</timg:ImagingSettings></timg:GetImagingSettingsResponse>"
+    )
 
 
 def op_SetImagingSettings(cam: Camera, req: etree._Element) -> str:
@@ -634,15 +686,19 @@ def op_SetImagingSettings(cam: Camera, req: etree._Element) -> str:
 
 def op_GetOptions(cam: Camera, req: etree._Element) -> str:
     _need_imaging(cam, req)
-    return ("<timg:GetOptionsResponse><timg:ImagingOptions><tt:Exposure><tt:Mode>AUTO</tt:Mode>"
-            "<tt:Mode>MANUAL</tt:Mode><tt:Iris><tt:Min>-22</tt:Min><tt:Max>0</tt:Max></tt:Iris></tt:Exposure>"
-            "</timg:ImagingOptions></timg:GetOptionsResponse>")
+    return (
+        "<timg:GetOptionsResponse><timg:ImagingOptions><tt:Exposure><tt:Mode>AUTO</tt:Mode>"
+        "<tt:Mode>MANUAL</tt:Mode><tt:Iris><tt:Min>-22</tt:Min><tt:Max>0</tt:Max></tt:Iris></tt:Exposure>"
+        "</timg:ImagingOptions></timg:GetOptionsResponse>"
+    )
 
 
 def op_GetMoveOptions(cam: Camera, req: etree._Element) -> str:
     _need_imaging(cam, req)
-    return ("<timg:GetMoveOptionsResponse><timg:MoveOptions><tt:Continuous><tt:Speed><tt:Min>-1</tt:Min>"
-            "<tt:Max>1</tt:Max></tt:Speed></tt:Continuous></timg:MoveOptions></timg:GetMoveOptionsResponse>")
+    return (
+        "<timg:GetMoveOptionsResponse><timg:MoveOptions><tt:Continuous><tt:Speed><tt:Min>-1</tt:Min>"
+        "<tt:Max>1</tt:Max></tt:Speed></tt:Continuous></timg:MoveOptions></timg:GetMoveOptionsResponse>"
+    )
 
 
 OPERATIONS = {name[3:]: fn for name, fn in dict(globals()).items() if name.startswith("op_")}
@@ -650,10 +706,14 @@ OPERATIONS = {name[3:]: fn for name, fn in dict(globals()).items() if name.start
 
 def scopes(cam: Camera) -> list[str]:
     a = cam.args
-    return ["onvif://www.onvif.org/type/video_encoder", "onvif://www.onvif.org/type/ptz",
-            "onvif://www.onvif.org/Profile/Streaming",
-            f"onvif://www.onvif.org/hardware/{quote(a.model)}", f"onvif://www.onvif.org/name/{quote(a.name)}",
-            "onvif://www.onvif.org/location/country/virtual"]
+    return [
+        "onvif://www.onvif.org/type/video_encoder",
+        "onvif://www.onvif.org/type/ptz",
+        "onvif://www.onvif.org/Profile/Streaming",
+        f"onvif://www.onvif.org/hardware/{quote(a.model)}",
+        f"onvif://www.onvif.org/name/{quote(a.name)}",
+        "onvif://www.onvif.org/location/country/virtual",
+    ]
 
 
 # -- HTTP side ----------------------------------------------------------------------------------------
@@ -680,8 +740,9 @@ def build_app(cam: Camera) -> Starlette:
                 ok = cam.fault != "refuse_login" and cam.check_http(request)
                 if not ok:
                     cam.counters["auth_failures"] += 1
-                    return Response("401 Unauthorized", status_code=401,
-                                    headers={"WWW-Authenticate": cam.digest_challenge()})
+                    return Response(
+                        "401 Unauthorized", status_code=401, headers={"WWW-Authenticate": cam.digest_challenge()}
+                    )
             else:
                 ok = cam.fault != "refuse_login" and cam.check_wsse(header)
                 if not ok:
@@ -713,8 +774,7 @@ def build_app(cam: Camera) -> Starlette:
         if cam.fault == "garbage":
             return Response(GARBAGE, media_type="image/jpeg")
         if cam.auth != "none" and (cam.fault == "refuse_login" or not cam.check_http(request)):
-            return Response("401 Unauthorized", status_code=401,
-                            headers={"WWW-Authenticate": cam.digest_challenge()})
+            return Response("401 Unauthorized", status_code=401, headers={"WWW-Authenticate": cam.digest_challenge()})
         if not cam.snapshot:
             return Response("no snapshot", status_code=404)
         return Response(cam.snapshot, media_type="image/jpeg")
@@ -757,15 +817,19 @@ class DiscoveryResponder(asyncio.DatagramProtocol):
 
 
 def probe_match(cam: Camera, relates_to: str) -> str:
-    header = (f"<wsa:MessageID>urn:uuid:{uuid.uuid4()}</wsa:MessageID>"
-              f"<wsa:RelatesTo>{escape(relates_to)}</wsa:RelatesTo>"
-              "<wsa:To>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</wsa:To>"
-              "<wsa:Action>http://schemas.xmlsoap.org/ws/2005/04/discovery/ProbeMatches</wsa:Action>")
-    body = (f"<d:ProbeMatches><d:ProbeMatch><wsa:EndpointReference><wsa:Address>{cam.uuid}</wsa:Address>"
-            "</wsa:EndpointReference><d:Types>dn:NetworkVideoTransmitter tds:Device</d:Types>"
-            f"<d:Scopes>{escape(' '.join(scopes(cam)))}</d:Scopes>"
-            f"<d:XAddrs>{cam.xaddr('device')}</d:XAddrs><d:MetadataVersion>1</d:MetadataVersion>"
-            "</d:ProbeMatch></d:ProbeMatches>")
+    header = (
+        f"<wsa:MessageID>urn:uuid:{uuid.uuid4()}</wsa:MessageID>"
+        f"<wsa:RelatesTo>{escape(relates_to)}</wsa:RelatesTo>"
+        "<wsa:To>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</wsa:To>"
+        "<wsa:Action>http://schemas.xmlsoap.org/ws/2005/04/discovery/ProbeMatches</wsa:Action>"
+    )
+    body = (
+        f"<d:ProbeMatches><d:ProbeMatch><wsa:EndpointReference><wsa:Address>{cam.uuid}</wsa:Address>"
+        "</wsa:EndpointReference><d:Types>dn:NetworkVideoTransmitter tds:Device</d:Types>"
+        f"<d:Scopes>{escape(' '.join(scopes(cam)))}</d:Scopes>"
+        f"<d:XAddrs>{cam.xaddr('device')}</d:XAddrs><d:MetadataVersion>1</d:MetadataVersion>"
+        "</d:ProbeMatch></d:ProbeMatches>"
+    )
     return envelope(body, header)
 
 
@@ -793,10 +857,27 @@ def make_snapshot(path: str) -> bytes:
     if ffmpeg:
         try:
             out = subprocess.run(
-                [ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi",
-                 "-i", "testsrc2=size=640x360:rate=1", "-frames:v", "1", "-f", "image2pipe",
-                 "-c:v", "mjpeg", "pipe:1"],
-                capture_output=True, timeout=20, check=True)
+                [
+                    ffmpeg,
+                    "-hide_banner",
+                    "-loglevel",
+                    "error",
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    "testsrc2=size=640x360:rate=1",
+                    "-frames:v",
+                    "1",
+                    "-f",
+                    "image2pipe",
+                    "-c:v",
+                    "mjpeg",
+                    "pipe:1",
+                ],
+                capture_output=True,
+                timeout=20,
+                check=True,
+            )
             if out.stdout.startswith(b"\xff\xd8"):
                 return out.stdout
         except (subprocess.SubprocessError, OSError):
@@ -812,8 +893,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--advertise-host", default="", help="host put into XAddrs/URIs (default: --host)")
     p.add_argument("--user", default="admin")
     p.add_argument("--password", default="12345")
-    p.add_argument("--auth", choices=("wsse", "digest", "none"), default="wsse",
-                   help="wsse: WS-Security UsernameToken; digest: HTTP digest; none: open")
+    p.add_argument(
+        "--auth",
+        choices=("wsse", "digest", "none"),
+        default="wsse",
+        help="wsse: WS-Security UsernameToken; digest: HTTP digest; none: open",
+    )
     p.add_argument("--rtsp-url", default="rtsp://127.0.0.1:8554/h264", help="stream URI of profile main")
     p.add_argument("--rtsp-url-sub", default="", help="stream URI of profile sub (default: --rtsp-url)")
     p.add_argument("--alt-rtsp-url", default="", help="main URI reported in change_uri mode")
@@ -826,19 +911,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--serial", default="VC0001")
     p.add_argument("--no-ptz", action="store_true", help="a fixed camera: no PTZ service")
     p.add_argument("--no-imaging", action="store_true", help="no imaging service (no focus/iris)")
-    p.add_argument("--discovery-bind", default="127.0.0.1:3702",
-                   help="UDP host:port of the WS-Discovery responder, or 'off' (port 0 = pick)")
-    p.add_argument("--discovery-join-multicast", action="store_true",
-                   help="also join 239.255.255.250 (real LAN demos only; "
-                        "needs --discovery-bind 0.0.0.0:3702)")
+    p.add_argument(
+        "--discovery-bind",
+        default="127.0.0.1:3702",
+        help="UDP host:port of the WS-Discovery responder, or 'off' (port 0 = pick)",
+    )
+    p.add_argument(
+        "--discovery-join-multicast",
+        action="store_true",
+        help="also join 239.255.255.250 (real LAN demos only; needs --discovery-bind 0.0.0.0:3702)",
+    )
     p.add_argument("--fault", choices=FAULT_MODES, default="normal", help="initial fault mode")
     p.add_argument("--slow-seconds", type=float, default=30.0, help="delay of the slow fault mode")
     p.add_argument("--clock-offset", type=float, default=0.0, help="seconds the camera clock is off")
-    p.add_argument("--clock-window", type=float, default=300.0,
-                   help="max |UsernameToken Created - camera clock| in seconds")
+    p.add_argument(
+        "--clock-window", type=float, default=300.0, help="max |UsernameToken Created - camera clock| in seconds"
+    )
     p.add_argument("--snapshot", default="", help="JPEG file to serve (default: generated)")
-    p.add_argument("--exit-with-parent", action="store_true",
-                   help="exit when the process that started this one dies (test harnesses)")
+    p.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="exit when the process that started this one dies (test harnesses)",
+    )
     p.add_argument("--log-level", default="WARNING")
     a = p.parse_args(argv)
     a.advertise_host = a.advertise_host or ("127.0.0.1" if a.host in ("0.0.0.0", "") else a.host)
@@ -860,12 +954,18 @@ async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
 async def main(argv: list[str] | None = None) -> None:
     parent = os.getppid()
     a = parse_args(argv)
-    logging.basicConfig(level=a.log_level.upper(),
-                        format="%(asctime)s virtual_onvif %(levelname)s %(message)s")
+    logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s virtual_onvif %(levelname)s %(message)s")
     cam = Camera(a)
     cam.snapshot = await asyncio.to_thread(make_snapshot, a.snapshot)
-    config = uvicorn.Config(build_app(cam), host=a.host, port=a.port, log_level="warning",
-                            access_log=False, lifespan="off", timeout_graceful_shutdown=1)
+    config = uvicorn.Config(
+        build_app(cam),
+        host=a.host,
+        port=a.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=1,
+    )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())

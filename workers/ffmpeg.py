@@ -66,8 +66,20 @@ def _codec_args(plan: Plan) -> list[str]:
     if plan.video_mode == "copy":
         args += ["-c:v", "copy"]
     else:
-        args += ["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
-                 "-g", "50", "-bf", "0"]
+        args += [
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-tune",
+            "zerolatency",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "50",
+            "-bf",
+            "0",
+        ]
     if plan.audio:
         args += ["-c:a", "copy"] if plan.audio_mode == "copy" else ["-c:a", "aac", "-b:a", "64k"]
     else:
@@ -76,8 +88,19 @@ def _codec_args(plan: Plan) -> list[str]:
 
 
 def build_command(binary: str, plan: Plan) -> list[str]:
-    cmd = [binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "repeat+level+info",
-           "-fflags", "+genpts", *_input_args(plan), "-i", plan.url]
+    cmd = [
+        binary,
+        "-hide_banner",
+        "-nostdin",
+        "-nostats",
+        "-loglevel",
+        "repeat+level+info",
+        "-fflags",
+        "+genpts",
+        *_input_args(plan),
+        "-i",
+        plan.url,
+    ]
     codec = _codec_args(plan)
     cmd += [*codec, "-f", "mp4", "-movflags", PIPE_MOVFLAGS, "-flush_packets", "1", "pipe:1"]
     if plan.hls_dir is not None:
@@ -85,12 +108,27 @@ def build_command(binary: str, plan: Plan) -> list[str]:
             # Absolute paths, no "file:" prefix: with one, ffmpeg cannot delete old segments and they pile
             # up forever. The folder comes from the settings and the token is validated, never a request's.
             out = (plan.hls_dir / kind / plan.token).absolute()
-            hls = ["-f", "hls", "-hls_time", str(plan.hls_duration),
-                   "-hls_list_size", str(plan.hls_segment_num),
-                   "-hls_flags", "delete_segments+independent_segments+omit_endlist", "-hls_allow_cache", "0"]
+            hls = [
+                "-f",
+                "hls",
+                "-hls_time",
+                str(plan.hls_duration),
+                "-hls_list_size",
+                str(plan.hls_segment_num),
+                "-hls_flags",
+                "delete_segments+independent_segments+omit_endlist",
+                "-hls_allow_cache",
+                "0",
+            ]
             if kind == "v2":
-                hls += ["-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", "init.mp4",
-                        "-hls_segment_filename", f"{out}/hls%d.m4s"]
+                hls += [
+                    "-hls_segment_type",
+                    "fmp4",
+                    "-hls_fmp4_init_filename",
+                    "init.mp4",
+                    "-hls_segment_filename",
+                    f"{out}/hls%d.m4s",
+                ]
             else:
                 hls += ["-hls_segment_filename", f"{out}/hls%d.ts"]
             cmd += [*codec, *hls, f"{out}/hls.m3u8"]

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf", b"mvex", b"edts", b"dinf"}
 
 
-def boxes(buf: bytes | memoryview, start: int = 0,
-          end: int | None = None) -> Iterator[tuple[bytes, int, int, int]]:
+def boxes(buf: bytes | memoryview, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int, int]]:
     """Yield (type, box offset, header length, box size) for each complete box in buf[start:end]."""
     end = len(buf) if end is None else end
     pos = start
@@ -35,8 +34,7 @@ def boxes(buf: bytes | memoryview, start: int = 0,
         pos += size
 
 
-def find(buf: bytes, path: list[bytes], start: int = 0,
-         end: int | None = None) -> Iterator[tuple[int, int, int]]:
+def find(buf: bytes, path: list[bytes], start: int = 0, end: int | None = None) -> Iterator[tuple[int, int, int]]:
     """Yield (offset, header, size) of every box reached by the type path below buf[start:end]."""
     for kind, pos, header, size in boxes(buf, start, end):
         if kind != path[0]:
@@ -138,17 +136,17 @@ def _sample_entry_codec(buf: bytes, stsd_pos: int, stsd_header: int, stsd_size: 
             width, height = struct.unpack_from(">HH", buf, pos + header + 24)
             inner = pos + header + 78
             for ckind, cpos, chead, _ in boxes(buf, inner, pos + size):
-                payload = buf[cpos + chead:cpos + chead + 16]
+                payload = buf[cpos + chead : cpos + chead + 16]
                 if ckind == b"avcC":
                     return f"{entry}.{payload[1]:02x}{payload[2]:02x}{payload[3]:02x}", width, height
                 if ckind == b"hvcC":
-                    return _hvcc_codec(entry, buf[cpos + chead:cpos + chead + 13]), width, height
+                    return _hvcc_codec(entry, buf[cpos + chead : cpos + chead + 13]), width, height
             return entry, width, height
         if kind == b"mp4a":
             inner = pos + header + 28
             for ckind, cpos, chead, csize in boxes(buf, inner, pos + size):
                 if ckind == b"esds":
-                    return _esds_codec(buf[cpos + chead:cpos + csize]), 0, 0
+                    return _esds_codec(buf[cpos + chead : cpos + csize]), 0, 0
             return "mp4a.40.2", 0, 0
         return {"Opus": "opus", "fLaC": "flac"}.get(entry, entry), 0, 0
     return "", 0, 0
@@ -166,7 +164,7 @@ def parse_init(data: bytes) -> InitInfo:
         mver = data[mdhd[0] + mdhd[1]]
         timescale = struct.unpack_from(">I", data, mdhd[0] + mdhd[1] + (20 if mver else 12))[0]
         hdlr = next(find(data, [b"mdia", b"hdlr"], body, end))
-        handler = data[hdlr[0] + hdlr[1] + 8:hdlr[0] + hdlr[1] + 12].decode("latin-1")
+        handler = data[hdlr[0] + hdlr[1] + 8 : hdlr[0] + hdlr[1] + 12].decode("latin-1")
         codec, width, height = "", 0, 0
         for spos, shead, ssize in find(data, [b"mdia", b"minf", b"stbl", b"stsd"], body, end):
             codec, width, height = _sample_entry_codec(data, spos, shead, ssize)
@@ -219,7 +217,7 @@ def read_traf(data: bytes, default_duration: int = 0) -> Traf:
     body, end = traf[0] + traf[1], traf[0] + traf[2]
     tfhd = next(find(data, [b"tfhd"], body, end))
     p = tfhd[0] + tfhd[1]
-    tf_flags = int.from_bytes(data[p + 1:p + 4], "big")
+    tf_flags = int.from_bytes(data[p + 1 : p + 4], "big")
     track_id = struct.unpack_from(">I", data, p + 4)[0]
     p += 8
     base = moof[0]
@@ -241,12 +239,12 @@ def read_traf(data: bytes, default_duration: int = 0) -> Traf:
     for pos, head, _ in find(data, [b"tfdt"], body, end):
         tfdt_size = 8 if data[pos + head] == 1 else 4
         tfdt_pos = pos + head + 4
-        tfdt_val = int.from_bytes(data[tfdt_pos:tfdt_pos + tfdt_size], "big")
+        tfdt_val = int.from_bytes(data[tfdt_pos : tfdt_pos + tfdt_size], "big")
     samples: list[TrafSample] = []
     offset = base
     for pos, head, _ in find(data, [b"trun"], body, end):
         p = pos + head
-        tr_flags = int.from_bytes(data[p + 1:p + 4], "big")
+        tr_flags = int.from_bytes(data[p + 1 : p + 4], "big")
         count = struct.unpack_from(">I", data, p + 4)[0]
         p += 8
         if tr_flags & 0x1:
@@ -283,12 +281,20 @@ def parse_fragment(data: bytes, default_duration: int = 0) -> FragInfo:
     """What the hub needs of a moof+mdat pair: track, decode time, duration, keyframe flag."""
     t = read_traf(data, default_duration)
     keyframe = bool(t.samples) and t.samples[0].sync
-    return FragInfo(t.track_id, t.tfdt, t.tfdt_pos, t.tfdt_size, sum(x.duration for x in t.samples), keyframe,
-                    len(t.samples), t.dur_pos)
+    return FragInfo(
+        t.track_id,
+        t.tfdt,
+        t.tfdt_pos,
+        t.tfdt_size,
+        sum(x.duration for x in t.samples),
+        keyframe,
+        len(t.samples),
+        t.dur_pos,
+    )
 
 
 def _patch(data: bytes, pos: int, size: int, value: int) -> bytes:
-    return data[:pos] + value.to_bytes(size, "big") + data[pos + size:]
+    return data[:pos] + value.to_bytes(size, "big") + data[pos + size :]
 
 
 class TimingRepair:
@@ -311,8 +317,11 @@ class TimingRepair:
         held = self._held.pop(track, None)
         if held is not None:
             hdata, hinfo = held
-            duration = info.tfdt - hinfo.tfdt if info.tfdt > hinfo.tfdt else (
-                info.duration or self._last_duration.get(track, 0))
+            duration = (
+                info.tfdt - hinfo.tfdt
+                if info.tfdt > hinfo.tfdt
+                else (info.duration or self._last_duration.get(track, 0))
+            )
             if duration > 0 and hinfo.dur_pos >= 0:
                 hdata = _patch(hdata, hinfo.dur_pos, 4, duration)
                 hinfo = dataclasses.replace(hinfo, duration=duration)
@@ -344,7 +353,7 @@ class Splitter:
         out: list[tuple[str, bytes]] = []
         pos = 0
         for kind, bpos, _, size in boxes(self._buf):
-            box = bytes(self._buf[bpos:bpos + size])
+            box = bytes(self._buf[bpos : bpos + size])
             pos = bpos + size
             if kind in (b"ftyp", b"moof"):
                 self._pending = bytearray(box)

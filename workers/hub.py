@@ -66,7 +66,7 @@ class Fragment:
             ticks = -(-shift_us * self.timescale // 1_000_000)  # round up: a keyframe's own shift gives 0
             value = max(0, self.info.tfdt - ticks)
             value &= (1 << (8 * size)) - 1
-            cached = self.data[:pos] + value.to_bytes(size, "big") + self.data[pos + size:]
+            cached = self.data[:pos] + value.to_bytes(size, "big") + self.data[pos + size :]
             if len(self._rebased) < REBASED_COPIES:
                 self._rebased[shift_us] = cached
         return cached
@@ -137,8 +137,10 @@ class StreamHub:
         """Drop old fragments, but never the GOP that starts at the newest keyframe."""
         newest = self.ring[-1].arrived
         keep_from = self.keyframe_seq if self.keyframe_seq is not None else self.next_seq
-        while self.ring and self.ring[0].seq < keep_from and (
-            newest - self.ring[0].arrived > self.ring_seconds or self.ring_bytes > self.max_bytes
+        while (
+            self.ring
+            and self.ring[0].seq < keep_from
+            and (newest - self.ring[0].arrived > self.ring_seconds or self.ring_bytes > self.max_bytes)
         ):
             old = self.ring.popleft()
             self.ring_bytes -= len(old.data)
@@ -188,7 +190,7 @@ class StreamHub:
         """The fragments from the newest keyframe on."""
         if self.keyframe_seq is None:
             return []
-        return list(self.ring)[self.keyframe_seq - self.first_seq:]
+        return list(self.ring)[self.keyframe_seq - self.first_seq :]
 
     def since(self, seconds: float) -> list[Fragment]:
         """Fragments of the current run from the newest keyframe at least `seconds` old (pre-record)."""
@@ -200,7 +202,7 @@ class StreamHub:
             if frag.gen == self.gen and frag.keyframe and newest - frag.dts <= seconds:
                 start = frag.seq
                 break
-        return list(self.ring)[start - self.first_seq:]
+        return list(self.ring)[start - self.first_seq :]
 
     def latest_keyframe(self) -> tuple[InitInfo, Fragment] | None:
         frag = self.get(self.keyframe_seq) if self.keyframe_seq is not None else None
@@ -243,8 +245,12 @@ class Cursor:
                 self.seq = hub.next_seq
             return None
         newest = hub.ring[-1]
-        if (newest.gen == frag.gen and newest.dts - frag.dts > self.slow_seconds
-                and hub.keyframe_seq is not None and hub.keyframe_seq > self.seq):
+        if (
+            newest.gen == frag.gen
+            and newest.dts - frag.dts > self.slow_seconds
+            and hub.keyframe_seq is not None
+            and hub.keyframe_seq > self.seq
+        ):
             self._skip_to_keyframe()
             frag = hub.get(self.seq)
             if frag is None:

@@ -60,13 +60,13 @@ def retime(data: bytes, tfdt: int, speed: float = 1.0) -> bytes:
             continue
         for pos, head, _ in find(buf, [b"tfhd"], body, end):
             p = pos + head
-            flags = int.from_bytes(buf[p + 1:p + 4], "big")
+            flags = int.from_bytes(buf[p + 1 : p + 4], "big")
             p += 8 + (8 if flags & 0x1 else 0) + (4 if flags & 0x2 else 0)
             if flags & 0x8:
                 _scale(buf, p, speed)
         for pos, head, _ in find(buf, [b"trun"], body, end):
             p = pos + head
-            version, flags = buf[p], int.from_bytes(buf[p + 1:p + 4], "big")
+            version, flags = buf[p], int.from_bytes(buf[p + 1 : p + 4], "big")
             count = struct.unpack_from(">I", buf, p + 4)[0]
             p += 8 + (4 if flags & 0x1 else 0) + (4 if flags & 0x4 else 0)
             for _ in range(count):
@@ -125,7 +125,7 @@ def read_entries(path: Path, entries: list[Entry]) -> list[bytes]:
     with open(path, "rb") as fh:
         fh.seek(first.offset)
         blob = fh.read(last.offset + last.size - first.offset)
-    return [blob[e.offset - first.offset:e.offset - first.offset + e.size] for e in entries]
+    return [blob[e.offset - first.offset : e.offset - first.offset + e.size] for e in entries]
 
 
 Refresh = Callable[[Span], Awaitable[list[Span]]]
@@ -134,8 +134,16 @@ Refresh = Callable[[Span], Awaitable[list[Span]]]
 class Playback:
     """One playback socket: a sender paced by the clock, and the player's commands."""
 
-    def __init__(self, ws: Any, spans: list[Span], begin: float, end: float,
-                 format_time: Callable[[float], str], refresh: Refresh, name: str) -> None:
+    def __init__(
+        self,
+        ws: Any,
+        spans: list[Span],
+        begin: float,
+        end: float,
+        format_time: Callable[[float], str],
+        refresh: Refresh,
+        name: str,
+    ) -> None:
         self.ws = ws
         self.spans = spans
         self.begin = begin
@@ -229,7 +237,7 @@ class Playback:
     def _position_content(self) -> float:
         """Recorded time of the next video frame to send (audio may run a little ahead of it in the file)."""
         if self.index is not None:
-            for entry in self.index.entries[self.entry_i:self.entry_i + 16]:
+            for entry in self.index.entries[self.entry_i : self.entry_i + 16]:
                 if entry.video:
                     return self.spans[self.span_i].start + entry.dts
         return self.timeline.content_end
@@ -375,7 +383,7 @@ class Playback:
     def _batch(self, index: FileIndex) -> list[Entry]:
         batch: list[Entry] = []
         size = 0
-        for entry in index.entries[self.entry_i:self.entry_i + BATCH_ENTRIES]:
+        for entry in index.entries[self.entry_i : self.entry_i + BATCH_ENTRIES]:
             batch.append(entry)
             size += entry.size
             if size >= BATCH_BYTES:
@@ -429,6 +437,7 @@ def _number(value: Any) -> float | None:
 
 # -- clip export --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Export:
     """Progress of one export, read by GetArchiveStatus while the thread writes."""
@@ -470,7 +479,7 @@ def export_clip(spans: list[Span], begin: float, end: float, out: Path, progress
                 timeline.anchor(content0)
             entries = index.entries[first:]
             for i in range(0, len(entries), 256):
-                chunk = [e for e in entries[i:i + 256] if span.start + e.dts < end]
+                chunk = [e for e in entries[i : i + 256] if span.start + e.dts < end]
                 if not chunk:
                     break
                 for entry, blob in zip(chunk, read_entries(span.path, chunk), strict=True):

@@ -93,9 +93,19 @@ class State:
 class FfmpegProcess:
     """Keeps one ffmpeg running for one stream and feeds its output into a StreamHub."""
 
-    def __init__(self, name: str, binary: str, hub: StreamHub, plan_for: Callable[[], Awaitable[Plan]],
-                 *, rtsp_type: str = "H5_RTSP_AUTO", stall_timeout: float = 10.0, restart_min: float = 0.5,
-                 restart_max: float = 30.0, secrets: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        binary: str,
+        hub: StreamHub,
+        plan_for: Callable[[], Awaitable[Plan]],
+        *,
+        rtsp_type: str = "H5_RTSP_AUTO",
+        stall_timeout: float = 10.0,
+        restart_min: float = 0.5,
+        restart_max: float = 30.0,
+        secrets: tuple[str, ...] = (),
+    ) -> None:
         self.name = name
         self.binary = binary
         self.hub = hub
@@ -162,8 +172,13 @@ class FfmpegProcess:
                 delay = self.restart_min
             if self.rtsp_type == "H5_RTSP_AUTO" and not healthy:
                 self._transport = "udp" if self._transport == "tcp" else "tcp"
-            log.info("%s: ffmpeg ended (%s); restart %d in %.1fs", self.name,
-                     self.state.last_error or "no error", self.state.restarts, delay)
+            log.info(
+                "%s: ffmpeg ended (%s); restart %d in %.1fs",
+                self.name,
+                self.state.last_error or "no error",
+                self.state.restarts,
+                delay,
+            )
             await asyncio.sleep(delay)
             if not healthy:
                 delay = min(delay * 2, self.restart_max)
@@ -181,12 +196,21 @@ class FfmpegProcess:
         plan.audio_mode = self.audio_mode
         await asyncio.to_thread(prepare_hls_dirs, plan)
         argv = build_command(self.binary, plan)
-        log.info("%s: starting ffmpeg (%s, video %s, audio %s)", self.name,
-                 plan.transport if plan.url.startswith("rtsp") else plan.url.split(":", 1)[0],
-                 self.video_mode, self.audio_mode if plan.audio else "off")
+        log.info(
+            "%s: starting ffmpeg (%s, video %s, audio %s)",
+            self.name,
+            plan.transport if plan.url.startswith("rtsp") else plan.url.split(":", 1)[0],
+            self.video_mode,
+            self.audio_mode if plan.audio else "off",
+        )
         self._proc = proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=set_pdeathsig)
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=set_pdeathsig,
+        )
         st = self.state
         st.pid, st.started_at = proc.pid, time.monotonic()
         st.transport = plan.transport if plan.url.startswith("rtsp") else ""

@@ -74,7 +74,7 @@ class FileWriter:
         view = memoryview(data)
         try:
             while view:
-                view = view[os.write(self.fd, view):]
+                view = view[os.write(self.fd, view) :]
         except OSError:
             try:
                 os.ftruncate(self.fd, self.size)
@@ -140,9 +140,19 @@ def wall_time(frag: Fragment) -> float:
 class Recorder:
     """Copies one stream's fragments from its hub into files until stopped."""
 
-    def __init__(self, token: str, kind: str, stream: Stream, root: Path, name_for: Callable[[float], str],
-                 sink: RecordSink, *, pre_record: float = 0.0, file_seconds: float | None = None,
-                 resume_after_error: bool = False) -> None:
+    def __init__(
+        self,
+        token: str,
+        kind: str,
+        stream: Stream,
+        root: Path,
+        name_for: Callable[[float], str],
+        sink: RecordSink,
+        *,
+        pre_record: float = 0.0,
+        file_seconds: float | None = None,
+        resume_after_error: bool = False,
+    ) -> None:
         self.token = token
         self.kind = kind
         self.stream = stream
@@ -223,8 +233,9 @@ class Recorder:
                 await self._close_file()
             if frag is not None:
                 await self._take(frag)
-            if self.current is not None and (self.current.pending_bytes >= FLUSH_BYTES
-                                             or time.monotonic() - self._last_flush >= FLUSH_SECONDS):
+            if self.current is not None and (
+                self.current.pending_bytes >= FLUSH_BYTES or time.monotonic() - self._last_flush >= FLUSH_SECONDS
+            ):
                 await self._flush()
 
     async def _take(self, frag: Fragment) -> None:
@@ -240,8 +251,9 @@ class Recorder:
             length = frag.dts - f.first_dts
             start = f.start + length
             if abs(start - wall_time(frag)) > REANCHOR_DRIFT:
-                log.info("%s: media time drifted %.1fs from the clock, re-anchored", self.token,
-                         start - wall_time(frag))
+                log.info(
+                    "%s: media time drifted %.1fs from the clock, re-anchored", self.token, start - wall_time(frag)
+                )
                 start = wall_time(frag)
             await self._close_file(length)
             await self._open_file(frag, start)
@@ -322,6 +334,7 @@ class Recorder:
 
 # -- reading recordings back -----------------------------------------------------------------------------
 
+
 @dataclass
 class Entry:
     """One moof+mdat of a recorded file."""
@@ -397,9 +410,17 @@ def index_file(path: Path) -> FileIndex:
             if track is not None:
                 video = track.handler == "vide"
                 dts = info.tfdt / track.timescale
-                entries.append(Entry(pos, end - pos, info.track_id, dts,
-                                     (info.tfdt + info.duration) / track.timescale,
-                                     video and info.keyframe, video))
+                entries.append(
+                    Entry(
+                        pos,
+                        end - pos,
+                        info.track_id,
+                        dts,
+                        (info.tfdt + info.duration) / track.timescale,
+                        video and info.keyframe,
+                        video,
+                    )
+                )
             valid = pos = end
     video_ends = [e.end for e in entries if e.video] or [e.end for e in entries] or [0.0]
     keyframes = [i for i, e in enumerate(entries) if e.keyframe]

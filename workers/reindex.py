@@ -146,8 +146,9 @@ def _inside(root: Path, rel: str) -> Path:
     return path
 
 
-def _recording(root: Path, rel: str, p: Parsed, duration_of: Callable[[Path], float],
-               previous: FoundRecording | None) -> FoundRecording:
+def _recording(
+    root: Path, rel: str, p: Parsed, duration_of: Callable[[Path], float], previous: FoundRecording | None
+) -> FoundRecording:
     path = _inside(root, rel)
     try:
         duration = duration_of(path)
@@ -183,9 +184,14 @@ def _duration(path: Path) -> float:
     return index_file(path).duration
 
 
-def scan(root: Path, known: set[str], folders: Iterable[str] = FOLDERS, *,
-         cancel: threading.Event | None = None,
-         duration_of: Callable[[Path], float] = _duration) -> Scan:
+def scan(
+    root: Path,
+    known: set[str],
+    folders: Iterable[str] = FOLDERS,
+    *,
+    cancel: threading.Event | None = None,
+    duration_of: Callable[[Path], float] = _duration,
+) -> Scan:
     """Walk the store's record/ and snapshot/ folders; parse every media file not in `known`.
 
     Blocking: run it in a worker thread. Setting `cancel` stops it (InterruptedError).

@@ -32,7 +32,8 @@ CLOCK_RE = re.compile(r"^(\d{1,2})-(\d{1,2})-(\d{1,2})$")
 TZ_RE = re.compile(r"^([+-]?)(\d{1,2})(?:([.:])(\d{1,2}))?$")
 TIME_RE = re.compile(
     r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2}):?(\d{2}):?(\d{2})(?:[.,](\d{1,9}))?)?"
-    r"(Z|[+-]\d{1,2}(?::?\d{2})?)?$")
+    r"(Z|[+-]\d{1,2}(?::?\d{2})?)?$"
+)
 SEARCH_LIMIT = 20000
 LONGEST_FILE = 3660.0  # files are cut at most every hour (nRecordDuration <= 3600 s), plus a margin
 
@@ -42,6 +43,7 @@ class BadValue(ValueError):
 
 
 # -- times ------------------------------------------------------------------------------------------------
+
 
 def local_offset(ts: float | None = None) -> int:
     """The server zone's offset from UTC in seconds at `ts` (now by default)."""
@@ -110,6 +112,7 @@ def format_time(ts: float, offset: int | None = None) -> str:
 
 # -- paths ------------------------------------------------------------------------------------------------
 
+
 def check_name(name: str, what: str = "filename") -> str:
     """A file name from a request: no separators, no leading dot; a given extension is dropped."""
     name = re.sub(r"\.(mp4|jpg|jpeg)$", "", name, flags=re.IGNORECASE)
@@ -150,8 +153,7 @@ def path_dir(kind: str, token: str, start1: str, start2: str, tz: str) -> str:
     """The folder PathRecord/PathSnapshot name with start1 (Y-M-D), start2 (H-M-S) and tz, unpadded."""
     t = parse_clock(start1, start2)
     offset = parse_tz(tz) if tz else local_offset()
-    return (f"{kind}/{token}/{t.year}-{t.month}-{t.day}TZ{tz_label(offset)}/"
-            f"{t.hour}-{t.minute}-{t.second}")
+    return f"{kind}/{token}/{t.year}-{t.month}-{t.day}TZ{tz_label(offset)}/{t.hour}-{t.minute}-{t.second}"
 
 
 def resolve(root: Path, rel: str) -> Path:
@@ -184,7 +186,7 @@ def write_new(root: Path, rel_stem: str, ext: str, data: bytes) -> str:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
         except OSError:
             os.close(fd)
             os.unlink(root / rel)
@@ -214,6 +216,7 @@ def remove_file(root: Path, rel: str) -> int:
 
 # -- the index --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Recording:
     id: int
@@ -227,12 +230,18 @@ class Recording:
 
     def describe(self, offset: int | None) -> dict[str, Any]:
         """Search's shape: the manual's fields, the newer strEndTime and nType, and exact times in ms."""
-        return {"strToken": self.token, "strStartTime": format_time(self.start, offset),
-                "strEndTime": format_time(self.end, offset),
-                "strDuration": str(max(0, math.floor(self.end - self.start))),
-                "strPath": http_path(self.path), "nType": self.kind, "nSize": self.size,
-                "bRecording": self.open,
-                "nStartTimeMs": math.floor(self.start * 1000), "nEndTimeMs": math.floor(self.end * 1000)}
+        return {
+            "strToken": self.token,
+            "strStartTime": format_time(self.start, offset),
+            "strEndTime": format_time(self.end, offset),
+            "strDuration": str(max(0, math.floor(self.end - self.start))),
+            "strPath": http_path(self.path),
+            "nType": self.kind,
+            "nSize": self.size,
+            "bRecording": self.open,
+            "nStartTimeMs": math.floor(self.start * 1000),
+            "nEndTimeMs": math.floor(self.end * 1000),
+        }
 
 
 class LiveFile(Protocol):
@@ -256,10 +265,13 @@ class RecordIndex:
 
     async def add_recording(self, token: str, kind: str, rel: str, f: LiveFile) -> int:
         # A reindex may have found the file first: the recorder's own values win.
-        await self.db.execute("INSERT INTO recordings (token, kind, path, start_ts, end_ts, size, open) "
-                              "VALUES (?, ?, ?, ?, ?, 0, 1) ON CONFLICT(path) DO UPDATE SET token = excluded.token, "
-                              "kind = excluded.kind, start_ts = excluded.start_ts, end_ts = excluded.end_ts, "
-                              "size = 0, open = 1", (token, kind, rel, f.start, f.start))
+        await self.db.execute(
+            "INSERT INTO recordings (token, kind, path, start_ts, end_ts, size, open) "
+            "VALUES (?, ?, ?, ?, ?, 0, 1) ON CONFLICT(path) DO UPDATE SET token = excluded.token, "
+            "kind = excluded.kind, start_ts = excluded.start_ts, end_ts = excluded.end_ts, "
+            "size = 0, open = 1",
+            (token, kind, rel, f.start, f.start),
+        )
         row = await self.db.fetchone("SELECT id FROM recordings WHERE path = ?", (rel,))
         assert row is not None
         self.live[row["id"]] = (token, f)
@@ -269,19 +281,20 @@ class RecordIndex:
         live = self.live.pop(row, None)
         if live is not None:
             self.longest = max(self.longest, end - live[1].start + 60)
-        await self.db.execute("UPDATE recordings SET end_ts = ?, size = ?, open = 0 WHERE id = ?",
-                              (end, size, row))
+        await self.db.execute("UPDATE recordings SET end_ts = ?, size = ?, open = 0 WHERE id = ?", (end, size, row))
 
     def _recording(self, r: Any) -> Recording:
-        rec = Recording(r["id"], r["token"], r["kind"], r["path"], r["start_ts"], r["end_ts"], r["size"],
-                        bool(r["open"]))
+        rec = Recording(
+            r["id"], r["token"], r["kind"], r["path"], r["start_ts"], r["end_ts"], r["size"], bool(r["open"])
+        )
         if rec.id in self.live:
             live = self.live[rec.id][1]
             rec.end, rec.size = live.start + live.duration, live.size
         return rec
 
-    async def recordings(self, token: str | None, start: float, end: float,
-                         limit: int = SEARCH_LIMIT) -> list[Recording]:
+    async def recordings(
+        self, token: str | None, start: float, end: float, limit: int = SEARCH_LIMIT
+    ) -> list[Recording]:
         """Files of a source (or all) that overlap [start, end), oldest first."""
         where = "start_ts < ? AND start_ts > ? AND (end_ts > ? OR open = 1)"
         params: list[Any] = [end, start - self.longest, start]
@@ -290,19 +303,25 @@ class RecordIndex:
             params.insert(0, token)
         rows = await self.db.fetchall(
             f"SELECT id, token, kind, path, start_ts, end_ts, size, open FROM recordings WHERE {where} "
-            "ORDER BY start_ts LIMIT ?", (*params, limit))
+            "ORDER BY start_ts LIMIT ?",
+            (*params, limit),
+        )
         found = [self._recording(r) for r in rows]
         return [r for r in found if r.end > start and r.end > r.start or r.open and r.id in self.live]
 
     async def recording_by_path(self, rel: str) -> Recording | None:
-        row = await self.db.fetchone("SELECT id, token, kind, path, start_ts, end_ts, size, open FROM recordings "
-                                     "WHERE path = ?", (rel,))
+        row = await self.db.fetchone(
+            "SELECT id, token, kind, path, start_ts, end_ts, size, open FROM recordings WHERE path = ?", (rel,)
+        )
         return self._recording(row) if row else None
 
     async def add_snapshot(self, token: str, taken: float, rel: str, size: int) -> None:
-        await self.db.execute("INSERT INTO snapshots (token, taken, path, size) VALUES (?, ?, ?, ?) "
-                              "ON CONFLICT(path) DO UPDATE SET token = excluded.token, taken = excluded.taken, "
-                              "size = excluded.size", (token, taken, rel, size))
+        await self.db.execute(
+            "INSERT INTO snapshots (token, taken, path, size) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(path) DO UPDATE SET token = excluded.token, taken = excluded.taken, "
+            "size = excluded.size",
+            (token, taken, rel, size),
+        )
 
     async def snapshots(self, token: str | None, start: float, end: float) -> list[Any]:
         where, params = "taken >= ? AND taken < ?", [start, end]
@@ -310,7 +329,8 @@ class RecordIndex:
             where, params = "token = ? AND " + where, [token, start, end]
         return await self.db.fetchall(
             f"SELECT token, taken, path, size FROM snapshots WHERE {where} ORDER BY taken LIMIT ?",
-            (*params, SEARCH_LIMIT))
+            (*params, SEARCH_LIMIT),
+        )
 
     async def recover(self, repair: Callable[[Path], Any]) -> int:
         """Close rows left open by a crash: cut each file to its last whole fragment, keep its real length."""
@@ -336,8 +356,9 @@ class RecordIndex:
         shots = await self.db.fetchall("SELECT id, path FROM snapshots")
         return {r["path"]: r["id"] for r in recs}, {r["path"]: r["id"] for r in shots}
 
-    async def add_found(self, recordings: list[tuple[str, str, str, float, float, int]],
-                        snapshots: list[tuple[str, float, str, int]]) -> tuple[int, int]:
+    async def add_found(
+        self, recordings: list[tuple[str, str, str, float, float, int]], snapshots: list[tuple[str, float, str, int]]
+    ) -> tuple[int, int]:
         """Rows for files found on disk (token, kind, path, start, end, size) and (token, taken, path, size);
         a path already indexed keeps its row. Returns how many rows of each were added."""
         count = "SELECT (SELECT COUNT(*) FROM recordings) AS r, (SELECT COUNT(*) FROM snapshots) AS s"
@@ -345,12 +366,16 @@ class RecordIndex:
         if recordings:
             await self.db.executemany(
                 "INSERT INTO recordings (token, kind, path, start_ts, end_ts, size, open) "
-                "VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT(path) DO NOTHING", recordings)
+                "VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT(path) DO NOTHING",
+                recordings,
+            )
             span = max(end - start for _, _, _, start, end, _ in recordings)
             self.longest = max(self.longest, span + 60)
         if snapshots:
-            await self.db.executemany("INSERT INTO snapshots (token, taken, path, size) VALUES (?, ?, ?, ?) "
-                                      "ON CONFLICT(path) DO NOTHING", snapshots)
+            await self.db.executemany(
+                "INSERT INTO snapshots (token, taken, path, size) VALUES (?, ?, ?, ?) ON CONFLICT(path) DO NOTHING",
+                snapshots,
+            )
         after = await self.db.fetchone(count)
         assert before is not None and after is not None
         return after["r"] - before["r"], after["s"] - before["s"]
@@ -366,22 +391,32 @@ class RecordIndex:
     async def usage(self) -> dict[str, dict[str, Any]]:
         """Bytes, files and oldest start per source (recordings and snapshots)."""
         out: dict[str, dict[str, Any]] = {}
-        for r in await self.db.fetchall("SELECT token, SUM(size) AS bytes, COUNT(*) AS files, "
-                                        "MIN(start_ts) AS oldest FROM recordings GROUP BY token"):
-            out[r["token"]] = {"record": r["bytes"] or 0, "files": r["files"], "oldest": r["oldest"],
-                               "snapshot": 0, "snapshots": 0}
-        for r in await self.db.fetchall("SELECT token, SUM(size) AS bytes, COUNT(*) AS files FROM snapshots "
-                                        "GROUP BY token"):
+        for r in await self.db.fetchall(
+            "SELECT token, SUM(size) AS bytes, COUNT(*) AS files, "
+            "MIN(start_ts) AS oldest FROM recordings GROUP BY token"
+        ):
+            out[r["token"]] = {
+                "record": r["bytes"] or 0,
+                "files": r["files"],
+                "oldest": r["oldest"],
+                "snapshot": 0,
+                "snapshots": 0,
+            }
+        for r in await self.db.fetchall(
+            "SELECT token, SUM(size) AS bytes, COUNT(*) AS files FROM snapshots GROUP BY token"
+        ):
             entry = out.setdefault(r["token"], {"record": 0, "files": 0, "oldest": None})
             entry["snapshot"], entry["snapshots"] = r["bytes"] or 0, r["files"]
         for token, live in self.live.values():
-            entry = out.setdefault(token, {"record": 0, "files": 0, "oldest": live.start, "snapshot": 0,
-                                           "snapshots": 0})
+            entry = out.setdefault(
+                token, {"record": 0, "files": 0, "oldest": live.start, "snapshot": 0, "snapshots": 0}
+            )
             entry["record"] += live.size
         return out
 
 
 # -- retention --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Policy:
@@ -429,13 +464,14 @@ class Retention:
         return len(rows), freed
 
     async def _by_age(self, before: float) -> int:
-        rows = await self.db.fetchall("SELECT id, path, size FROM recordings WHERE open = 0 AND end_ts < ? "
-                                      "ORDER BY start_ts LIMIT ?", (before, self.BATCH))
+        rows = await self.db.fetchall(
+            "SELECT id, path, size FROM recordings WHERE open = 0 AND end_ts < ? ORDER BY start_ts LIMIT ?",
+            (before, self.BATCH),
+        )
         return (await self._delete(rows, "older than the retention period"))[0]
 
     async def _snapshots_by_age(self, before: float) -> int:
-        rows = await self.db.fetchall("SELECT id, path FROM snapshots WHERE taken < ? LIMIT ?",
-                                      (before, self.BATCH))
+        rows = await self.db.fetchall("SELECT id, path FROM snapshots WHERE taken < ? LIMIT ?", (before, self.BATCH))
         for r in rows:
             await asyncio.to_thread(remove_file, self.root, r["path"])
         if rows:
@@ -464,8 +500,10 @@ class Retention:
 
     async def _oldest(self, where: str, params: tuple[Any, ...], need: float) -> list[Any]:
         """The oldest closed files whose sizes add up to at least `need` bytes."""
-        rows = await self.db.fetchall(f"SELECT id, path, size FROM recordings WHERE {where}open = 0 "
-                                      "ORDER BY start_ts LIMIT ?", (*params, self.BATCH))
+        rows = await self.db.fetchall(
+            f"SELECT id, path, size FROM recordings WHERE {where}open = 0 ORDER BY start_ts LIMIT ?",
+            (*params, self.BATCH),
+        )
         keep = self.protected()
         picked, total = [], 0
         for r in rows:

@@ -85,8 +85,15 @@ def endpoint(role: str | None = "Viewer") -> Callable[[Handler], Callable[[Reque
     return wrap
 
 
-def param(request: HTTPConnection, name: str, *, required: bool = True, default: str = "",
-          maxlen: int = 256, pattern: re.Pattern[str] | None = None) -> str:
+def param(
+    request: HTTPConnection,
+    name: str,
+    *,
+    required: bool = True,
+    default: str = "",
+    maxlen: int = 256,
+    pattern: re.Pattern[str] | None = None,
+) -> str:
     """One query parameter as text, length- and character-checked."""
     value = request.query_params.get(name)
     if value is None or value == "":
@@ -123,8 +130,15 @@ def param_bool(request: HTTPConnection, name: str, default: bool) -> bool:
     raise ApiError(f"invalid value for {name}: use true or false")
 
 
-def param_number(request: HTTPConnection, name: str, *, default: float | None = None,
-                 low: float | None = None, high: float | None = None, integer: bool = False) -> float:
+def param_number(
+    request: HTTPConnection,
+    name: str,
+    *,
+    default: float | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    integer: bool = False,
+) -> float:
     value = request.query_params.get(name)
     if value is None or value == "":
         if default is None:

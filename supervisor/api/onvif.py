@@ -48,9 +48,16 @@ SEARCH_DEFAULT_SECONDS = 10.0
 SNAPSHOT_SECONDS = 5.0  # GetImage of an offline camera must not hang for the whole ONVIF timeout
 # action -> (pan, tilt, zoom) direction of a ContinuousMove
 MOVES = {
-    "up": (0, 1, 0), "down": (0, -1, 0), "left": (-1, 0, 0), "right": (1, 0, 0),
-    "upleft": (-1, 1, 0), "upright": (1, 1, 0), "downleft": (-1, -1, 0), "downright": (1, -1, 0),
-    "zoomin": (0, 0, 1), "zoomout": (0, 0, -1),
+    "up": (0, 1, 0),
+    "down": (0, -1, 0),
+    "left": (-1, 0, 0),
+    "right": (1, 0, 0),
+    "upleft": (-1, 1, 0),
+    "upright": (1, 1, 0),
+    "downleft": (-1, -1, 0),
+    "downright": (1, -1, 0),
+    "zoomin": (0, 0, 1),
+    "zoomout": (0, 0, -1),
 }
 UNSUPPORTED_ACTIONS = ("lighton", "lightoff", "wiperon", "wiperoff")
 
@@ -112,16 +119,16 @@ async def resolve_url(state: OnvifState, cfg: SourceConfig, which: str) -> str:
     device = await state.pool.get(cfg.token, addr)
     try:
         profiles = await device.profiles(refresh=True)
-        main, sub = pick_profiles(profiles, "" if cfg.profile_auto else cfg.profile_main,
-                                  "" if cfg.profile_auto else cfg.profile_sub)
+        main, sub = pick_profiles(
+            profiles, "" if cfg.profile_auto else cfg.profile_main, "" if cfg.profile_auto else cfg.profile_sub
+        )
         chosen = sub if which == "sub" else main
         uri = await device.stream_uri(chosen.token)
     except OnvifError as e:
         last = state.last_uri.get((cfg.token, which))
         if last is None or last[0] != addr:
             raise
-        log.warning("%s/%s: ONVIF resolution failed (%s); reusing the last stream URI", cfg.token, which,
-                    e.message)
+        log.warning("%s/%s: ONVIF resolution failed (%s); reusing the last stream URI", cfg.token, which, e.message)
         return with_credentials(last[1], cfg.user, cfg.password)
     clean = strip_credentials(uri)
     if cfg.profile_auto:
@@ -216,18 +223,36 @@ async def add_src_onvif(request: Request, user: Any) -> Any:
     if registry.get(token) is not None:
         raise ApiError(f"token already exists: {token}", 409)
     cfg = SourceConfig(
-        token=token, name=name, kind="H5_ONVIF", url=addr.device_url, user=addr.user, password=addr.password,
-        audio=param_bool(request, "audio", True), rtsp_type=rtsp_type,
-        connect_type=CONNECT_ALIASES.get(connect.lower(), connect), ip=addr.ip, port=str(addr.port),
-        onvif_addr=addr.onvif_addr, profile_main=main, profile_sub=sub, profile_auto=not main)
+        token=token,
+        name=name,
+        kind="H5_ONVIF",
+        url=addr.device_url,
+        user=addr.user,
+        password=addr.password,
+        audio=param_bool(request, "audio", True),
+        rtsp_type=rtsp_type,
+        connect_type=CONNECT_ALIASES.get(connect.lower(), connect),
+        ip=addr.ip,
+        port=str(addr.port),
+        onvif_addr=addr.onvif_addr,
+        profile_main=main,
+        profile_sub=sub,
+        profile_auto=not main,
+    )
     await _describe(request.app, cfg, addr)
     try:
         await registry.add(cfg)
     except BaseException:
         await _state(request.app).pool.drop(token)
         raise
-    log.info("%s: ONVIF source added (%s, profiles %s/%s%s)", token, addr.label, cfg.profile_main or "?",
-             cfg.profile_sub or "?", ", auto" if cfg.profile_auto else "")
+    log.info(
+        "%s: ONVIF source added (%s, profiles %s/%s%s)",
+        token,
+        addr.label,
+        cfg.profile_main or "?",
+        cfg.profile_sub or "?",
+        ", auto" if cfg.profile_auto else "",
+    )
     return ok("Add successfully")
 
 
@@ -252,8 +277,12 @@ async def _describe(app: Starlette, cfg: SourceConfig, addr: DeviceAddress) -> N
         await state.pool.drop(cfg.token)
         raise ApiError(e.message, e.status) from None
     except OnvifError as e:
-        log.warning("%s: ONVIF device %s not usable now (%s); adding it anyway, it will be retried",
-                    cfg.token, addr.label, e.message)
+        log.warning(
+            "%s: ONVIF device %s not usable now (%s); adding it anyway, it will be retried",
+            cfg.token,
+            addr.label,
+            e.message,
+        )
 
 
 def _onvif_source(request: Request) -> SourceConfig:
@@ -278,8 +307,10 @@ async def ptz(request: Request, user: Any) -> Any:
     if action in UNSUPPORTED_ACTIONS:
         raise ApiError(f"action {action} is not supported for ONVIF cameras")
     if action not in MOVES and action not in ("stop", "preset", "focusin", "focusout", "irisin", "irisout"):
-        raise ApiError("invalid action: use up, down, left, right, upleft, upright, downleft, downright, "
-                       "zoomin, zoomout, stop, focusin, focusout, irisin, irisout or preset")
+        raise ApiError(
+            "invalid action: use up, down, left, right, upleft, upright, downleft, downright, "
+            "zoomin, zoomout, stop, focusin, focusout, irisin, irisout or preset"
+        )
     speed = param_number(request, "speed", default=0.5, low=0.0, high=1.0)
     preset = param(request, "preset", maxlen=64, pattern=ONVIF_TOKEN_RE) if action == "preset" else ""
     device = await _device(request, cfg)
@@ -297,8 +328,9 @@ async def ptz(request: Request, user: Any) -> Any:
         else:
             step = 1.0 + 4.0 * speed  # dB per click
             await device.iris(cfg.profile_main, step if action == "irisin" else -step)
-    log.info("%s: ptz %s%s (%.0f ms)", cfg.token, action, f" {preset}" if preset else "",
-             (time.monotonic() - started) * 1000)
+    log.info(
+        "%s: ptz %s%s (%.0f ms)", cfg.token, action, f" {preset}" if preset else "", (time.monotonic() - started) * 1000
+    )
     return ok("PTZ successfully")
 
 

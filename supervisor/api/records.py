@@ -48,6 +48,7 @@ READY_TIMEOUT = 8.0
 
 # -- endpoints ---------------------------------------------------------------------------------------------
 
+
 def _service(request: Request | WebSocket) -> Recordings:
     return request.app.state.recordings
 
@@ -80,8 +81,12 @@ def _path_dir(request: Request, kind: str, token: str) -> str:
 
 def _kind(request: Request, default: str) -> str:
     value = param(request, "type", required=False, default=default, maxlen=16).lower()
-    kinds = {"manual": "H5_REC_MANUAL", "alarm": "H5_REC_ALARM", "h5_rec_manual": "H5_REC_MANUAL",
-             "h5_rec_alarm": "H5_REC_ALARM"}
+    kinds = {
+        "manual": "H5_REC_MANUAL",
+        "alarm": "H5_REC_ALARM",
+        "h5_rec_manual": "H5_REC_MANUAL",
+        "h5_rec_alarm": "H5_REC_ALARM",
+    }
     if value not in kinds:
         raise ApiError("invalid type: use manual or alarm")
     return kinds[value]
@@ -120,8 +125,11 @@ async def manual_record_stop(request: Request, user: User) -> Any:
     token = param_token(request)
     service = _service(request)
     service._runtime(token)
-    stopped = [await service.stop_session(s.id) for s in list(service.sessions.values())
-               if s.token == token and s.origin != "PathRecord"]  # path recordings end at their own time
+    stopped = [
+        await service.stop_session(s.id)
+        for s in list(service.sessions.values())
+        if s.token == token and s.origin != "PathRecord"
+    ]  # path recordings end at their own time
     files = [storage.http_path(f) for s in stopped if s for f in s.recorder.files]
     return ok("Record stop successfully" if stopped else "Not recording", strPath=files)
 
@@ -210,9 +218,16 @@ async def search(request: Request, user: User) -> Any:
     service = _service(request)
     if kind == "snapshot":
         rows = await service.index.snapshots(token, start, end)
-        found = [{"strToken": r["token"], "strStartTime": storage.format_time(r["taken"], offset),
-                  "strPath": storage.http_path(r["path"]), "nSize": r["size"],
-                  "nStartTimeMs": math.floor(r["taken"] * 1000)} for r in rows]
+        found = [
+            {
+                "strToken": r["token"],
+                "strStartTime": storage.format_time(r["taken"], offset),
+                "strPath": storage.http_path(r["path"]),
+                "nSize": r["size"],
+                "nStartTimeMs": math.floor(r["taken"] * 1000),
+            }
+            for r in rows
+        ]
         return {"record": found, "snapshot": found}
     return {"record": [r.describe(offset) for r in await service.index.recordings(token, start, end)]}
 
@@ -267,8 +282,10 @@ async def set_record_quota(request: Request, user: User) -> Any:
 
 def _conf(service: Recordings) -> dict[str, Any]:
     s = service.settings
-    return {field: (int(v) if float(v).is_integer() else v) for field, v in
-            ((f, getattr(s, name)) for f, name, _, _ in CONF.values())}
+    return {
+        field: (int(v) if float(v).is_integer() else v)
+        for field, v in ((f, getattr(s, name)) for f, name, _, _ in CONF.values())
+    }
 
 
 @endpoint()
@@ -310,14 +327,27 @@ async def get_storage_info(request: Request, user: User) -> Any:
     for token in sorted(set(usage) | set(request.app.state.registry.sources)):
         u = usage.get(token, {})
         oldest = u.get("oldest")
-        sources.append({"strToken": token, "nRecordByte": u.get("record", 0), "nRecordFiles": u.get("files", 0),
-                        "nSnapshotByte": u.get("snapshot", 0), "nSnapshotFiles": u.get("snapshots", 0),
-                        "fDaysHeld": round((now - oldest) / 86400, 3) if oldest else 0,
-                        "strOldest": storage.format_time(oldest) if oldest else "",
-                        "nQuotaByte": service.quotas.get(token, 0), "strStatus": service.status(token)["strStatus"]})
-    return {"nTotalByte": disk.total, "nFreeByte": disk.free, "nUsedByte": disk.used,
-            "nUsedPercent": round(100 * disk.used / disk.total, 1) if disk.total else 0,
-            **_conf(service), "src": sources}
+        sources.append(
+            {
+                "strToken": token,
+                "nRecordByte": u.get("record", 0),
+                "nRecordFiles": u.get("files", 0),
+                "nSnapshotByte": u.get("snapshot", 0),
+                "nSnapshotFiles": u.get("snapshots", 0),
+                "fDaysHeld": round((now - oldest) / 86400, 3) if oldest else 0,
+                "strOldest": storage.format_time(oldest) if oldest else "",
+                "nQuotaByte": service.quotas.get(token, 0),
+                "strStatus": service.status(token)["strStatus"],
+            }
+        )
+    return {
+        "nTotalByte": disk.total,
+        "nFreeByte": disk.free,
+        "nUsedByte": disk.used,
+        "nUsedPercent": round(100 * disk.used / disk.total, 1) if disk.total else 0,
+        **_conf(service),
+        "src": sources,
+    }
 
 
 @endpoint(role="Administrator")
@@ -325,8 +355,13 @@ async def reindex_records(request: Request, user: User) -> Any:
     """Rebuild the index from the media store (H5Stream's bReIndex, on demand): files without a row are
     indexed, rows whose files are gone are dropped; calling it twice changes nothing the second time."""
     done = await _service(request).reindex()
-    return ok(f"Index rebuilt: {done['added']} added, {done['removed']} removed, {done['skipped']} skipped",
-              nFiles=done["files"], nAdded=done["added"], nRemoved=done["removed"], nSkipped=done["skipped"])
+    return ok(
+        f"Index rebuilt: {done['added']} added, {done['removed']} removed, {done['skipped']} skipped",
+        nFiles=done["files"],
+        nAdded=done["added"],
+        nRemoved=done["removed"],
+        nSkipped=done["skipped"],
+    )
 
 
 def _disk_usage(root: Path) -> Any:
@@ -335,6 +370,7 @@ def _disk_usage(root: Path) -> Any:
 
 
 # -- clip export -------------------------------------------------------------------------------------------
+
 
 async def _export(request: Request, token: str, begin: float, end: float) -> dict[str, Any]:
     service = _service(request)
@@ -402,9 +438,12 @@ async def get_archive_status(request: Request, user: User) -> Any:
     progress = found[1]
     if progress.error and not progress.duration:
         return fail(progress.error, 500 if progress.done else 409, strFileName=name)
-    return ok(progress.error or ("Archive done" if progress.done else "Archive in progress"),
-              nPercentage=progress.percent, strFileName=name,
-              strUrl=storage.http_path(f"archive/{token}/{name}.mp4"))
+    return ok(
+        progress.error or ("Archive done" if progress.done else "Archive in progress"),
+        nPercentage=progress.percent,
+        strFileName=name,
+        strUrl=storage.http_path(f"archive/{token}/{name}.mp4"),
+    )
 
 
 # -- the media store over HTTP, the page, playback -------------------------------------------------------------
@@ -465,12 +504,18 @@ async def playback_ws(ws: WebSocket, user: User) -> None:
             return spans([current] if current else [])
         return spans(await service.index.recordings(token, span.start, end))
 
-    player = Playback(ws, spans(rows), begin, end, lambda t: storage.format_time(t, offset), refresh,
-                      f"{token}/playback")
+    player = Playback(
+        ws, spans(rows), begin, end, lambda t: storage.format_time(t, offset), refresh, f"{token}/playback"
+    )
     try:
         await ws.accept()
-        log.info("%s: playback of %s .. %s for %s", token, storage.format_time(begin, offset),
-                 storage.format_time(end, offset), user.name)
+        log.info(
+            "%s: playback of %s .. %s for %s",
+            token,
+            storage.format_time(begin, offset),
+            storage.format_time(end, offset),
+            user.name,
+        )
         await player.run()
     except (WebSocketDisconnect, RuntimeError, ConnectionError):
         pass
@@ -485,8 +530,10 @@ async def _single_file(service: Recordings, token: str, filename: str) -> list[s
     if "/" in rel:
         found = await service.index.recording_by_path(rel)
     else:
-        row = await service.db.fetchone("SELECT path FROM recordings WHERE token = ? AND path LIKE ? "
-                                        "ORDER BY start_ts DESC", (token, "%/" + rel.replace("%", "")))
+        row = await service.db.fetchone(
+            "SELECT path FROM recordings WHERE token = ? AND path LIKE ? ORDER BY start_ts DESC",
+            (token, "%/" + rel.replace("%", "")),
+        )
         found = await service.index.recording_by_path(row["path"]) if row else None
     if found is None or found.token != token:
         raise ApiError("no such recording")
@@ -494,6 +541,7 @@ async def _single_file(service: Recordings, token: str, filename: str) -> list[s
 
 
 # -- wiring ---------------------------------------------------------------------------------------------------
+
 
 async def install(app: Any) -> None:
     state = app.state

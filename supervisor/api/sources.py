@@ -39,19 +39,37 @@ def describe(runtime: SourceRuntime, host_id: str) -> dict[str, Any]:
     except ValueError:
         port = ""
     return {
-        "nType": cfg.kind, "strName": cfg.name, "strToken": cfg.token,
+        "nType": cfg.kind,
+        "strName": cfg.name,
+        "strToken": cfg.token,
         "strUrl": cfg.url.removeprefix("file:") if cfg.kind == "H5_FILE" else cfg.url,
-        "strUser": cfg.user, "strPasswd": "*****", "bPasswdEncrypt": False, "bEnableAudio": cfg.audio,
-        "nConnectType": cfg.connect_type, "nRTSPType": cfg.rtsp_type,
-        "strSrcIpAddress": cfg.ip or (parts.hostname or "" if parts else ""), "strSrcPort": cfg.port or port,
-        "nChannelNumber": 1, "bOnvifProfileAuto": cfg.profile_auto, "strOnvifAddr": cfg.onvif_addr,
-        "strOnvifProfileMain": cfg.profile_main, "strOnvifProfileSub": cfg.profile_sub,
-        "bOnline": runtime.online, "strSnapshotUrl": f"/api/v1/GetImage?token={cfg.token}",
-        "bRec": cfg.record, "strServerToken": "", "strOriginalToken": cfg.token, "strServerUuid": host_id,
-        "strUrlSub": cfg.url_sub, "bEnableUrlSub": bool(cfg.url_sub),
+        "strUser": cfg.user,
+        "strPasswd": "*****",
+        "bPasswdEncrypt": False,
+        "bEnableAudio": cfg.audio,
+        "nConnectType": cfg.connect_type,
+        "nRTSPType": cfg.rtsp_type,
+        "strSrcIpAddress": cfg.ip or (parts.hostname or "" if parts else ""),
+        "strSrcPort": cfg.port or port,
+        "nChannelNumber": 1,
+        "bOnvifProfileAuto": cfg.profile_auto,
+        "strOnvifAddr": cfg.onvif_addr,
+        "strOnvifProfileMain": cfg.profile_main,
+        "strOnvifProfileSub": cfg.profile_sub,
+        "bOnline": runtime.online,
+        "strSnapshotUrl": f"/api/v1/GetImage?token={cfg.token}",
+        "bRec": cfg.record,
+        "strServerToken": "",
+        "strOriginalToken": cfg.token,
+        "strServerUuid": host_id,
+        "strUrlSub": cfg.url_sub,
+        "bEnableUrlSub": bool(cfg.url_sub),
         # h5gate additions: why a source is offline, and what the supervisor did about it
-        "strLastError": state.last_error, "nRestarts": state.restarts, "strTransport": state.transport,
-        "strVideoCodec": state.video_codec, "strAudioCodec": state.audio_codec,
+        "strLastError": state.last_error,
+        "nRestarts": state.restarts,
+        "strTransport": state.transport,
+        "strVideoCodec": state.video_codec,
+        "strAudioCodec": state.audio_codec,
         "nViewers": sum(s.users for s in runtime.streams.values()),
     }
 
@@ -91,10 +109,17 @@ async def add_src_rtsp(request: Request, user: User) -> Any:
     if rtsp_type not in RTSP_TYPES:
         raise ApiError(f"invalid rtsptype: use one of {', '.join(RTSP_TYPES)}")
     cfg = SourceConfig(
-        token=token, name=name, kind="H5_STREAM", url=url,
+        token=token,
+        name=name,
+        kind="H5_STREAM",
+        url=url,
         user=param(request, "user", required=False, default=url_user, maxlen=128),
         password=param(request, "password", required=False, default=url_password, maxlen=128),
-        audio=audio, rtsp_type=rtsp_type, connect_type=connect, url_sub=sub)
+        audio=audio,
+        rtsp_type=rtsp_type,
+        connect_type=connect,
+        url_sub=sub,
+    )
     await request.app.state.registry.add(cfg)
     return ok("Add successfully")
 
@@ -105,8 +130,9 @@ async def add_src_file(request: Request, user: User) -> Any:
     path = param(request, "url", maxlen=1024)
     registry = request.app.state.registry
     real = check_file_path(path, registry.media_roots)
-    await registry.add(SourceConfig(token=token, name=name, kind="H5_FILE", url=f"file:{real}", audio=audio,
-                                    connect_type=connect))
+    await registry.add(
+        SourceConfig(token=token, name=name, kind="H5_FILE", url=f"file:{real}", audio=audio, connect_type=connect)
+    )
     return ok("Add successfully")
 
 
@@ -119,8 +145,9 @@ async def del_src(request: Request, user: User) -> Any:
 
 def placeholder() -> Response:
     data = (MEDIA_DIR / "connecting.jpg").read_bytes()
-    return Response(data, media_type="image/jpeg",
-                    headers={"Cache-Control": "no-store", "X-H5gate-Image": "placeholder"})
+    return Response(
+        data, media_type="image/jpeg", headers={"Cache-Control": "no-store", "X-H5gate-Image": "placeholder"}
+    )
 
 
 @endpoint()

@@ -119,8 +119,9 @@ async def h5swsapi(ws: WebSocket) -> None:
             code, reason = None, ""
             if live.timed_out:
                 viewers.slow_disconnects += 1
-                log.info("%s: viewer %s stopped reading for %.0fs, disconnecting", hub.name, client,
-                         viewers.send_timeout)
+                log.info(
+                    "%s: viewer %s stopped reading for %.0fs, disconnecting", hub.name, client, viewers.send_timeout
+                )
                 code, reason = 1008, "viewer too slow"
             elif sender in done:
                 code, reason = sender.result()
@@ -306,8 +307,12 @@ async def h5swscmnapi(ws: WebSocket) -> None:
 async def ws_status(request: Request, user: User) -> Any:
     viewers: Viewers = request.app.state.viewers
     hubs = [s.hub for r in request.app.state.registry.sources.values() for s in r.streams.values()]
-    return {"nConnectCount": viewers.live, "nTotalConnects": viewers.total,
-            "nSkips": sum(h.skips for h in hubs), "nSlowDisconnects": viewers.slow_disconnects}
+    return {
+        "nConnectCount": viewers.live,
+        "nTotalConnects": viewers.total,
+        "nSkips": sum(h.skips for h in hubs),
+        "nSlowDisconnects": viewers.slow_disconnects,
+    }
 
 
 def _rewrite_playlist(text: str, session: str) -> str:
@@ -316,7 +321,7 @@ def _rewrite_playlist(text: str, session: str) -> str:
     for line in text.splitlines():
         if line and not line.startswith("#"):
             line = f"{line}?session={session}"
-        elif line.startswith("#EXT-X-MAP:URI=\""):
+        elif line.startswith('#EXT-X-MAP:URI="'):
             line = re.sub(r'URI="([^"]+)"', lambda m: f'URI="{m.group(1)}?session={session}"', line)
         out.append(line)
     return "\n".join(out) + "\n"
@@ -343,8 +348,7 @@ async def hls_file(request: Request) -> Response:
         session = request.query_params.get("session")
         if session:
             text = _rewrite_playlist(text, session)
-        return Response(text, media_type="application/vnd.apple.mpegurl",
-                        headers={"Cache-Control": "no-cache"})
+        return Response(text, media_type="application/vnd.apple.mpegurl", headers={"Cache-Control": "no-cache"})
     if not await asyncio.to_thread(path.is_file):
         return fail("segment not found", 404)
     kind = {"ts": "video/mp2t", "m4s": "video/iso.segment", "mp4": "video/mp4"}[name.rsplit(".", 1)[1]]

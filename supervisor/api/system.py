@@ -30,10 +30,13 @@ async def login(request: Request, _: None) -> Any:
     if session is None:
         residue = max(0, int(faults.locked_until - time.monotonic()))
         code = "login locked, try again later" if residue else "wrong user or password"
-        return JSONResponse({"bStatus": False, "strCode": code, "nFaultTimes": faults.count,
-                             "tLockTimeResidue": residue}, status_code=401)
-    response = JSONResponse({"bStatus": True, "strCode": "Login successfully", "strSession": session,
-                             "nTimeout": auth.timeout})
+        return JSONResponse(
+            {"bStatus": False, "strCode": code, "nFaultTimes": faults.count, "tLockTimeResidue": residue},
+            status_code=401,
+        )
+    response = JSONResponse(
+        {"bStatus": True, "strCode": "Login successfully", "strSession": session, "nTimeout": auth.timeout}
+    )
     response.set_cookie("h5gate_session", session, httponly=True, samesite="lax")
     return response
 
@@ -54,8 +57,14 @@ async def keepalive(request: Request, user: User) -> Any:
 @endpoint()
 async def get_system_info(request: Request, user: User) -> Any:
     state = request.app.state
-    return {"strVersion": state.version, "strHostId": state.host_id, "strLicenseType": "None",
-            "strLicenseFull": "", "strChannelLimit": "unlimited", "strEndtime": "unlimited"}
+    return {
+        "strVersion": state.version,
+        "strHostId": state.host_id,
+        "strLicenseType": "None",
+        "strLicenseFull": "",
+        "strChannelLimit": "unlimited",
+        "strEndtime": "unlimited",
+    }
 
 
 class RunInfo:
@@ -73,8 +82,10 @@ class RunInfo:
         if now - self._net_at >= 1.0:
             net = psutil.net_io_counters()
             dt = now - self._net_at
-            self._rates = ((net.bytes_recv - self._net.bytes_recv) * 8 / 1000 / dt,
-                           (net.bytes_sent - self._net.bytes_sent) * 8 / 1000 / dt)
+            self._rates = (
+                (net.bytes_recv - self._net.bytes_recv) * 8 / 1000 / dt,
+                (net.bytes_sent - self._net.bytes_sent) * 8 / 1000 / dt,
+            )
             self._net, self._net_at = net, now
         return self._rates
 
@@ -97,13 +108,22 @@ async def get_run_info(request: Request, user: User) -> Any:
     rec_total, rec_free = await asyncio.to_thread(_disk, state.settings.media_store)
     return {
         "strRunTime": f"{run_sec // 3600}H {run_sec % 3600 // 60}MIN",
-        "strCPU": f"{round(cpu)}%", "strMemory": f"{round(mem.percent)}%",
-        "strNetworkIn": f"{round(net_in)}kpbs", "strNetworkOut": f"{round(net_out)}kpbs",
-        "strTotalSpace": f"{total / 2**30:.1f}GB", "strFreeSpace": f"{free / 2**30:.1f}GB",
-        "nRunTimeSec": run_sec, "nCPUUsage": round(cpu), "nMemoryUsage": round(mem.percent),
-        "nTotalMemoryByte": mem.total, "nNetworkInK": round(net_in), "nNetworkOutK": round(net_out),
-        "nTotalSpaceByte": total, "nFreeSpaceByte": free,
-        "nRecordTotalSpaceByte": rec_total, "nRecordFreeSpaceByte": rec_free,
+        "strCPU": f"{round(cpu)}%",
+        "strMemory": f"{round(mem.percent)}%",
+        "strNetworkIn": f"{round(net_in)}kpbs",
+        "strNetworkOut": f"{round(net_out)}kpbs",
+        "strTotalSpace": f"{total / 2**30:.1f}GB",
+        "strFreeSpace": f"{free / 2**30:.1f}GB",
+        "nRunTimeSec": run_sec,
+        "nCPUUsage": round(cpu),
+        "nMemoryUsage": round(mem.percent),
+        "nTotalMemoryByte": mem.total,
+        "nNetworkInK": round(net_in),
+        "nNetworkOutK": round(net_out),
+        "nTotalSpaceByte": total,
+        "nFreeSpaceByte": free,
+        "nRecordTotalSpaceByte": rec_total,
+        "nRecordFreeSpaceByte": rec_free,
     }
 
 

@@ -148,8 +148,12 @@ class WebRTCService:
     def _sidecar_config(self) -> dict[str, Any]:
         s = self.settings
         addresses = [a.strip() for a in s.webrtc_addresses.split(",") if a.strip()]
-        return {"public_ip": s.webrtc_public_ip.strip(), "addresses": addresses,
-                "port_min": s.webrtc_port_min, "port_max": s.webrtc_port_max}
+        return {
+            "public_ip": s.webrtc_public_ip.strip(),
+            "addresses": addresses,
+            "port_min": s.webrtc_port_min,
+            "port_max": s.webrtc_port_max,
+        }
 
     async def _run_once(self) -> None:
         parent, child = socket.socketpair()
@@ -157,10 +161,21 @@ class WebRTCService:
         env = {**os.environ, "PYTHONPATH": path}
         try:
             self._proc = proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "workers.webrtc", "--fd", str(child.fileno()),
-                "--config", json.dumps(self._sidecar_config()), "--log-level", self.settings.log_level,
-                pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL, env=env,
-                start_new_session=True, preexec_fn=set_pdeathsig)
+                sys.executable,
+                "-m",
+                "workers.webrtc",
+                "--fd",
+                str(child.fileno()),
+                "--config",
+                json.dumps(self._sidecar_config()),
+                "--log-level",
+                self.settings.log_level,
+                pass_fds=(child.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+                preexec_fn=set_pdeathsig,
+            )
         except BaseException:
             parent.close()
             raise
@@ -232,7 +247,8 @@ class WebRTCService:
         elif op == "subscribe":
             feed_id = int(message["feed"])
             self._feeds[feed_id] = asyncio.create_task(
-                self._feed(link, feed_id, str(message["token"]), str(message["profile"])))
+                self._feed(link, feed_id, str(message["token"]), str(message["profile"]))
+            )
         elif op == "unsubscribe":
             task = self._feeds.pop(int(message["feed"]), None)
             if task is not None:
@@ -297,8 +313,7 @@ class WebRTCService:
         session = Session(peer_id, name)
         self.sessions[peer_id] = session
         self.total += 1
-        self._link.send("open", peer=peer_id, token=token, profile=profile, codec=codec, audio=audio,
-                        feed=private_feed)
+        self._link.send("open", peer=peer_id, token=token, profile=profile, codec=codec, audio=audio, feed=private_feed)
         return session
 
     def private_feed(self) -> int:
@@ -321,8 +336,11 @@ class WebRTCService:
             self._link.send("close", peer=session.id)
 
     def iceserver_message(self) -> dict[str, Any]:
-        return {"type": "iceserver", "iceServers": self.ice_servers,
-                "iceTransportPolicy": "relay" if self.settings.webrtc_relay_only else "all"}
+        return {
+            "type": "iceserver",
+            "iceServers": self.ice_servers,
+            "iceTransportPolicy": "relay" if self.settings.webrtc_relay_only else "all",
+        }
 
 
 # -- the browser side ---------------------------------------------------------------------------------
@@ -374,8 +392,7 @@ async def _from_browser(ws: WebSocket, service: WebRTCService, session: Session)
             return CLOSE_BAD_SIGNALLING, str(e)[:120]
 
 
-async def _on_browser_message(ws: WebSocket, service: WebRTCService, session: Session,
-                              message: dict[str, Any]) -> None:
+async def _on_browser_message(ws: WebSocket, service: WebRTCService, session: Session, message: dict[str, Any]) -> None:
     kind = message.get("type")
     if kind == "open":
         if not session.opened:
@@ -421,11 +438,14 @@ async def _to_browser(ws: WebSocket, session: Session) -> tuple[int, str]:
             return int(message.get("code", 1000)), reason[:120]
 
 
-async def _relay(ws: WebSocket, service: WebRTCService, session: Session,
-                 ended: asyncio.Future[tuple[int, str]] | None = None) -> tuple[int, str] | None:
+async def _relay(
+    ws: WebSocket, service: WebRTCService, session: Session, ended: asyncio.Future[tuple[int, str]] | None = None
+) -> tuple[int, str] | None:
     """Until the browser leaves (None), or the sidecar, a signalling error or `ended` closes the session."""
-    tasks: set[asyncio.Future[Any]] = {asyncio.create_task(_from_browser(ws, service, session)),
-                                       asyncio.create_task(_to_browser(ws, session))}
+    tasks: set[asyncio.Future[Any]] = {
+        asyncio.create_task(_from_browser(ws, service, session)),
+        asyncio.create_task(_to_browser(ws, session)),
+    }
     if ended is not None:
         tasks.add(ended)
     try:
@@ -438,8 +458,9 @@ async def _relay(ws: WebSocket, service: WebRTCService, session: Session,
         await asyncio.gather(*(t for t in tasks if t is not ended), return_exceptions=True)
 
 
-async def _serve(ws: WebSocket, service: WebRTCService, session: Session,
-                 ended: asyncio.Future[tuple[int, str]] | None = None) -> None:
+async def _serve(
+    ws: WebSocket, service: WebRTCService, session: Session, ended: asyncio.Future[tuple[int, str]] | None = None
+) -> None:
     log.info("%s: webrtc viewer %d open (%d now)", session.name, session.id, len(service.sessions))
     try:
         result = await _relay(ws, service, session, ended)
@@ -476,8 +497,9 @@ async def h5srtcapi(ws: WebSocket) -> None:
         assert video is not None
         if not await service.wait_ready(SIDECAR_WAIT):
             return await ws.close(code=1013, reason="WebRTC service is not running, try again")
-        audio = (ws.query_params.get("audio", "true").lower() != "false"
-                 and any(t.handler == "soun" for t in hub.init.tracks.values()))
+        audio = ws.query_params.get("audio", "true").lower() != "false" and any(
+            t.handler == "soun" for t in hub.init.tracks.values()
+        )
         await _serve(ws, service, service.open(stream.runtime.config.token, profile, video.codec, audio))
     except (WebSocketDisconnect, RuntimeError, ConnectionError):
         pass
@@ -502,8 +524,7 @@ async def _playback(ws: WebSocket, service: WebRTCService, handler: Any, user: U
     pipe = PlaybackPipe(ws.app, ws.query_params)
     player = asyncio.create_task(handler(pipe, user))
     try:
-        await asyncio.wait({pipe.mime, pipe.closed, player}, timeout=READY_TIMEOUT,
-                           return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({pipe.mime, pipe.closed, player}, timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
         if pipe.closed.done():
             code, reason = pipe.closed.result()
             return await ws.close(code=code, reason=reason[:120])
@@ -546,9 +567,14 @@ async def rtc_status(request: Request, user: User) -> Any:
     service: WebRTCService | None = getattr(request.app.state, "webrtc", None)
     if service is None:
         return {"nConnectCount": 0, "bEnabled": False}
-    return {"nConnectCount": len(service.sessions), "nTotalConnects": service.total,
-            "nConnected": sum(s.connected for s in service.sessions.values()), "bEnabled": True,
-            "bServiceRunning": service.ready.is_set(), "nServiceRestarts": service.restarts}
+    return {
+        "nConnectCount": len(service.sessions),
+        "nTotalConnects": service.total,
+        "nConnected": sum(s.connected for s in service.sessions.values()),
+        "bEnabled": True,
+        "bServiceRunning": service.ready.is_set(),
+        "nServiceRestarts": service.restarts,
+    }
 
 
 async def install(app: Starlette) -> None:

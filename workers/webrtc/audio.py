@@ -26,8 +26,7 @@ class OpusTranscoder:
         self.name = name
         self._decoder = av.CodecContext.create("aac", "r")
         self._decoder.extradata = asc
-        self._resampler = av.AudioResampler(format="s16", layout="stereo", rate=OPUS_RATE,
-                                            frame_size=OPUS_FRAME)
+        self._resampler = av.AudioResampler(format="s16", layout="stereo", rate=OPUS_RATE, frame_size=OPUS_FRAME)
         self._encoder = av.CodecContext.create("libopus", "w")
         self._encoder.bit_rate = 64_000
         self._encoder.format = "s16"

@@ -94,16 +94,18 @@ class Feed:
         """A (re)started source: new track ids, timescales, parameter sets, maybe a new audio config."""
         init = parse_init_config(data)
         if init.video is None or init.video.codec[:4] not in ("avc1", "avc3") or not init.video.config:
-            raise FeedEnded(f"the source is now {init.video.codec if init.video else 'audio only'}, "
-                            "WebRTC plays H.264 only")
+            raise FeedEnded(
+                f"the source is now {init.video.codec if init.video else 'audio only'}, WebRTC plays H.264 only"
+            )
         self._init = init
         self._avc = parse_avcc(init.video.config)
         if self._transcoder is not None:
             self._opus_pts = self._transcoder.pts
         if self.audio_sinks:
             self._transcoder = self._new_transcoder()
-        log.info("%s: feed init, video %s, audio %s", self.name, init.video.codec,
-                 init.audio.codec if init.audio else "none")
+        log.info(
+            "%s: feed init, video %s, audio %s", self.name, init.video.codec, init.audio.codec if init.audio else "none"
+        )
 
     def on_fragment(self, data: bytes) -> None:
         init = self._init
@@ -114,9 +116,11 @@ class Feed:
             for sample in samples:
                 if sample.cts and not self._reorders:
                     self._reorders = True
-                    log.warning("%s: the source uses B-frames, which browsers' WebRTC decoders do not take: "
-                                "expect stutter; turn B-frames off in the camera or watch over WebSocket",
-                                self.name)
+                    log.warning(
+                        "%s: the source uses B-frames, which browsers' WebRTC decoders do not take: "
+                        "expect stutter; turn B-frames off in the camera or watch over WebSocket",
+                        self.name,
+                    )
                 self._on_video(sample.data, sample.dts, sample.duration, sample.sync, init.video.timescale)
         elif init.audio is not None and track_id == init.audio.track_id and self._transcoder is not None:
             for sample in samples:

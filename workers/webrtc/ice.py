@@ -42,9 +42,13 @@ class PortRangeLoop(asyncio.SelectorEventLoop):
         self.ports = range(low, high + 1) if 0 < low <= high else range(0)
         self._next = 0
 
-    async def create_datagram_endpoint(self, protocol_factory: Callable[[], Any],  # type: ignore[override]
-                                       local_addr: Any = None, remote_addr: Any = None,
-                                       **kwargs: Any) -> Any:
+    async def create_datagram_endpoint(
+        self,
+        protocol_factory: Callable[[], Any],  # type: ignore[override]
+        local_addr: Any = None,
+        remote_addr: Any = None,
+        **kwargs: Any,
+    ) -> Any:
         if not self.ports or local_addr is None or local_addr[1] != 0:
             return await super().create_datagram_endpoint(protocol_factory, local_addr, remote_addr, **kwargs)
         for _ in range(len(self.ports)):
@@ -52,7 +56,8 @@ class PortRangeLoop(asyncio.SelectorEventLoop):
             self._next += 1
             try:
                 return await super().create_datagram_endpoint(
-                    protocol_factory, (local_addr[0], port), remote_addr, **kwargs)
+                    protocol_factory, (local_addr[0], port), remote_addr, **kwargs
+                )
             except OSError as e:
                 if e.errno != errno.EADDRINUSE:
                     raise
@@ -69,6 +74,8 @@ def advertise_public_ip(sdp: str, public_ip: str) -> str:
         m = CANDIDATE_RE.match(line)
         if m and m.group(5) != public_ip:
             foundation, component, proto, priority, ip, port = m.groups()
-            out.append(f"a=candidate:p{foundation} {component} {proto} {int(priority) - 1} {public_ip} {port} "
-                       f"typ srflx raddr {ip} rport {port}")
+            out.append(
+                f"a=candidate:p{foundation} {component} {proto} {int(priority) - 1} {public_ip} {port} "
+                f"typ srflx raddr {ip} rport {port}"
+            )
     return "\r\n".join(out) + "\r\n"

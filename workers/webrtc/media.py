@@ -48,7 +48,7 @@ def _stsd_child(data: bytes, trak: tuple[int, int, int], entry_skip: int, child:
         for _, epos, ehead, esize in boxes(data, spos + shead + 8, spos + ssize):
             for kind, cpos, chead, csize in boxes(data, epos + ehead + entry_skip, epos + esize):
                 if kind == child:
-                    return data[cpos + chead:cpos + csize]
+                    return data[cpos + chead : cpos + csize]
             return b""
     return b""
 
@@ -67,8 +67,9 @@ def parse_init_config(data: bytes) -> InitConfig:
         if track.handler == "vide" and video is None:
             video = TrackConfig(track_id, track.timescale, track.codec, _stsd_child(data, trak, 78, b"avcC"))
         elif track.handler == "soun" and audio is None:
-            audio = TrackConfig(track_id, track.timescale, track.codec,
-                                audio_specific_config(_stsd_child(data, trak, 28, b"esds")))
+            audio = TrackConfig(
+                track_id, track.timescale, track.codec, audio_specific_config(_stsd_child(data, trak, 28, b"esds"))
+            )
     return InitConfig(video, audio)
 
 
@@ -88,7 +89,7 @@ def audio_specific_config(esds: bytes) -> bytes:
             if not b & 0x80:
                 break
         if tag == 5:
-            return esds[pos:pos + length]
+            return esds[pos : pos + length]
         if tag == 3:  # ES_Descriptor: ES_ID, flags, optional fields, then nested descriptors
             flags = esds[pos + 2]
             pos += 3 + (2 if flags & 0x80 else 0)
@@ -120,7 +121,7 @@ def parse_avcc(avcc: bytes) -> AvcConfig:
         pos += 1
         for _ in range(count):
             size = struct.unpack_from(">H", avcc, pos)[0]
-            out += START_CODE + avcc[pos + 2:pos + 2 + size]
+            out += START_CODE + avcc[pos + 2 : pos + 2 + size]
             pos += 2 + size
     return AvcConfig(length_size, bytes(out))
 
@@ -131,11 +132,11 @@ def to_annexb(sample: bytes, length_size: int) -> tuple[bytes, bool]:
     pos, end = 0, len(sample)
     has_sps = False
     while pos + length_size <= end:
-        size = int.from_bytes(sample[pos:pos + length_size], "big")
+        size = int.from_bytes(sample[pos : pos + length_size], "big")
         pos += length_size
         if size == 0 or pos + size > end:
             break
-        nal = sample[pos:pos + size]
+        nal = sample[pos : pos + size]
         has_sps = has_sps or (nal[0] & 0x1F) == 7
         out += START_CODE + nal
         pos += size
@@ -150,6 +151,6 @@ def fragment_samples(data: bytes) -> tuple[int, list[Sample]]:
     for x in traf.samples:
         if x.offset + x.size > len(data):
             raise ValueError("sample outside the fragment")
-        samples.append(Sample(data[x.offset:x.offset + x.size], dts, x.duration, x.sync, x.cts))
+        samples.append(Sample(data[x.offset : x.offset + x.size], dts, x.duration, x.sync, x.cts))
         dts += x.duration
     return traf.track_id, samples

@@ -56,14 +56,28 @@ def register_h264_profiles() -> None:
     for profile_level_id in PROFILES.values():
         if profile_level_id in known:
             continue
-        video.append(RTCRtpCodecParameters(
-            mimeType="video/H264", clockRate=90000, payloadType=payload_type,
-            rtcpFeedback=[RTCRtcpFeedback(type="nack"), RTCRtcpFeedback(type="nack", parameter="pli"),
-                          RTCRtcpFeedback(type="goog-remb")],
-            parameters={"level-asymmetry-allowed": "1", "packetization-mode": "1",
-                        "profile-level-id": profile_level_id}))
-        video.append(RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=payload_type + 1,
-                                           parameters={"apt": payload_type}))
+        video.append(
+            RTCRtpCodecParameters(
+                mimeType="video/H264",
+                clockRate=90000,
+                payloadType=payload_type,
+                rtcpFeedback=[
+                    RTCRtcpFeedback(type="nack"),
+                    RTCRtcpFeedback(type="nack", parameter="pli"),
+                    RTCRtcpFeedback(type="goog-remb"),
+                ],
+                parameters={
+                    "level-asymmetry-allowed": "1",
+                    "packetization-mode": "1",
+                    "profile-level-id": profile_level_id,
+                },
+            )
+        )
+        video.append(
+            RTCRtpCodecParameters(
+                mimeType="video/rtx", clockRate=90000, payloadType=payload_type + 1, parameters={"apt": payload_type}
+            )
+        )
         payload_type += 2
 
 
@@ -75,8 +89,12 @@ def h264_preferences(codec: str) -> list[RTCRtpCodecCapability]:
         profile_idc = 66
     wanted = [PROFILES.get(profile_idc, PROFILES[100]), *BASELINE]
     caps = RTCRtpSender.getCapabilities("video").codecs
-    chosen = [c for plid in dict.fromkeys(wanted) for c in caps
-              if c.mimeType == "video/H264" and c.parameters.get("profile-level-id") == plid]
+    chosen = [
+        c
+        for plid in dict.fromkeys(wanted)
+        for c in caps
+        if c.mimeType == "video/H264" and c.parameters.get("profile-level-id") == plid
+    ]
     return chosen + [c for c in caps if c.mimeType == "video/rtx"]
 
 
@@ -89,7 +107,7 @@ def parse_candidate(message: dict[str, Any]) -> RTCIceCandidate | None:
     if not text:
         return None
     if text.startswith("candidate:"):
-        text = text[len("candidate:"):]
+        text = text[len("candidate:") :]
     try:
         candidate = candidate_from_sdp(text)
     except (AssertionError, ValueError, IndexError):
@@ -101,8 +119,9 @@ def parse_candidate(message: dict[str, Any]) -> RTCIceCandidate | None:
 class Peer:
     """RTCPeerConnection of one viewer, driven by messages the supervisor relays."""
 
-    def __init__(self, peer_id: int, feed: Feed, codec: str, audio: bool, public_ip: str,
-                 emit: Callable[..., None]) -> None:
+    def __init__(
+        self, peer_id: int, feed: Feed, codec: str, audio: bool, public_ip: str, emit: Callable[..., None]
+    ) -> None:
         self.id = peer_id
         self.feed = feed
         self.codec = codec
@@ -169,8 +188,15 @@ class Peer:
                 raise SignallingError("answer without a valid SDP")
             try:
                 await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
-            except (ValueError, KeyError, IndexError, AssertionError, InvalidAccessError, InvalidStateError,
-                    OperationError) as e:  # what aiortc raises on SDP it cannot use
+            except (
+                ValueError,
+                KeyError,
+                IndexError,
+                AssertionError,
+                InvalidAccessError,
+                InvalidStateError,
+                OperationError,
+            ) as e:  # what aiortc raises on SDP it cannot use
                 raise SignallingError(f"answer SDP not accepted: {e}"[:200]) from None
             pending, self._pending = self._pending, []
             for candidate in pending:
@@ -205,8 +231,9 @@ class Peer:
             self.close(CLOSE_FAILED, f"WebRTC connection {why}")
 
     def _on_first_frame(self) -> None:
-        log.info("%s: first frame sent %.0f ms after the viewer opened", self.name,
-                 (time.monotonic() - self._started) * 1000)
+        log.info(
+            "%s: first frame sent %.0f ms after the viewer opened", self.name, (time.monotonic() - self._started) * 1000
+        )
 
     async def _connect_deadline(self) -> None:
         try:

@@ -112,8 +112,9 @@ class Sidecar:
         def emit(op: str, **fields: Any) -> None:
             self.link.send(op, peer=peer_id, **fields)
 
-        peer = Peer(peer_id, feed, str(message.get("codec", "")), bool(message.get("audio")),
-                    self.config.public_ip, emit)
+        peer = Peer(
+            peer_id, feed, str(message.get("codec", "")), bool(message.get("audio")), self.config.public_ip, emit
+        )
         self.peers[peer_id] = peer
         log.info("%s: webrtc viewer %d opening (%d on this source)", feed.name, peer_id, feed.peers)
         self._spawn(self._run_peer(peer))
