@@ -29,7 +29,7 @@ MIGRATIONS: list[str] = [
         role TEXT NOT NULL
     );
     """,
-    # Recordings, snapshots and their jobs (api/records.py, workers/recorder.py, workers/storage.py).
+    # Recordings, snapshots and their jobs (api/records.py, workers/recorder.py, supervisor/recordings/).
     # Times are Unix seconds; paths are relative to the media store. `open` = still being written.
     """
     CREATE TABLE recordings (

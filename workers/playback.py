@@ -1,4 +1,4 @@
-"""Recorded files back out: over the live player's WebSocket (H5Stream playback), and as one exported clip.
+"""Recorded files back out: to a player through a sink (H5Stream playback), and as one exported clip.
 
 The player gets what a live viewer gets (MIME string, init segment, fragments), from the files of the
 requested range played as one stream across file boundaries and gaps. Its timeline never jumps: every
@@ -6,19 +6,22 @@ fragment's decode time is rewritten onto one continuous output timeline, with du
 speed, so any stock MSE player shows 4x without knowing about it, and after a seek the new content simply
 continues the same timeline. Sending is paced by the wall clock with a short lead, so pause, seek and
 speed take effect within that lead.
+
+Playback talks to a `PlaybackSink`, not to a socket: the API layer adapts it to the live player's
+WebSocket (h5swsapi) or to a WebRTC viewer (media to its sidecar feed, events over the signalling socket),
+so the index walk, pacing and commands have one implementation whatever carries the pictures.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from workers.fmp4 import find
 from workers.recorder import Entry, FileIndex, index_file
@@ -129,6 +132,30 @@ def read_entries(path: Path, entries: list[Entry]) -> list[bytes]:
 
 
 Refresh = Callable[[Span], Awaitable[list[Span]]]
+Command = dict[str, object]  # a player's command, as its JSON object: {"cmd": "H5_SEEK", "nSeekTime": 12}
+Event = dict[str, object]  # what playback tells the player: {"type": "H5S_EVENT_PB_TIME", ...}
+
+
+class PlaybackSink(Protocol):
+    """Where one playback goes, and where its player's commands come from."""
+
+    async def send_mime(self, mime: str) -> None:
+        """The codec string, first of all (`video/mp4; codecs="avc1.64001f"`)."""
+
+    async def send_init(self, data: bytes) -> None:
+        """An init segment (ftyp+moov): the first one, and a new one where the stream format changes."""
+
+    async def send_fragment(self, data: bytes) -> None:
+        """One media fragment (moof+mdat), already on the output timeline."""
+
+    async def send_event(self, event: Event) -> None:
+        """A progress or end event, sent to the player as JSON text."""
+
+    async def receive_command(self) -> Command | None:
+        """The player's next command; None once the player has gone."""
+
+    async def close(self, code: int, reason: str) -> None:
+        """End the playback with a close code and reason the player sees."""
 
 
 class Playback:
@@ -136,7 +163,7 @@ class Playback:
 
     def __init__(
         self,
-        ws: Any,
+        sink: PlaybackSink,
         spans: list[Span],
         begin: float,
         end: float,
@@ -144,7 +171,7 @@ class Playback:
         refresh: Refresh,
         name: str,
     ) -> None:
-        self.ws = ws
+        self.sink = sink
         self.spans = spans
         self.begin = begin
         self.end = end
@@ -173,20 +200,12 @@ class Playback:
     # -- commands --------------------------------------------------------------------------------------
     async def read_commands(self) -> None:
         while True:
-            message = await self.ws.receive()
-            if message["type"] == "websocket.disconnect":
+            cmd = await self.sink.receive_command()
+            if cmd is None:
                 return
-            text = message.get("text")
-            if not text or text.strip() == "keepalive":
-                continue
-            try:
-                cmd = json.loads(text)
-            except ValueError:
-                continue
-            if isinstance(cmd, dict):
-                await self.command(cmd)
+            await self.command(cmd)
 
-    async def command(self, cmd: dict[str, Any]) -> None:
+    async def command(self, cmd: Command) -> None:
         """Note what the player asked for; the sender applies it (it alone moves the position)."""
         name = cmd.get("cmd")
         if name in ("H5_START", "H5_RESUME"):
@@ -259,7 +278,7 @@ class Playback:
         if self.init and index.init.data != self.init:
             if index.init.mime != self.mime:
                 return False
-            await self.ws.send_bytes(index.init.data)
+            await self.sink.send_init(index.init.data)
         self.init, self.mime = index.init.data, index.init.mime
         self.index, self.span_i, self.entry_i = index, i, 0
         self.index_open = span.open
@@ -325,10 +344,10 @@ class Playback:
         """Send the MIME string and init at once, media after H5_START."""
         await self.seek(self.begin)
         if self.index is None:
-            await self.ws.close(code=4404, reason="no recording in this range")
+            await self.sink.close(4404, "no recording in this range")
             return
-        await self.ws.send_bytes(self.mime.encode("ascii"))
-        await self.ws.send_bytes(self.init)
+        await self.sink.send_mime(self.mime)
+        await self.sink.send_init(self.init)
         reader = asyncio.create_task(self.read_commands())
         sender = asyncio.create_task(self._send_loop())
         try:
@@ -377,7 +396,7 @@ class Playback:
                     self.entry_i -= 1
                     break
                 tfdt = self.timeline.place(content, entry, track.timescale)
-                await self.ws.send_bytes(retime(blob, tfdt, self.timeline.speed))
+                await self.sink.send_fragment(retime(blob, tfdt, self.timeline.speed))
                 await self._progress(False)
 
     def _batch(self, index: FileIndex) -> list[Entry]:
@@ -417,17 +436,18 @@ class Playback:
             playhead = min(self.pace_out + (now - self.pace_wall), self.timeline.out_end)
             content = self.timeline.content(playhead)
         content = min(content, self.end)
-        event = {"type": "H5S_EVENT_PB_TIME", "pbTime": {"strTime": self.format_time(content)}}
-        await self.ws.send_text(json.dumps(event))
+        await self.sink.send_event({"type": "H5S_EVENT_PB_TIME", "pbTime": {"strTime": self.format_time(content)}})
 
     async def _finish(self) -> None:
         """The end of the range (or of the recordings): say so once and wait for a seek."""
         await self._progress(True, self.timeline.content_end)
-        await self.ws.send_text(json.dumps({"type": "H5S_EVENT_PB_END"}))
+        await self.sink.send_event({"type": "H5S_EVENT_PB_END"})
         log.info("%s: playback reached the end", self.name)
 
 
-def _number(value: Any) -> float | None:
+def _number(value: object) -> float | None:
+    if not isinstance(value, int | float | str):
+        return None
     try:
         number = float(value)
     except (TypeError, ValueError):

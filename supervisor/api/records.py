@@ -3,7 +3,8 @@ retention and storage figures, clip export (Archive), the media store over HTTP,
 player's WebSocket (the /recordings page is templates/recordings.html).
 
 Recordings are written from the hub (workers/recorder.py), so recording never opens another camera
-connection; which recordings run, and when they stop, is supervisor/jobs.py's Recordings service.
+connection; which recordings run, and when they stop, is the Recordings service (supervisor/recordings/).
+This module only turns requests into its calls and its answers into the manual's fields.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import math
 import shutil
 import time
-import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,14 @@ from supervisor.api.common import (
     param_token,
     session_of,
 )
+from supervisor.api.playback_sinks import WebSocketSink
 from supervisor.auth import User
-from supervisor.jobs import CONF, Recordings, Session
-from workers import storage
-from workers.playback import Export, Playback, Span, export_clip
+from supervisor.recordings import paths as storage
+from supervisor.recordings.index import Recording
+from supervisor.recordings.paths import BadValue
+from supervisor.recordings.service import CONF, Recordings, RecordStatus, Session
+from workers.playback import Playback, PlaybackSink, Span
 from workers.snapshot import SnapshotError
-from workers.storage import BadValue
 
 log = logging.getLogger("h5gate.records")
 
@@ -111,10 +114,9 @@ async def manual_record_start(request: Request, user: User) -> Any:
     token = param_token(request)
     duration = _duration(request, required=False)
     service = _service(request)
-    service._runtime(token)
-    for session in service.sessions.values():
-        if session.token == token and session.origin == "ManualRecordStart" and session.recorder.running:
-            return _started(session, "Already recording")
+    session = service.running_session(token, "ManualRecordStart")
+    if session is not None:
+        return _started(session, "Already recording")
     stem = f"{storage.dated_dir('record', token, time.time())}/{int(time.time())}"
     session = await service.start(token, "ManualRecordStart", "H5_REC_MANUAL", stem, duration)
     return _started(session, "Record start successfully")
@@ -123,14 +125,8 @@ async def manual_record_start(request: Request, user: User) -> Any:
 @endpoint(role="Operator")
 async def manual_record_stop(request: Request, user: User) -> Any:
     token = param_token(request)
-    service = _service(request)
-    service._runtime(token)
-    stopped = [
-        await service.stop_session(s.id)
-        for s in list(service.sessions.values())
-        if s.token == token and s.origin != "PathRecord"
-    ]  # path recordings end at their own time
-    files = [storage.http_path(f) for s in stopped if s for f in s.recorder.files]
+    stopped = await _service(request).stop_manual(token)
+    files = [storage.http_path(f) for s in stopped for f in s.recorder.files]
     return ok("Record stop successfully" if stopped else "Not recording", strPath=files)
 
 
@@ -143,19 +139,17 @@ async def path_record(request: Request, user: User) -> Any:
     always = param_bool(request, "alwayscreate", False)
     kind = _kind(request, "manual")
     service = _service(request)
-    service._runtime(token)
-    if not always:
-        for session in service.sessions.values():
-            if session.token == token and session.origin == "PathRecord" and session.recorder.running:
-                await service.extend(session, duration)
-                return _started(session, "Record extended")
+    running = service.running_session(token, "PathRecord")
+    if not always and running is not None:
+        await service.extend(running, duration)
+        return _started(running, "Record extended")
     session = await service.start(token, "PathRecord", kind, stem, duration)
     return _started(session, "Record successfully")
 
 
 async def _snapshot(request: Request, token: str, stem: str) -> dict[str, Any]:
     service = _service(request)
-    stream = service._runtime(token).main
+    stream = service.stream(token)
     hub = stream.acquire()
     try:
         if not await hub.wait_ready(READY_TIMEOUT):
@@ -167,12 +161,10 @@ async def _snapshot(request: Request, token: str, stem: str) -> dict[str, Any]:
         stream.release()
     taken = time.time()
     try:
-        rel = await asyncio.to_thread(storage.write_new, service.root, stem, "jpg", jpeg)
+        rel = await service.save_snapshot(token, stem, jpeg, taken)
     except OSError as e:
         log.warning("%s: snapshot not saved: %s", token, e.strerror)
         raise ApiError(f"snapshot not saved: {e.strerror}", 507) from None
-    await service.index.add_snapshot(token, taken, rel, len(jpeg))
-    log.info("%s: snapshot saved to %s", token, rel)
     return ok("Snapshot successfully", strPath=storage.http_path(rel))
 
 
@@ -190,8 +182,12 @@ async def path_snapshot(request: Request, user: User) -> Any:
     return await _snapshot(request, token, stem)
 
 
-def _time(request: Request | WebSocket, name: str, default: float | None) -> tuple[float, int | None]:
-    value = request.query_params.get(name, "")
+def _time(request: Request, name: str, default: float | None) -> tuple[float, int | None]:
+    return _query_time(request.query_params, name, default)
+
+
+def _query_time(q: Mapping[str, str], name: str, default: float | None) -> tuple[float, int | None]:
+    value = q.get(name, "")
     if not value:
         if default is None:
             raise ApiError(f"missing parameter: {name}")
@@ -217,19 +213,54 @@ async def search(request: Request, user: User) -> Any:
         raise ApiError("end must be after start")
     service = _service(request)
     if kind == "snapshot":
-        rows = await service.index.snapshots(token, start, end)
         found = [
             {
-                "strToken": r["token"],
-                "strStartTime": storage.format_time(r["taken"], offset),
-                "strPath": storage.http_path(r["path"]),
-                "nSize": r["size"],
-                "nStartTimeMs": math.floor(r["taken"] * 1000),
+                "strToken": r.token,
+                "strStartTime": storage.format_time(r.taken, offset),
+                "strPath": storage.http_path(r.path),
+                "nSize": r.size,
+                "nStartTimeMs": math.floor(r.taken * 1000),
             }
-            for r in rows
+            for r in await service.snapshots(token, start, end)
         ]
         return {"record": found, "snapshot": found}
-    return {"record": [r.describe(offset) for r in await service.index.recordings(token, start, end)]}
+    return {"record": [_describe(r, offset) for r in await service.recordings(token, start, end)]}
+
+
+def _describe(rec: Recording, offset: int | None) -> dict[str, Any]:
+    """Search's shape: the manual's fields, the newer strEndTime and nType, and exact times in ms."""
+    return {
+        "strToken": rec.token,
+        "strStartTime": storage.format_time(rec.start, offset),
+        "strEndTime": storage.format_time(rec.end, offset),
+        "strDuration": str(max(0, math.floor(rec.end - rec.start))),
+        "strPath": storage.http_path(rec.path),
+        "nType": rec.kind,
+        "nSize": rec.size,
+        "bRecording": rec.open,
+        "nStartTimeMs": math.floor(rec.start * 1000),
+        "nEndTimeMs": math.floor(rec.end * 1000),
+    }
+
+
+def _status(status: RecordStatus) -> dict[str, Any]:
+    return {
+        "strToken": status.token,
+        "bRecording": status.recording,
+        "strStatus": status.text,
+        "strSchedule": status.schedule,
+        "nQuotaByte": status.quota,
+        "recording": [
+            {
+                "strOrigin": origin,
+                "nType": r.kind,
+                "strStatus": r.status,
+                "strPath": storage.http_path(r.current.rel) if r.current else "",
+                "strStartTime": storage.format_time(r.started),
+            }
+            for origin, r in status.recorders
+        ],
+    }
 
 
 @endpoint(role="Administrator")
@@ -249,12 +280,11 @@ async def get_record_status(request: Request, user: User) -> Any:
     token = param_token(request, required=False)
     service = _service(request)
     tokens = [token] if token else list(request.app.state.registry.sources)
-    for t in tokens:
-        service._runtime(t)
+    runtimes = [service.source(t) for t in tokens]
     out = []
-    for t in tokens:
-        entry = service.status(t)
-        entry["bRec"] = bool(request.app.state.registry.get(t).config.record)
+    for t, runtime in zip(tokens, runtimes, strict=True):
+        entry = _status(service.status(t))
+        entry["bRec"] = bool(runtime.config.record)
         out.append(entry)
     return {"src": out}
 
@@ -263,7 +293,6 @@ async def get_record_status(request: Request, user: User) -> Any:
 async def set_record_schedule(request: Request, user: User) -> Any:
     token = param_token(request)
     text = param(request, "schedule", required=False, maxlen=1024)
-    _service(request)._runtime(token)
     try:
         await _service(request).set_policy(token, schedule=text)
     except BadValue as e:
@@ -275,7 +304,6 @@ async def set_record_schedule(request: Request, user: User) -> Any:
 async def set_record_quota(request: Request, user: User) -> Any:
     token = param_token(request)
     megabytes = param_number(request, "quota", low=0, high=2**30)
-    _service(request)._runtime(token)
     await _service(request).set_policy(token, quota=int(megabytes * 2**20))
     return ok("Quota set" if megabytes else "Quota removed")
 
@@ -337,7 +365,7 @@ async def get_storage_info(request: Request, user: User) -> Any:
                 "fDaysHeld": round((now - oldest) / 86400, 3) if oldest else 0,
                 "strOldest": storage.format_time(oldest) if oldest else "",
                 "nQuotaByte": service.quotas.get(token, 0),
-                "strStatus": service.status(token)["strStatus"],
+                "strStatus": service.status(token).text,
             }
         )
     return {
@@ -373,30 +401,7 @@ def _disk_usage(root: Path) -> Any:
 
 
 async def _export(request: Request, token: str, begin: float, end: float) -> dict[str, Any]:
-    service = _service(request)
-    if end <= begin or end - begin > MAX_DURATION:
-        raise ApiError("invalid range: end must be after start, at most 7 days")
-    rows = await service.index.recordings(token, begin, end)
-    if not rows:
-        raise ApiError("no recording in this range", 404)
-    spans = [Span(r.start, r.end, service.root / r.path) for r in rows]
-    name = f"{token}-{int(begin)}-{int(end - begin)}-{uuid.uuid4().hex[:6]}"
-    rel = f"archive/{token}/{name}.mp4"
-    progress = Export()
-    service.exports[name] = (token, progress)
-
-    async def work() -> None:
-        try:
-            await asyncio.to_thread(export_clip, spans, begin, end, service.root / rel, progress)
-            log.info("%s: clip %s exported (%.1fs)", token, rel, progress.duration)
-        except (OSError, ValueError) as e:
-            progress.error = f"export failed: {e}"
-            log.warning("%s: clip %s failed: %s", token, rel, e)
-        progress.done = True
-        if not progress.error or progress.duration:
-            progress.percent = 100
-
-    service._spawn(work())
+    name, rel = await _service(request).export(token, begin, end)
     return ok("Archive started", strFileName=name, strUrl=storage.http_path(rel))
 
 
@@ -432,10 +437,9 @@ async def export_clip_call(request: Request, user: User) -> Any:
 async def get_archive_status(request: Request, user: User) -> Any:
     token = param_token(request)
     name = param(request, "filename", maxlen=120)
-    found = _service(request).exports.get(name)
-    if found is None or found[0] != token:
+    progress = _service(request).export_progress(token, name)
+    if progress is None:
         raise ApiError(f"no such archive: {name[:80]}", 404)
-    progress = found[1]
     if progress.error and not progress.duration:
         return fail(progress.error, 500 if progress.done else 409, strFileName=name)
     return ok(
@@ -465,20 +469,19 @@ async def media_file(request: Request) -> Response:
     return FileResponse(path, media_type=MEDIA_TYPES[path.suffix], headers={"Cache-Control": "no-cache"})
 
 
-async def _close(ws: WebSocket, code: int, reason: str) -> None:
-    await ws.accept()
-    await ws.close(code=code, reason=reason[:120])
-
-
 async def playback_ws(ws: WebSocket, user: User) -> None:
     """h5swsapi?playback=true&serverpb=true&token&begintime&endtime[&filename]: recordings as live video."""
-    service = _service(ws)
-    q = ws.query_params
+    await ws.accept()
+    await serve_playback(_service(ws), WebSocketSink(ws), ws.query_params, user)
+
+
+async def serve_playback(service: Recordings, sink: PlaybackSink, q: Mapping[str, str], user: User) -> None:
+    """One playback request, whatever carries it (WebSocketSink, or WebRTCSink from api/webrtc.py)."""
     token = q.get("token", "")
     if not TOKEN_RE.match(token):
-        return await _close(ws, 4404, "invalid token")
+        return await sink.close(4404, "invalid token")
     if q.get("serverpb", "false").lower() != "true":
-        return await _close(ws, 4415, "only playback of this server's recordings (serverpb=true) is supported")
+        return await sink.close(4415, "only playback of this server's recordings (serverpb=true) is supported")
     filename = q.get("filename", "")
     single = q.get("begintime", "0") in ("", "0") and filename not in ("", "fake")  # one file, whole
     try:
@@ -487,28 +490,30 @@ async def playback_ws(ws: WebSocket, user: User) -> None:
             begin, offset = rows[0].start, None
             end = rows[0].end + 1 if not rows[0].open else time.time() + MAX_DURATION
         else:
-            begin, offset = _time(ws, "begintime", None)
-            end = _time(ws, "endtime", None)[0]
+            begin, offset = _query_time(q, "begintime", None)
+            end = _query_time(q, "endtime", None)[0]
             if end <= begin:
                 raise ApiError("endtime must be after begintime")
-            rows = await service.index.recordings(token, begin, end)
+            rows = await service.recordings(token, begin, end)
     except ApiError as e:
-        return await _close(ws, 4400, e.code)
-
-    def spans(found: list[storage.Recording]) -> list[Span]:
-        return [Span(r.start, r.end, service.root / r.path, r.open and r.id in service.index.live) for r in found]
+        return await sink.close(4400, e.code)
 
     async def refresh(span: Span) -> list[Span]:
         if single:
-            current = await service.index.recording_by_path(rows[0].path)
-            return spans([current] if current else [])
-        return spans(await service.index.recordings(token, span.start, end))
+            current = await service.recording_at(rows[0].path)
+            return [service.span(current)] if current else []
+        return [service.span(r) for r in await service.recordings(token, span.start, end)]
 
     player = Playback(
-        ws, spans(rows), begin, end, lambda t: storage.format_time(t, offset), refresh, f"{token}/playback"
+        sink,
+        [service.span(r) for r in rows],
+        begin,
+        end,
+        lambda t: storage.format_time(t, offset),
+        refresh,
+        f"{token}/playback",
     )
     try:
-        await ws.accept()
         log.info(
             "%s: playback of %s .. %s for %s",
             token,
@@ -521,21 +526,13 @@ async def playback_ws(ws: WebSocket, user: User) -> None:
         pass
     except OSError as e:  # a file went away under the player (deleted by retention, say)
         log.warning("%s: playback stopped: %s", token, e)
-        await ws.close(code=1011, reason="recording no longer readable")
+        await sink.close(1011, "recording no longer readable")
 
 
-async def _single_file(service: Recordings, token: str, filename: str) -> list[storage.Recording]:
+async def _single_file(service: Recordings, token: str, filename: str) -> list[Recording]:
     """The file named by `filename`: a strPath from Search, or just its name."""
-    rel = filename.removeprefix("/mediastore/")
-    if "/" in rel:
-        found = await service.index.recording_by_path(rel)
-    else:
-        row = await service.db.fetchone(
-            "SELECT path FROM recordings WHERE token = ? AND path LIKE ? ORDER BY start_ts DESC",
-            (token, "%/" + rel.replace("%", "")),
-        )
-        found = await service.index.recording_by_path(row["path"]) if row else None
-    if found is None or found.token != token:
+    found = await service.recording_named(token, filename)
+    if found is None:
         raise ApiError("no such recording")
     return [found]
 
@@ -549,6 +546,11 @@ async def install(app: Any) -> None:
     await service.open()
     state.recordings = service
     state.playback_ws = playback_ws
+
+    async def play(sink: PlaybackSink, query: Mapping[str, str], user: User) -> None:
+        await serve_playback(service, sink, query, user)
+
+    state.playback = play  # playback over WebRTC (api/webrtc.py) plays into its own sink
 
 
 async def started(app: Any) -> None:

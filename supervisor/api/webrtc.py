@@ -26,6 +26,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 import workers
 from supervisor.api.common import endpoint, session_of
+from supervisor.api.playback_sinks import PlaybackServer, WebRTCSink
 from supervisor.api.streams import CLOSE_UNAUTHORIZED, CLOSE_UNSUPPORTED, READY_TIMEOUT, _reject, open_live
 from supervisor.auth import User
 from supervisor.config import Settings
@@ -33,7 +34,6 @@ from supervisor.registry import Registry
 from workers.hub import HubClosed
 from workers.process import set_pdeathsig, stop_group
 from workers.webrtc import wire
-from workers.webrtc.pipe import PlaybackPipe
 
 log = logging.getLogger("h5gate.webrtc")
 
@@ -89,7 +89,7 @@ class Session:
         self.offer = ""
         self.offer_sent = False
         self.connected = False
-        self.playback: PlaybackPipe | None = None  # where its H5_* commands go, for recordings
+        self.playback: WebRTCSink | None = None  # where its H5_* commands go, for recordings
 
 
 class WebRTCService:
@@ -480,7 +480,7 @@ async def h5srtcapi(ws: WebSocket) -> None:
     if service is None:
         return await _reject(ws, CLOSE_UNSUPPORTED, "WebRTC is turned off on this server")
     if ws.query_params.get("playback", "").lower() == "true":
-        handler = getattr(state, "playback_ws", None)
+        handler: PlaybackServer | None = getattr(state, "playback", None)
         if handler is None:
             return await _reject(ws, CLOSE_UNSUPPORTED, "playback is not available on this server")
         return await _playback(ws, service, handler, user)
@@ -514,15 +514,16 @@ def _refuse_codec(codec: str) -> str:
     return f"WebRTC plays H.264 only; this source is {codec or 'audio only'}"
 
 
-async def _playback(ws: WebSocket, service: WebRTCService, handler: Any, user: User) -> None:
-    """Recordings over WebRTC: the WebSocket playback handler feeds this viewer's own sidecar feed.
+async def _playback(ws: WebSocket, service: WebRTCService, handler: PlaybackServer, user: User) -> None:
+    """Recordings over WebRTC: the playback handler plays into a WebRTCSink that feeds this viewer's own
+    sidecar feed.
 
     Same query and commands as playback over h5swsapi. Video only: the handler retimes media for
     H5_SPEED, which suits pictures but not an Opus stream.
     """
     await ws.accept()
-    pipe = PlaybackPipe(ws.app, ws.query_params)
-    player = asyncio.create_task(handler(pipe, user))
+    pipe = WebRTCSink()
+    player = asyncio.create_task(handler(pipe, ws.query_params, user))
     try:
         await asyncio.wait({pipe.mime, pipe.closed, player}, timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
         if pipe.closed.done():

@@ -30,8 +30,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from supervisor.recordings.index import Recording, Snapshot
+from supervisor.recordings.paths import NAME_RE, BadValue, clock_time
 from workers.recorder import index_file
-from workers.storage import NAME_RE, BadValue, clock_time
 
 log = logging.getLogger("h5gate.reindex")
 
@@ -40,34 +41,16 @@ TOKEN_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DAY_RE = re.compile(r"^(\d{4}-\d{1,2}-\d{1,2})TZ(.{1,8})$")
 UNIX_NAME_RE = re.compile(r"^(\d{10}|\d{13})(?:_(\d{1,2}))?$")
 SUFFIX_RE = re.compile(r"^(.*?)_(\d{1,2})$")
-PRE_RECORD_REACH = 30.0 + 5.0  # the longest nPreRecordLength (supervisor.jobs.CONF), plus a GOP
+PRE_RECORD_REACH = 30.0 + 5.0  # the longest nPreRecordLength (supervisor.recordings.service.CONF), plus a GOP
 LONGEST_SESSION = 8 * 86400.0  # a piece of a split recording starts at most this long after its first
 BUSY_SECONDS = 60.0  # an empty recording this recent is one a recorder has just opened
 SNAPSHOT_DELAY = 15.0  # a snapshot is written at most this long after its request (waiting for a picture)
 
 
 @dataclass
-class FoundRecording:
-    token: str
-    kind: str
-    path: str
-    start: float
-    end: float
-    size: int
-
-
-@dataclass
-class FoundSnapshot:
-    token: str
-    taken: float
-    path: str
-    size: int
-
-
-@dataclass
 class Scan:
-    recordings: list[FoundRecording] = field(default_factory=list)
-    snapshots: list[FoundSnapshot] = field(default_factory=list)
+    recordings: list[Recording] = field(default_factory=list)  # found on disk, not in the index (id 0)
+    snapshots: list[Snapshot] = field(default_factory=list)
     present: set[str] = field(default_factory=set)  # every .mp4/.jpg seen, indexed or not
     skipped: int = 0
     folders: set[str] = field(default_factory=set)  # the top folders that exist ("record", "snapshot")
@@ -147,8 +130,8 @@ def _inside(root: Path, rel: str) -> Path:
 
 
 def _recording(
-    root: Path, rel: str, p: Parsed, duration_of: Callable[[Path], float], previous: FoundRecording | None
-) -> FoundRecording:
+    root: Path, rel: str, p: Parsed, duration_of: Callable[[Path], float], previous: Recording | None
+) -> Recording:
     path = _inside(root, rel)
     try:
         duration = duration_of(path)
@@ -167,17 +150,17 @@ def _recording(
         fits = p.base - PRE_RECORD_REACH <= estimate <= p.base + LONGEST_SESSION
         start = estimate if fits else max(p.base, previous.end if previous else p.base)
     kind = "H5_REC_SCHEDULE" if p.server_named else "H5_REC_MANUAL"
-    return FoundRecording(p.token, kind, rel, start, start + duration, st.st_size)
+    return Recording(p.token, kind, rel, start, start + duration, st.st_size)
 
 
-def _snapshot(root: Path, rel: str, p: Parsed) -> FoundSnapshot:
+def _snapshot(root: Path, rel: str, p: Parsed) -> Snapshot:
     path = _inside(root, rel)
     with open(path, "rb") as fh:
         if fh.read(3) != b"\xff\xd8\xff":
             raise Unparsable("not a JPEG")
     st = path.stat()
     fits = p.base - 1 <= st.st_mtime <= p.base + SNAPSHOT_DELAY
-    return FoundSnapshot(p.token, st.st_mtime if fits else p.base, rel, st.st_size)
+    return Snapshot(p.token, st.st_mtime if fits else p.base, rel, st.st_size)
 
 
 def _duration(path: Path) -> float:
@@ -201,7 +184,7 @@ def scan(
         if not (root / folder).is_dir():
             continue
         out.folders.add(folder)
-        previous: dict[tuple[str, str], FoundRecording] = {}  # (folder, stem) -> the last piece found
+        previous: dict[tuple[str, str], Recording] = {}  # (folder, stem) -> the last piece found
         for rel in _walk(root, folder):
             if cancel is not None and cancel.is_set():
                 raise InterruptedError("reindex cancelled")
