@@ -542,7 +542,7 @@ async def _single_file(service: Recordings, token: str, filename: str) -> list[R
 
 async def install(app: Any) -> None:
     state = app.state
-    service = Recordings(state)
+    service = Recordings(state.settings, state.db, state.registry)
     await service.open()
     state.recordings = service
     state.playback_ws = playback_ws

@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.api.common import ApiError
+from supervisor.config import Settings
+from supervisor.db import Database
 from supervisor.jobs import Jobs
 from supervisor.recordings import paths, reindex
 from supervisor.recordings.index import RecordIndex, Recording, Snapshot
 from supervisor.recordings.retention import Policy, Retention
 from supervisor.recordings.schedule import DAYS, in_schedule, parse_schedule
-from supervisor.registry import SourceRuntime, Stream
+from supervisor.registry import Registry, SourceRuntime, Stream
 from workers.playback import Export, Span, export_clip
 from workers.recorder import RecFile, Recorder, repair_file
 
@@ -73,11 +75,11 @@ class Session:
 class Recordings:
     """Which recordings run, their index rows, their timed stops, snapshots, exports and retention."""
 
-    def __init__(self, state: Any) -> None:
-        self.state = state
-        self.settings = state.settings
-        self.root: Path = self.settings.media_store
-        self.db = state.db
+    def __init__(self, settings: Settings, db: Database, registry: Registry) -> None:
+        self.settings = settings
+        self.root: Path = settings.media_store
+        self.db = db
+        self.registry = registry
         self.index = RecordIndex(self.db, self.root)
         self.retention = Retention(self.index, self.protected)
         self.jobs = Jobs(self.db)
@@ -96,7 +98,8 @@ class Recordings:
         for row in await self.db.fetchall("SELECT name, value FROM record_conf"):
             if row["name"] in {f for _, f, _, _ in CONF.values()}:
                 setattr(self.settings, row["name"], float(row["value"]))
-        self.settings.record_file_seconds = float(self.settings.record_file_seconds)
+        # SetRecordConf takes fractions (and the stored values are read back as floats): float from here on
+        setattr(self.settings, "record_file_seconds", float(self.settings.record_file_seconds))  # noqa: B010
         self._fit_ring()
         for row in await self.db.fetchall("SELECT token, schedule, quota FROM record_policy"):
             if row["schedule"]:
@@ -106,10 +109,11 @@ class Recordings:
         recovered = await self.index.recover(repair_file)
         if recovered:
             log.info("%d recordings interrupted by a crash were closed and indexed", recovered)
-        row = await self.db.fetchone(
+        held = await self.db.fetchone(
             "SELECT EXISTS (SELECT 1 FROM recordings) AS r, EXISTS (SELECT 1 FROM snapshots) AS s"
         )
-        empty = [folder for folder, has in (("record", row["r"]), ("snapshot", row["s"])) if not has]
+        assert held is not None
+        empty = [folder for folder, has in (("record", held["r"]), ("snapshot", held["s"])) if not has]
         if empty:  # a new or lost database: what the store holds is indexed again, in the background
             self._spawn(self._reindex_at_start(empty))
         self.jobs.register("record_stop", self._job_stop)
@@ -118,7 +122,7 @@ class Recordings:
         """After the sources are loaded: resume interrupted recordings, start jobs and recorders."""
         now = time.time()
         for row in await self.db.fetchall("SELECT id, token, kind, origin, path, stop_at FROM record_sessions"):
-            runtime = self.state.registry.get(row["token"])
+            runtime = self.registry.get(row["token"])
             if runtime is None or (row["stop_at"] is not None and row["stop_at"] <= now + 1):
                 await self.db.execute("DELETE FROM record_sessions WHERE id = ?", (row["id"],))
                 continue
@@ -159,8 +163,7 @@ class Recordings:
         """Hubs must hold the pre-record length (plus a GOP) in memory."""
         need = self.settings.pre_record_seconds + 2.0
         self.settings.ring_seconds = max(self.settings.ring_seconds, need)
-        registry = getattr(self.state, "registry", None)
-        for runtime in registry.sources.values() if registry else ():
+        for runtime in self.registry.sources.values():
             for stream in runtime.streams.values():
                 stream.hub.ring_seconds = max(stream.hub.ring_seconds, need)
 
@@ -184,7 +187,7 @@ class Recordings:
     # -- sessions ----------------------------------------------------------------------------------
     def source(self, token: str) -> SourceRuntime:
         """The source a request names, which must exist."""
-        runtime: SourceRuntime | None = self.state.registry.get(token)
+        runtime = self.registry.get(token)
         if runtime is None:
             raise ApiError(f"no such source: {token}", 404)
         return runtime
@@ -280,7 +283,7 @@ class Recordings:
     async def reconcile(self) -> None:
         """Start and stop continuous recorders to match bRec, schedules and the sources that exist."""
         async with self._lock:
-            registry, now = self.state.registry, time.time()
+            registry, now = self.registry, time.time()
             for session in list(self.sessions.values()):
                 if registry.get(session.token) is None:  # its source was deleted
                     await self.stop_session(session.id)
