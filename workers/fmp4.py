@@ -1,7 +1,9 @@
-"""MP4 box reading: split ffmpeg's fragmented MP4 pipe into init and fragments, and read what the hub needs.
+"""MP4 box reading and rewriting: split ffmpeg's fragmented MP4 pipe, read what the hub needs, patch timing.
 
 Python never decodes video on the live path; it only walks box headers: the codec strings a browser needs
-for `addSourceBuffer`, each fragment's track, decode time (tfdt), duration and keyframe flag.
+for `addSourceBuffer`, each fragment's track, decode time (tfdt), duration and keyframe flag, and an AAC
+track's decoder config. Every rewrite of fragment bytes lives here too (a viewer's tfdt shift, ffmpeg's
+timing repair, playback's retiming and duration scaling), so one module knows where each field sits.
 """
 
 from __future__ import annotations
@@ -12,9 +14,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf", b"mvex", b"edts", b"dinf"}
+# Fixed fields of a sample entry before its child boxes (avcC, esds): ISO/IEC 14496-12 8.5.2 and 12.1.3/12.2.3
+VISUAL_ENTRY_FIELDS = 78
+AUDIO_ENTRY_FIELDS = 28
+
+Buffer = bytes | bytearray | memoryview
 
 
-def boxes(buf: bytes | memoryview, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int, int]]:
+def boxes(buf: Buffer, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int, int]]:
     """Yield (type, box offset, header length, box size) for each complete box in buf[start:end]."""
     end = len(buf) if end is None else end
     pos = start
@@ -34,7 +41,7 @@ def boxes(buf: bytes | memoryview, start: int = 0, end: int | None = None) -> It
         pos += size
 
 
-def find(buf: bytes, path: list[bytes], start: int = 0, end: int | None = None) -> Iterator[tuple[int, int, int]]:
+def find(buf: Buffer, path: list[bytes], start: int = 0, end: int | None = None) -> Iterator[tuple[int, int, int]]:
     """Yield (offset, header, size) of every box reached by the type path below buf[start:end]."""
     for kind, pos, header, size in boxes(buf, start, end):
         if kind != path[0]:
@@ -87,25 +94,22 @@ def _hvcc_codec(entry: str, c: bytes) -> str:
     return ".".join(parts)
 
 
-def _esds_codec(esds: bytes) -> str:
-    """mp4a.<objectType>.<audioObjectType> from an esds box payload."""
-    pos = 4  # version + flags
+def _descriptor(esds: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, body offset, body length) of the MPEG-4 descriptor at esds[pos]; IndexError if it is cut short."""
+    tag = esds[pos]
+    pos += 1
+    length = 0
+    for _ in range(4):
+        b = esds[pos]
+        pos += 1
+        length = (length << 7) | (b & 0x7F)
+        if not b & 0x80:
+            break
+    return tag, pos, length
 
-    def descriptor(p: int) -> tuple[int, int, int]:
-        tag = esds[p]
-        p += 1
-        length = 0
-        for _ in range(4):
-            b = esds[p]
-            p += 1
-            length = (length << 7) | (b & 0x7F)
-            if not b & 0x80:
-                break
-        return tag, p, length
 
-    tag, pos, _ = descriptor(pos)
-    if tag != 3:
-        return "mp4a.40.2"
+def _skip_es_fields(esds: bytes, pos: int) -> int:
+    """Past an ES_Descriptor's ES_ID, flags and optional fields, to its nested descriptors."""
     flags = esds[pos + 2]
     pos += 3
     if flags & 0x80:
@@ -114,12 +118,21 @@ def _esds_codec(esds: bytes) -> str:
         pos += 1 + esds[pos]
     if flags & 0x20:
         pos += 2
-    tag, pos, _ = descriptor(pos)
+    return pos
+
+
+def _esds_codec(esds: bytes) -> str:
+    """mp4a.<objectType>.<audioObjectType> from an esds box payload."""
+    tag, pos, _ = _descriptor(esds, 4)  # after version + flags
+    if tag != 3:
+        return "mp4a.40.2"
+    pos = _skip_es_fields(esds, pos)
+    tag, pos, _ = _descriptor(esds, pos)
     if tag != 4:
         return "mp4a.40.2"
     oti = esds[pos]
     pos += 13
-    tag, pos, length = descriptor(pos)
+    tag, pos, length = _descriptor(esds, pos)
     if tag == 5 and length:
         aot = esds[pos] >> 3
         if aot == 31:
@@ -128,13 +141,48 @@ def _esds_codec(esds: bytes) -> str:
     return f"mp4a.{oti:x}"
 
 
+def audio_specific_config(esds: bytes) -> bytes:
+    """The DecoderSpecificInfo (tag 5) of an esds payload: what an AAC decoder needs as extradata."""
+    pos = 4  # version + flags
+    while pos < len(esds):
+        try:
+            tag, pos, length = _descriptor(esds, pos)
+        except IndexError:
+            return b""
+        if tag == 5:
+            return esds[pos : pos + length]
+        if tag == 3:  # ES_Descriptor: ES_ID, flags, optional fields, then nested descriptors
+            pos = _skip_es_fields(esds, pos)
+        elif tag == 4:  # DecoderConfigDescriptor: 13 fixed bytes, then DecoderSpecificInfo
+            pos += 13
+        else:
+            pos += length
+    return b""
+
+
+def sample_entry_child(data: bytes, trak: tuple[int, int, int], entry_fields: int, child: bytes) -> bytes:
+    """Payload of a box inside the first sample entry of a track (avcC, esds); b"" if absent.
+
+    `trak` is (offset, header, size) as find() yields it; `entry_fields` is VISUAL_ENTRY_FIELDS or
+    AUDIO_ENTRY_FIELDS, the fixed part of the entry before its child boxes.
+    """
+    tpos, thead, tsize = trak
+    for spos, shead, ssize in find(data, [b"mdia", b"minf", b"stbl", b"stsd"], tpos + thead, tpos + tsize):
+        for _, epos, ehead, esize in boxes(data, spos + shead + 8, spos + ssize):
+            for kind, cpos, chead, csize in boxes(data, epos + ehead + entry_fields, epos + esize):
+                if kind == child:
+                    return data[cpos + chead : cpos + csize]
+            return b""
+    return b""
+
+
 def _sample_entry_codec(buf: bytes, stsd_pos: int, stsd_header: int, stsd_size: int) -> tuple[str, int, int]:
     first = stsd_pos + stsd_header + 8  # skip version/flags + entry count
     for kind, pos, header, size in boxes(buf, first, stsd_pos + stsd_size):
         entry = kind.decode("latin-1")
         if kind in (b"avc1", b"avc3", b"hev1", b"hvc1"):
             width, height = struct.unpack_from(">HH", buf, pos + header + 24)
-            inner = pos + header + 78
+            inner = pos + header + VISUAL_ENTRY_FIELDS
             for ckind, cpos, chead, _ in boxes(buf, inner, pos + size):
                 payload = buf[cpos + chead : cpos + chead + 16]
                 if ckind == b"avcC":
@@ -143,7 +191,7 @@ def _sample_entry_codec(buf: bytes, stsd_pos: int, stsd_header: int, stsd_size: 
                     return _hvcc_codec(entry, buf[cpos + chead : cpos + chead + 13]), width, height
             return entry, width, height
         if kind == b"mp4a":
-            inner = pos + header + 28
+            inner = pos + header + AUDIO_ENTRY_FIELDS
             for ckind, cpos, chead, csize in boxes(buf, inner, pos + size):
                 if ckind == b"esds":
                     return _esds_codec(buf[cpos + chead : cpos + csize]), 0, 0
@@ -295,6 +343,60 @@ def parse_fragment(data: bytes, default_duration: int = 0) -> FragInfo:
 
 def _patch(data: bytes, pos: int, size: int, value: int) -> bytes:
     return data[:pos] + value.to_bytes(size, "big") + data[pos + size :]
+
+
+def shift_decode_time(data: bytes, info: FragInfo, ticks: int) -> bytes:
+    """A fragment's bytes with its decode time moved back by `ticks` (never below zero), as a new copy.
+
+    A viewer's timeline starts at zero where it joined; the value wraps to the field's width as a 32-bit
+    tfdt would. `info` must describe `data` (parse_fragment) and have a tfdt (tfdt_pos >= 0).
+    """
+    value = max(0, info.tfdt - ticks)
+    value &= (1 << (8 * info.tfdt_size)) - 1
+    return _patch(data, info.tfdt_pos, info.tfdt_size, value)
+
+
+def retime(data: bytes, tfdt: int, speed: float = 1.0) -> bytes:
+    """A fragment with its decode time set to `tfdt` and, at another speed, its durations divided."""
+    buf = bytearray(data)
+    moof = next(find(buf, [b"moof"]))
+    for tpos, thead, tsize in find(buf, [b"traf"], moof[0] + moof[1], moof[0] + moof[2]):
+        body, end = tpos + thead, tpos + tsize
+        for pos, head, _ in find(buf, [b"tfdt"], body, end):
+            if buf[pos + head] == 1:
+                struct.pack_into(">Q", buf, pos + head + 4, tfdt & (2**64 - 1))
+            else:
+                struct.pack_into(">I", buf, pos + head + 4, tfdt & 0xFFFFFFFF)
+        if speed == 1.0:
+            continue
+        for pos, head, _ in find(buf, [b"tfhd"], body, end):
+            p = pos + head
+            flags = int.from_bytes(buf[p + 1 : p + 4], "big")
+            p += 8 + (8 if flags & 0x1 else 0) + (4 if flags & 0x2 else 0)
+            if flags & 0x8:
+                _scale(buf, p, speed)
+        for pos, head, _ in find(buf, [b"trun"], body, end):
+            p = pos + head
+            version, flags = buf[p], int.from_bytes(buf[p + 1 : p + 4], "big")
+            count = struct.unpack_from(">I", buf, p + 4)[0]
+            p += 8 + (4 if flags & 0x1 else 0) + (4 if flags & 0x4 else 0)
+            for _ in range(count):
+                if flags & 0x100:
+                    _scale(buf, p, speed)
+                    p += 4
+                p += (4 if flags & 0x200 else 0) + (4 if flags & 0x400 else 0)
+                if flags & 0x800:
+                    _scale(buf, p, speed, signed=version == 1)
+                    p += 4
+    return bytes(buf)
+
+
+def _scale(buf: bytearray, pos: int, speed: float, signed: bool = False) -> None:
+    """Divide one duration (or composition offset) field by `speed`; a real duration stays at least 1 tick."""
+    fmt = ">i" if signed else ">I"
+    value = struct.unpack_from(fmt, buf, pos)[0]
+    scaled = round(value / speed)
+    struct.pack_into(fmt, buf, pos, max(1, scaled) if value > 0 and not signed else scaled)
 
 
 class TimingRepair:

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from workers.fmp4 import FragInfo, InitInfo, parse_fragment, parse_init
+from workers.fmp4 import FragInfo, InitInfo, parse_fragment, parse_init, shift_decode_time
 
 log = logging.getLogger("h5gate.hub")
 
@@ -62,11 +62,8 @@ class Fragment:
             return self.data
         cached = self._rebased.get(shift_us)
         if cached is None:
-            pos, size = self.info.tfdt_pos, self.info.tfdt_size
             ticks = -(-shift_us * self.timescale // 1_000_000)  # round up: a keyframe's own shift gives 0
-            value = max(0, self.info.tfdt - ticks)
-            value &= (1 << (8 * size)) - 1
-            cached = self.data[:pos] + value.to_bytes(size, "big") + self.data[pos + size :]
+            cached = shift_decode_time(self.data, self.info, ticks)
             if len(self._rebased) < REBASED_COPIES:
                 self._rebased[shift_us] = cached
         return cached

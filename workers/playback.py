@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from workers.fmp4 import find
+from workers.fmp4 import retime
 from workers.recorder import Entry, FileIndex, index_file
 
 log = logging.getLogger("h5gate.playback")
@@ -46,48 +45,6 @@ class Span:
     end: float
     path: Path
     open: bool = False  # still being recorded
-
-
-def retime(data: bytes, tfdt: int, speed: float = 1.0) -> bytes:
-    """A fragment with its decode time set to `tfdt` and, at another speed, its durations divided."""
-    buf = bytearray(data)
-    moof = next(find(buf, [b"moof"]))
-    for tpos, thead, tsize in find(buf, [b"traf"], moof[0] + moof[1], moof[0] + moof[2]):
-        body, end = tpos + thead, tpos + tsize
-        for pos, head, _ in find(buf, [b"tfdt"], body, end):
-            if buf[pos + head] == 1:
-                struct.pack_into(">Q", buf, pos + head + 4, tfdt & (2**64 - 1))
-            else:
-                struct.pack_into(">I", buf, pos + head + 4, tfdt & 0xFFFFFFFF)
-        if speed == 1.0:
-            continue
-        for pos, head, _ in find(buf, [b"tfhd"], body, end):
-            p = pos + head
-            flags = int.from_bytes(buf[p + 1 : p + 4], "big")
-            p += 8 + (8 if flags & 0x1 else 0) + (4 if flags & 0x2 else 0)
-            if flags & 0x8:
-                _scale(buf, p, speed)
-        for pos, head, _ in find(buf, [b"trun"], body, end):
-            p = pos + head
-            version, flags = buf[p], int.from_bytes(buf[p + 1 : p + 4], "big")
-            count = struct.unpack_from(">I", buf, p + 4)[0]
-            p += 8 + (4 if flags & 0x1 else 0) + (4 if flags & 0x4 else 0)
-            for _ in range(count):
-                if flags & 0x100:
-                    _scale(buf, p, speed)
-                    p += 4
-                p += (4 if flags & 0x200 else 0) + (4 if flags & 0x400 else 0)
-                if flags & 0x800:
-                    _scale(buf, p, speed, signed=version == 1)
-                    p += 4
-    return bytes(buf)
-
-
-def _scale(buf: bytearray, pos: int, speed: float, signed: bool = False) -> None:
-    fmt = ">i" if signed else ">I"
-    value = struct.unpack_from(fmt, buf, pos)[0]
-    scaled = round(value / speed)
-    struct.pack_into(fmt, buf, pos, max(1, scaled) if value > 0 and not signed else scaled)
 
 
 class Timeline:

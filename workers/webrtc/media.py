@@ -10,7 +10,15 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from workers.fmp4 import boxes, find, parse_init, read_traf
+from workers.fmp4 import (
+    AUDIO_ENTRY_FIELDS,
+    VISUAL_ENTRY_FIELDS,
+    audio_specific_config,
+    find,
+    parse_init,
+    read_traf,
+    sample_entry_child,
+)
 
 START_CODE = b"\x00\x00\x00\x01"
 RTP_VIDEO_CLOCK = 90_000
@@ -41,18 +49,6 @@ class InitConfig:
     audio: TrackConfig | None
 
 
-def _stsd_child(data: bytes, trak: tuple[int, int, int], entry_skip: int, child: bytes) -> bytes:
-    """Payload of a box inside the first sample entry of a track (avcC, esds)."""
-    tpos, thead, tsize = trak
-    for spos, shead, ssize in find(data, [b"mdia", b"minf", b"stbl", b"stsd"], tpos + thead, tpos + tsize):
-        for _, epos, ehead, esize in boxes(data, spos + shead + 8, spos + ssize):
-            for kind, cpos, chead, csize in boxes(data, epos + ehead + entry_skip, epos + esize):
-                if kind == child:
-                    return data[cpos + chead : cpos + csize]
-            return b""
-    return b""
-
-
 def parse_init_config(data: bytes) -> InitConfig:
     """The first video and audio track of an init segment, with the avcC / AudioSpecificConfig."""
     info = parse_init(data)
@@ -65,42 +61,12 @@ def parse_init_config(data: bytes) -> InitConfig:
         if track is None:
             continue
         if track.handler == "vide" and video is None:
-            video = TrackConfig(track_id, track.timescale, track.codec, _stsd_child(data, trak, 78, b"avcC"))
+            avcc = sample_entry_child(data, trak, VISUAL_ENTRY_FIELDS, b"avcC")
+            video = TrackConfig(track_id, track.timescale, track.codec, avcc)
         elif track.handler == "soun" and audio is None:
-            audio = TrackConfig(
-                track_id, track.timescale, track.codec, audio_specific_config(_stsd_child(data, trak, 28, b"esds"))
-            )
+            esds = sample_entry_child(data, trak, AUDIO_ENTRY_FIELDS, b"esds")
+            audio = TrackConfig(track_id, track.timescale, track.codec, audio_specific_config(esds))
     return InitConfig(video, audio)
-
-
-def audio_specific_config(esds: bytes) -> bytes:
-    """The DecoderSpecificInfo (tag 5) of an esds payload: what an AAC decoder needs as extradata."""
-    pos = 4  # version + flags
-    while pos < len(esds):
-        tag = esds[pos]
-        pos += 1
-        length = 0
-        for _ in range(4):
-            if pos >= len(esds):
-                return b""
-            b = esds[pos]
-            pos += 1
-            length = (length << 7) | (b & 0x7F)
-            if not b & 0x80:
-                break
-        if tag == 5:
-            return esds[pos : pos + length]
-        if tag == 3:  # ES_Descriptor: ES_ID, flags, optional fields, then nested descriptors
-            flags = esds[pos + 2]
-            pos += 3 + (2 if flags & 0x80 else 0)
-            if flags & 0x40:
-                pos += 1 + esds[pos]
-            pos += 2 if flags & 0x20 else 0
-        elif tag == 4:  # DecoderConfigDescriptor: 13 fixed bytes, then DecoderSpecificInfo
-            pos += 13
-        else:
-            pos += length
-    return b""
 
 
 @dataclass
