@@ -28,7 +28,7 @@ import pytest
 import websockets
 from playwright.sync_api import Page
 
-from supervisor.api.webrtc import parse_ice_servers
+from supervisor.webrtc import parse_ice_servers
 from tests.browser import launch, new_page
 from tests.camera import GstCamera, wait_until
 from tests.gateway import ROOT, Gateway

@@ -1,25 +1,25 @@
 """One supervised ffmpeg: spawn, read its fMP4 pipe into the hub, restart with backoff, kill when it stalls.
 
-ffmpeg runs in its own process group with PR_SET_PDEATHSIG, so neither a clean exit nor a SIGKILL of the
-server leaves it behind. Its stderr (with level prefixes) tells us the input codecs, which decide between
-copying and transcoding, and the last error, which GetSrc reports.
+The restart loop and backoff are workers/supervise.py's; the process group and PR_SET_PDEATHSIG (neither
+a clean exit nor a SIGKILL of the server leaves ffmpeg behind) are workers/child.py's. Its stderr (with
+level prefixes) tells us the input codecs, which decide between copying and transcoding, and the last
+error, which GetSrc reports.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
-import os
 import re
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from workers.child import Child
 from workers.ffmpeg import MSE_AUDIO, MSE_VIDEO, Plan, build_command, prepare_hls_dirs
 from workers.fmp4 import InitInfo, Splitter, TimingRepair, parse_fragment, parse_init
 from workers.hub import StreamHub
+from workers.supervise import Backoff, RunState, Stalled, Supervisor, Watchdog
 
 log = logging.getLogger("h5gate.process")
 
@@ -51,42 +51,13 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
     return text
 
 
-def set_pdeathsig() -> None:
-    """Runs in the child before exec: die with the server even if the server is SIGKILLed."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-async def stop_group(proc: asyncio.subprocess.Process, grace: float = 2.0) -> None:
-    """SIGTERM a child's process group, SIGKILL it if it has not exited within `grace` seconds."""
-    if proc.returncode is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        await asyncio.wait_for(proc.wait(), grace)
-    except TimeoutError:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        await proc.wait()
-
-
 @dataclass
-class State:
-    online: bool = False
-    last_error: str = ""
-    restarts: int = 0
-    pid: int | None = None
+class State(RunState):
+    """RunState plus what GetSrc tells about an ffmpeg run: the transport it uses and the input codecs."""
+
     transport: str = ""
     video_codec: str = ""
     audio_codec: str = ""
-    started_at: float = 0.0
     bytes_in: int = 0
 
 
@@ -112,17 +83,21 @@ class FfmpegProcess:
         self.plan_for = plan_for
         self.rtsp_type = rtsp_type
         self.stall_timeout = stall_timeout
-        self.restart_min = restart_min
-        self.restart_max = restart_max
         self.secrets = secrets
         self.state = State()
         self.video_mode = "copy"
         self.audio_mode = "copy"
         self._transport = "udp" if rtsp_type == "H5_RTSP_UDP" else "tcp"
-        self._proc: asyncio.subprocess.Process | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-        self._relearn = False
+        self.child = Child(self.state)
+        self.supervisor = Supervisor(
+            f"{name}: ffmpeg",
+            self._run_once,
+            state=self.state,
+            backoff=Backoff(restart_min, restart_max),
+            halt=self.child.stop,
+            on_end=self._ended,
+            logger=log,
+        )
 
     @property
     def online(self) -> bool:
@@ -130,58 +105,16 @@ class FfmpegProcess:
         return self.state.online and time.monotonic() - self.hub.last_arrival < ONLINE_WINDOW
 
     def start(self) -> None:
-        self._stopping = False
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"ffmpeg:{self.name}")
+        self.supervisor.start()
 
     async def stop(self) -> None:
-        self._stopping = True
-        await self._kill()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-        self.state.online = False
+        await self.supervisor.stop()
 
-    async def _kill(self) -> None:
-        if self._proc is not None:
-            await stop_group(self._proc)
-
-    async def _run(self) -> None:
-        delay = self.restart_min
-        while not self._stopping:
-            healthy = False
-            try:
-                healthy = await self._run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # a bug here must not end supervision of the source
-                self.state.last_error = f"internal error: {e}"
-                log.exception("%s: ffmpeg run failed", self.name)
-            self.state.online = False
-            if self._stopping:
-                break
-            self.state.restarts += 1
-            if self._relearn:  # codecs learned: restart at once with the right modes
-                self._relearn = False
-                continue
-            if healthy:
-                delay = self.restart_min
-            if self.rtsp_type == "H5_RTSP_AUTO" and not healthy:
-                self._transport = "udp" if self._transport == "tcp" else "tcp"
-            log.info(
-                "%s: ffmpeg ended (%s); restart %d in %.1fs",
-                self.name,
-                self.state.last_error or "no error",
-                self.state.restarts,
-                delay,
-            )
-            await asyncio.sleep(delay)
-            if not healthy:
-                delay = min(delay * 2, self.restart_max)
+    def _ended(self, healthy: bool) -> None:
+        """With H5_RTSP_AUTO, a run that failed is retried over the other transport (not a codec restart)."""
+        sup = self.supervisor
+        if self.rtsp_type == "H5_RTSP_AUTO" and not healthy and not sup.stopping and not sup.restart_pending:
+            self._transport = "udp" if self._transport == "tcp" else "tcp"
 
     async def _run_once(self) -> bool:
         """One ffmpeg run; True if it delivered media for a while (so the backoff resets)."""
@@ -203,16 +136,8 @@ class FfmpegProcess:
             self.video_mode,
             self.audio_mode if plan.audio else "off",
         )
-        self._proc = proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=set_pdeathsig,
-        )
+        proc = await self.child.spawn(*argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         st = self.state
-        st.pid, st.started_at = proc.pid, time.monotonic()
         st.transport = plan.transport if plan.url.startswith("rtsp") else ""
         st.video_codec = st.audio_codec = ""  # input lines come first; re-learned on every run
         first_media = 0.0
@@ -220,11 +145,8 @@ class FfmpegProcess:
         try:
             first_media = await self._read_stdout(proc)
         finally:
-            await self._kill()
-            await proc.wait()
+            await self.child.reap()
             await asyncio.gather(stderr_task, return_exceptions=True)
-            st.pid = None
-            self._proc = None
         if not first_media and not st.last_error:
             st.last_error = self._cause("", plan)
         if proc.returncode not in (0, None) and not st.last_error:
@@ -237,14 +159,15 @@ class FfmpegProcess:
         repair = TimingRepair()
         first_media = 0.0
         hub = self.hub
+        watchdog = Watchdog(self.stall_timeout)
         while True:
             try:
-                chunk = await asyncio.wait_for(proc.stdout.read(256 * 1024), self.stall_timeout)
-            except TimeoutError:
+                chunk = await watchdog.within(proc.stdout.read(256 * 1024))
+            except Stalled:
                 self.state.online = False
                 self.state.last_error = f"no data from source for {self.stall_timeout:.0f}s (stalled)"
                 log.warning("%s: watchdog: %s, killing ffmpeg", self.name, self.state.last_error)
-                os.killpg(proc.pid, signal.SIGKILL)  # it is hung: no point asking it to exit
+                self.child.kill()  # it is hung: no point asking it to exit
                 return first_media
             if not chunk:
                 return first_media
@@ -320,12 +243,9 @@ class FfmpegProcess:
         return unplayable
 
     def _restart_now(self) -> None:
-        self._relearn = True
-        if self._proc is not None and self._proc.returncode is None:
-            try:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        """Codecs learned: end this run at once and start the next without backoff, with the right modes."""
+        self.supervisor.restart_now()
+        self.child.kill()
 
     def _cause(self, error: str, plan: Plan) -> str:
         """ffmpeg says only "Invalid data" (or nothing) when a camera accepts the connection and never
