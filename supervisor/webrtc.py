@@ -44,6 +44,7 @@ def parse_ice_servers(text: str) -> list[dict[str, Any]]:
     text = text.strip()
     if not text:
         return []
+    servers: list[dict[str, Any]]
     if text.startswith("["):
         try:
             servers = json.loads(text)
