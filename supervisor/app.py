@@ -1,10 +1,15 @@
-"""create_app(settings): routes, and the lifespan that owns the database, registry and background jobs."""
+"""create_app(settings): the chapters in order, and the lifespan that builds the Services they share.
+
+Like go2rtc's main.go calling each module's Init(), the wiring is a plain, ordered list (`CHAPTERS`): no
+module is found by name or probed for hooks. The lifespan builds Services (database, auth, registry ...),
+then calls every chapter's `start` in order, loads the sources, calls every `started` in order; at
+shutdown every `stop` in the same order, then the sources stop and the database closes.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -22,21 +27,28 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from supervisor.api import common, sources, streams, system
+from supervisor.api import common, onvif, records, sources, streams, system, webrtc
 from supervisor.auth import Auth
 from supervisor.config import Settings
 from supervisor.db import Database
 from supervisor.registry import Registry
+from supervisor.services import Services
 from workers.ffmpeg import find_ffmpeg
 from workers.snapshot import SnapshotCache
 
 log = logging.getLogger("h5gate")
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-# Optional API chapters; each exposes `routes` and may expose `install(app)` (before the sources load),
-# `started(app)` (after) and `uninstall(app)`.
 PAGES = {"/": "index.html", "/login": "login.html", "/addcamera": "addcamera.html", "/recordings": "recordings.html"}
-OPTIONAL_MODULES = ("supervisor.api.onvif", "supervisor.api.records", "supervisor.api.webrtc")
+# The manual's chapters, in the order their routes are matched and their steps run.
+CHAPTERS: tuple[common.Chapter, ...] = (
+    system.chapter,
+    sources.chapter,
+    streams.chapter,
+    onvif.chapter,
+    records.chapter,
+    webrtc.chapter,
+)
 
 
 def version() -> str:
@@ -56,66 +68,54 @@ def _host_id(data_dir: Path) -> str:
     return value
 
 
-def _optional_modules() -> list[Any]:
-    found = []
-    for name in OPTIONAL_MODULES:
-        try:
-            found.append(importlib.import_module(name))
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-    return found
-
-
 def create_app(settings: Settings) -> Starlette:
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
-    extra = _optional_modules()
+    release = version()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        state = app.state
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.media_store.mkdir(parents=True, exist_ok=True)
         db = Database(settings.db_path)
         await db.open()
-        state.db = db
-        state.auth = Auth(db, settings.login_timeout, settings.login_max_faults, settings.login_lock_seconds)
-        await state.auth.load()
+        auth = Auth(db, settings.login_timeout, settings.login_max_faults, settings.login_lock_seconds)
+        await auth.load()
         ffmpeg = find_ffmpeg(settings.ffmpeg)
         log.info("using ffmpeg %s", ffmpeg)
-        state.ffmpeg = ffmpeg
-        state.host_id = await asyncio.to_thread(_host_id, settings.data_dir)
-        state.registry = Registry(settings, db, ffmpeg)
-        state.snapshots = SnapshotCache(ffmpeg, settings.image_cache_seconds)
-        state.viewers = streams.Viewers(settings.send_timeout)
-        state.run_info = system.RunInfo()
-        state.background = []
-        for module in extra:
-            if hasattr(module, "install"):
-                await module.install(app)
-        await state.registry.load()
-        for module in extra:
-            if hasattr(module, "started"):
-                await module.started(app)
-        state.background.append(asyncio.create_task(_expire_sessions(state.auth)))
-        log.info(
-            "h5gate %s listening on %s:%d, data in %s", state.version, settings.host, settings.port, settings.data_dir
+        services = Services(
+            settings=settings,
+            version=release,
+            host_id=await asyncio.to_thread(_host_id, settings.data_dir),
+            ffmpeg=ffmpeg,
+            db=db,
+            auth=auth,
+            registry=Registry(settings, db, ffmpeg),
+            snapshots=SnapshotCache(ffmpeg, settings.image_cache_seconds),
+            viewers=streams.Viewers(settings.send_timeout),
+            run_info=system.RunInfo(),
         )
+        app.state.services = services
+        for chapter in CHAPTERS:
+            await chapter.start(services)
+        await services.registry.load()
+        for chapter in CHAPTERS:
+            await chapter.started(services)
+        background = [asyncio.create_task(_expire_sessions(auth))]
+        log.info("h5gate %s listening on %s:%d, data in %s", release, settings.host, settings.port, settings.data_dir)
         try:
             yield
         finally:
-            for task in state.background:
+            for task in background:
                 task.cancel()
-            for module in extra:
-                if hasattr(module, "uninstall"):
-                    await module.uninstall(app)
-            await state.registry.stop_all()
+            for chapter in CHAPTERS:
+                await chapter.stop(services)
+            await services.registry.stop_all()
             await db.close()
             log.info("h5gate stopped")
 
     async def page(request: Request) -> Response:
         path = request.url.path
-        return templates.TemplateResponse(request, PAGES[path], {"version": request.app.state.version, "page": path})
+        return templates.TemplateResponse(request, PAGES[path], {"version": release, "page": path})
 
     async def not_found(request: Request, exc: HTTPException) -> Response:
         return common.fail(exc.detail if exc.status_code != 404 else "not found", exc.status_code)
@@ -125,10 +125,7 @@ def create_app(settings: Settings) -> Starlette:
         return common.fail("internal error", 500)
 
     routes: list[Any] = [
-        *system.routes,
-        *sources.routes,
-        *streams.routes,
-        *(r for module in extra for r in module.routes),
+        *(route for chapter in CHAPTERS for route in chapter.routes),
         *(Route(path, page) for path in PAGES),
         Mount("/static", StaticFiles(directory=str(TEMPLATES_DIR / "static")), name="static"),
     ]
@@ -142,8 +139,6 @@ def create_app(settings: Settings) -> Starlette:
         ],
         exception_handlers={HTTPException: not_found, Exception: server_error},
     )
-    app.state.settings = settings
-    app.state.version = version()
     return app
 
 

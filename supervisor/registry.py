@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from supervisor.api.common import TOKEN_RE, ApiError
+from supervisor.api.common import TOKEN_RE
 from supervisor.config import Settings
 from supervisor.db import Database
+from supervisor.errors import BadValue, Conflict, NotFound
 from workers.ffmpeg import STREAM_SCHEMES, Plan
 from workers.hub import StreamHub
 from workers.process import FfmpegProcess, redact
@@ -68,12 +69,12 @@ class SourceConfig:
 def check_stream_url(url: str) -> str:
     """A camera/encoder URL that is safe to hand to ffmpeg as the one argument after -i."""
     if len(url) > 2048 or any(ord(c) <= 32 or ord(c) == 127 for c in url):
-        raise ApiError("invalid url: too long or contains spaces/control characters")
+        raise BadValue("invalid url: too long or contains spaces/control characters")
     parts = urlsplit(url)
     if parts.scheme.lower() not in STREAM_SCHEMES:
-        raise ApiError(f"unsupported url scheme: use one of {', '.join(STREAM_SCHEMES)}")
+        raise BadValue(f"unsupported url scheme: use one of {', '.join(STREAM_SCHEMES)}")
     if not parts.hostname:
-        raise ApiError("invalid url: no host")
+        raise BadValue("invalid url: no host")
     return url
 
 
@@ -109,15 +110,15 @@ def check_file_path(path: str, roots: list[Path]) -> Path:
     elif path.startswith("file:"):
         path = path[5:]
     if not path or len(path) > 1024 or any(ord(c) < 32 for c in path):
-        raise ApiError("invalid file path")
+        raise BadValue("invalid file path")
     candidates = [Path(path)] if Path(path).is_absolute() else [r / path for r in roots]
     for candidate in candidates:
         real = candidate.resolve()
         if any(real.is_relative_to(r.resolve()) for r in roots):
             if not real.is_file():
-                raise ApiError("file not found under the media roots")
+                raise BadValue("file not found under the media roots")
             return real
-    raise ApiError("file is outside the configured media roots")
+    raise BadValue("file is outside the configured media roots")
 
 
 class Stream:
@@ -227,15 +228,15 @@ class Registry:
 
     def validate(self, cfg: SourceConfig) -> None:
         if not TOKEN_RE.match(cfg.token) or cfg.token in (".", ".."):
-            raise ApiError("invalid token: use 1-64 letters, digits, '_', '-' or '.'")
+            raise BadValue("invalid token: use 1-64 letters, digits, '_', '-' or '.'")
         if not cfg.name or len(cfg.name) > 128 or any(ord(c) < 32 for c in cfg.name):
-            raise ApiError("invalid name: 1-128 printable characters")
+            raise BadValue("invalid name: 1-128 printable characters")
         if cfg.kind not in KINDS:
-            raise ApiError("invalid source type")
+            raise BadValue("invalid source type")
         if cfg.rtsp_type not in RTSP_TYPES:
-            raise ApiError(f"invalid rtsp type: use one of {', '.join(RTSP_TYPES)}")
+            raise BadValue(f"invalid rtsp type: use one of {', '.join(RTSP_TYPES)}")
         if cfg.connect_type not in CONNECT_TYPES:
-            raise ApiError(f"invalid connect type: use one of {', '.join(CONNECT_TYPES)}")
+            raise BadValue(f"invalid connect type: use one of {', '.join(CONNECT_TYPES)}")
         if cfg.kind == "H5_STREAM":
             check_stream_url(cfg.url)
             if cfg.url_sub:
@@ -247,7 +248,7 @@ class Registry:
         self.validate(cfg)
         async with self._lock:
             if cfg.token in self.sources:
-                raise ApiError(f"token already exists: {cfg.token}", 409)
+                raise Conflict(f"token already exists: {cfg.token}")
             await self.db.execute(
                 "INSERT INTO sources (token, config, created) VALUES (?, ?, ?)", (cfg.token, cfg.to_json(), time.time())
             )
@@ -264,7 +265,7 @@ class Registry:
         async with self._lock:
             runtime = self.sources.get(token)
             if runtime is None:
-                raise ApiError(f"no such source: {token}", 404)
+                raise NotFound(f"no such source: {token}")
             cfg = dataclasses.replace(runtime.config, **changes)
             await self.db.execute("UPDATE sources SET config = ? WHERE token = ?", (cfg.to_json(), token))
             for name, value in changes.items():
@@ -276,7 +277,7 @@ class Registry:
         async with self._lock:
             runtime = self.sources.pop(token, None)
             if runtime is None:
-                raise ApiError(f"no such source: {token}", 404)
+                raise NotFound(f"no such source: {token}")
             await self.db.execute("DELETE FROM sources WHERE token = ?", (token,))
         await self._stop_runtime(runtime)
         for kind in ("v1", "v2"):

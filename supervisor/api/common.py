@@ -1,8 +1,9 @@
 """What every REST endpoint shares: session check, role check, parameter validation, JSON answers.
 
 Each endpoint is `async def handler(request, user) -> dict | Response` wrapped by `endpoint(role)`.
-Validation failures raise ApiError, which becomes `{"bStatus": false, "strCode": ...}` with a 4xx status,
-so no handler ever answers with a stack trace.
+Domain code raises supervisor.errors families and the API layer itself raises ApiError (a parameter it
+rejects, a missing session); `endpoint()` turns either into `{"bStatus": false, "strCode": ...}` with the
+family's status from `STATUS`, the one place statuses are decided, so no handler answers with a stack trace.
 """
 
 from __future__ import annotations
@@ -10,16 +11,51 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute
+
+from supervisor import errors
+from supervisor.services import Services
 
 log = logging.getLogger("h5gate.api")
 
 ROLES = ("Viewer", "Operator", "Administrator")  # each role may do what the ones before it may
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+Hook = Callable[[Services], Awaitable[None]]
+
+
+async def _nothing(services: Services) -> None:
+    """A chapter step with nothing to do."""
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """One chapter of the manual as app.py wires it: its routes and its steps in the server's life.
+
+    app.py lists the chapters in order and calls, for each in that order: `start` before the sources
+    load (put its service into Services, register registry hooks), `started` once they are loaded
+    (work that needs the sources: resuming recordings), and `stop` at shutdown, before the sources stop.
+    """
+
+    name: str
+    routes: Sequence[BaseRoute]
+    start: Hook = _nothing
+    started: Hook = _nothing
+    stop: Hook = _nothing
+
+
+def services(conn: HTTPConnection) -> Services:
+    """The server's shared services, for a request or a WebSocket."""
+    found = conn.app.state.services
+    assert isinstance(found, Services)
+    return found
 
 
 class ApiError(Exception):
@@ -29,6 +65,28 @@ class ApiError(Exception):
         super().__init__(code)
         self.code = code
         self.status = status
+
+
+# Domain error family -> HTTP status; the first family an error belongs to wins (subclasses come first).
+STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (errors.BadValue, 400),
+    (errors.NotFound, 404),
+    (errors.Conflict, 409),
+    (errors.Busy, 429),
+    (errors.Forbidden, 403),
+    (errors.Unavailable, 503),
+    (errors.StorageError, 507),
+    (errors.DeviceTimeout, 504),
+    (errors.DeviceRefused, 400),
+    (errors.DeviceError, 502),
+    (errors.Misconfigured, 500),
+)
+
+
+def answer(exc: errors.DomainError) -> JSONResponse:
+    """The one HTTP answer to a domain error: its message, and its family's status."""
+    status = next((code for family, code in STATUS if isinstance(exc, family)), 400)
+    return fail(exc.message, status)
 
 
 def ok(message: str, **extra: Any) -> dict[str, Any]:
@@ -52,8 +110,7 @@ def session_of(conn: HTTPConnection) -> str | None:
 
 def require_user(conn: HTTPConnection, role: str = "Viewer") -> Any:
     """The logged-in user of this request or ApiError(401/403); renews the session's idle timer."""
-    auth = conn.app.state.auth
-    user = auth.check(session_of(conn))
+    user = services(conn).auth.check(session_of(conn))
     if user is None:
         raise ApiError("session is missing, invalid or expired", 401)
     if ROLES.index(user.role) < ROLES.index(role):
@@ -75,6 +132,8 @@ def endpoint(role: str | None = "Viewer") -> Callable[[Handler], Callable[[Reque
                 result = await fn(request, user)
             except ApiError as e:
                 return fail(e.code, e.status)
+            except errors.DomainError as e:
+                return answer(e)
             except Exception:
                 log.exception("endpoint %s failed", request.url.path)
                 return fail("internal error", 500)

@@ -1,7 +1,8 @@
 """Manual §5.3/§5.4, ONVIF: OnvifSearch, OnvifProbe, AddSrcONVIF, Ptz, GetPresets, SetPreset, DelPreset.
 
 Device work goes through supervisor.onvif (async, deadline-bound), whose errors carry fixed,
-credential-free messages that become `{"bStatus": false, "strCode": ...}` here. `install(app)` registers
+credential-free messages; `device_errors()` turns them into domain errors (supervisor.errors), which
+become `{"bStatus": false, "strCode": ...}` in api/common. The chapter's `start` registers
 the URL resolver the registry calls before every ffmpeg (re)start, so a stream that fails is re-resolved
 from the device and a camera that changes its stream URI is followed without anyone re-adding it.
 """
@@ -17,11 +18,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
 
-from supervisor.api.common import ApiError, endpoint, ok, param, param_bool, param_number, param_token
+from supervisor import errors
+from supervisor.api.common import (
+    ApiError,
+    Chapter,
+    endpoint,
+    ok,
+    param,
+    param_bool,
+    param_number,
+    param_token,
+    services,
+)
 from supervisor.api.sources import CONNECT_ALIASES, RTSP_TYPE_ALIASES
 from supervisor.onvif import (
     DEFAULT_ONVIF_ADDR,
@@ -29,6 +40,8 @@ from supervisor.onvif import (
     DeviceAuthError,
     DevicePool,
     DeviceRefused,
+    DeviceTimeout,
+    NotSupported,
     OnvifError,
     discover,
     pick_profiles,
@@ -38,6 +51,7 @@ from supervisor.onvif import (
     with_credentials,
 )
 from supervisor.registry import RTSP_TYPES, SourceConfig
+from supervisor.services import Services
 
 log = logging.getLogger("h5gate.onvif")
 
@@ -71,25 +85,33 @@ class OnvifState:
     prewarm: asyncio.Task[None] | None = None
 
 
-def _state(app: Starlette) -> OnvifState:
-    state = getattr(app.state, "onvif", None)
-    if state is None:  # install() not run (e.g. a bare test app): build lazily
-        state = app.state.onvif = OnvifState(DevicePool(_timeout(app)))
-    return state
+def _state(request: Request) -> OnvifState:
+    svc = services(request)
+    if svc.onvif is None:  # the chapter's start() not run: build it now
+        svc.onvif = OnvifState(DevicePool(_timeout(svc)))
+    return svc.onvif
 
 
-def _timeout(app: Starlette) -> float:
-    settings = getattr(app.state, "settings", None)
-    return float(getattr(settings, "onvif_timeout", 10.0))
+def _timeout(svc: Services) -> float:
+    return float(svc.settings.onvif_timeout)
+
+
+def domain_error(e: OnvifError) -> errors.DeviceError:
+    """The domain family of a device failure, with the same safe message."""
+    if isinstance(e, DeviceTimeout):
+        return errors.DeviceTimeout(e.message)
+    if isinstance(e, DeviceAuthError | DeviceRefused | NotSupported):
+        return errors.DeviceRefused(e.message)
+    return errors.DeviceError(e.message)
 
 
 @contextlib.contextmanager
 def device_errors() -> Iterator[None]:
-    """OnvifError -> ApiError with the same safe message."""
+    """OnvifError -> its domain error (see domain_error)."""
     try:
         yield
     except OnvifError as e:
-        raise ApiError(e.message, e.status) from None
+        raise domain_error(e) from None
 
 
 def address_of(cfg: SourceConfig) -> DeviceAddress:
@@ -158,10 +180,10 @@ async def snapshot_fallback(state: OnvifState, cfg: SourceConfig) -> bytes | Non
         return None
 
 
-async def install(app: Starlette) -> None:
-    """Called by the app at startup, before sources load: register the H5_ONVIF hooks."""
-    state = app.state.onvif = OnvifState(DevicePool(_timeout(app)))
-    registry = app.state.registry
+async def start(svc: Services) -> None:
+    """Before the sources load: register the H5_ONVIF hooks."""
+    state = svc.onvif = OnvifState(DevicePool(_timeout(svc)))
+    registry = svc.registry
 
     async def resolver(cfg: SourceConfig, which: str) -> str:
         return await resolve_url(state, cfg, which)
@@ -174,8 +196,8 @@ async def install(app: Starlette) -> None:
     state.prewarm = start_prewarm()
 
 
-async def uninstall(app: Starlette) -> None:
-    state = getattr(app.state, "onvif", None)
+async def stop(svc: Services) -> None:
+    state = svc.onvif
     if state is not None:
         if state.prewarm is not None:
             state.prewarm.cancel()
@@ -186,15 +208,15 @@ async def uninstall(app: Starlette) -> None:
 @endpoint(role="Administrator")
 async def onvif_search(request: Request, user: Any) -> Any:
     seconds = param_number(request, "timeout", default=SEARCH_DEFAULT_SECONDS, low=0.2, high=60)
-    settings = request.app.state.settings
+    settings = services(request).settings
     try:
         devices = await discover(settings.onvif_discovery_target, seconds)
     except ValueError as e:
         log.error("ONVIF search: bad onvif_discovery_target setting: %s", e)
-        raise ApiError("ONVIF search is misconfigured on this server (onvif_discovery_target)", 500) from None
+        raise errors.Misconfigured("ONVIF search is misconfigured on this server (onvif_discovery_target)") from None
     except OSError as e:
         log.warning("ONVIF search via %s failed: %s", settings.onvif_discovery_target, e.strerror or e)
-        raise ApiError(f"ONVIF search failed: {e.strerror or 'network error'}", 502) from None
+        raise errors.DeviceError(f"ONVIF search failed: {e.strerror or 'network error'}") from None
     return {"device": devices}
 
 
@@ -202,7 +224,7 @@ async def onvif_search(request: Request, user: Any) -> Any:
 async def onvif_probe(request: Request, user: Any) -> Any:
     addr = _device_params(request)
     with device_errors():
-        profiles = await probe(addr, _timeout(request.app))
+        profiles = await probe(addr, _timeout(services(request)))
     return {"bStatus": True, "profile": [p.to_api() for p in profiles]}
 
 
@@ -219,9 +241,9 @@ async def add_src_onvif(request: Request, user: Any) -> Any:
     rtsp_type = RTSP_TYPE_ALIASES.get(rtsp_type.lower(), rtsp_type)
     if rtsp_type not in RTSP_TYPES:
         raise ApiError(f"invalid rtsptype: use one of {', '.join(RTSP_TYPES)}")
-    registry = request.app.state.registry
+    registry = services(request).registry
     if registry.get(token) is not None:
-        raise ApiError(f"token already exists: {token}", 409)
+        raise errors.Conflict(f"token already exists: {token}")
     cfg = SourceConfig(
         token=token,
         name=name,
@@ -239,11 +261,11 @@ async def add_src_onvif(request: Request, user: Any) -> Any:
         profile_sub=sub,
         profile_auto=not main,
     )
-    await _describe(request.app, cfg, addr)
+    await _describe(request, cfg, addr)
     try:
         await registry.add(cfg)
     except BaseException:
-        await _state(request.app).pool.drop(token)
+        await _state(request).pool.drop(token)
         raise
     log.info(
         "%s: ONVIF source added (%s, profiles %s/%s%s)",
@@ -256,13 +278,13 @@ async def add_src_onvif(request: Request, user: Any) -> Any:
     return ok("Add successfully")
 
 
-async def _describe(app: Starlette, cfg: SourceConfig, addr: DeviceAddress) -> None:
+async def _describe(request: Request, cfg: SourceConfig, addr: DeviceAddress) -> None:
     """Fill profile tokens and display URLs from the device; an unreachable device is added anyway.
 
     Wrong credentials or a profile token the device does not have are refused now, because they
     would never start working by themselves; a device that is merely down will be retried.
     """
-    state = _state(app)
+    state = _state(request)
     device = await state.pool.get(cfg.token, addr)
     try:
         profiles = await device.profiles(refresh=True)
@@ -275,7 +297,7 @@ async def _describe(app: Starlette, cfg: SourceConfig, addr: DeviceAddress) -> N
             cfg.url_sub = strip_credentials(await device.stream_uri(sub.token))
     except (DeviceAuthError, DeviceRefused) as e:
         await state.pool.drop(cfg.token)
-        raise ApiError(e.message, e.status) from None
+        raise domain_error(e) from None
     except OnvifError as e:
         log.warning(
             "%s: ONVIF device %s not usable now (%s); adding it anyway, it will be retried",
@@ -287,9 +309,9 @@ async def _describe(app: Starlette, cfg: SourceConfig, addr: DeviceAddress) -> N
 
 def _onvif_source(request: Request) -> SourceConfig:
     token = param_token(request)
-    runtime = request.app.state.registry.get(token)
+    runtime = services(request).registry.get(token)
     if runtime is None:
-        raise ApiError(f"no such source: {token}", 404)
+        raise errors.NotFound(f"no such source: {token}")
     cfg: SourceConfig = runtime.config
     if cfg.kind != "H5_ONVIF":
         raise ApiError("this source has no PTZ: it is not an ONVIF camera (add it with AddSrcONVIF)")
@@ -297,7 +319,7 @@ def _onvif_source(request: Request) -> SourceConfig:
 
 
 async def _device(request: Request, cfg: SourceConfig) -> Any:
-    return await _state(request.app).pool.get(cfg.token, address_of(cfg))
+    return await _state(request).pool.get(cfg.token, address_of(cfg))
 
 
 @endpoint(role="Operator")
@@ -375,3 +397,4 @@ routes = [
     Route("/api/v1/SetPreset", set_preset),
     Route("/api/v1/DelPreset", del_preset),
 ]
+chapter = Chapter("onvif", routes, start=start, stop=stop)

@@ -26,6 +26,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from supervisor.api.common import (
     TOKEN_RE,
     ApiError,
+    Chapter,
     endpoint,
     fail,
     ok,
@@ -33,14 +34,16 @@ from supervisor.api.common import (
     param_bool,
     param_number,
     param_token,
+    services,
     session_of,
 )
 from supervisor.api.playback_sinks import WebSocketSink
 from supervisor.auth import User
+from supervisor.errors import BadValue, DomainError, NotFound, StorageError, Unavailable
 from supervisor.recordings import paths as storage
 from supervisor.recordings.index import Recording
-from supervisor.recordings.paths import BadValue
 from supervisor.recordings.service import CONF, Recordings, RecordStatus, Session
+from supervisor.services import Services
 from workers.playback import Playback, PlaybackSink, Span
 from workers.snapshot import SnapshotError
 
@@ -53,7 +56,9 @@ READY_TIMEOUT = 8.0
 
 
 def _service(request: Request | WebSocket) -> Recordings:
-    return request.app.state.recordings
+    service = services(request).recordings
+    assert service is not None  # the recordings chapter's start() set it
+    return service
 
 
 def _duration(request: Request, required: bool = True) -> float | None:
@@ -64,10 +69,7 @@ def _duration(request: Request, required: bool = True) -> float | None:
 
 def _filename(request: Request, required: bool) -> str:
     name = param(request, "filename", required=required, maxlen=80)
-    try:
-        return storage.check_name(name) if name else ""
-    except BadValue as e:
-        raise ApiError(str(e)) from None
+    return storage.check_name(name) if name else ""
 
 
 def _path_dir(request: Request, kind: str, token: str) -> str:
@@ -76,10 +78,7 @@ def _path_dir(request: Request, kind: str, token: str) -> str:
     tz = request.query_params.get("tz", "")
     if len(tz) > 8:
         raise ApiError("invalid tz")
-    try:
-        return storage.path_dir(kind, token, start1, start2, tz)
-    except BadValue as e:
-        raise ApiError(str(e)) from None
+    return storage.path_dir(kind, token, start1, start2, tz)
 
 
 def _kind(request: Request, default: str) -> str:
@@ -153,10 +152,10 @@ async def _snapshot(request: Request, token: str, stem: str) -> dict[str, Any]:
     hub = stream.acquire()
     try:
         if not await hub.wait_ready(READY_TIMEOUT):
-            raise ApiError(f"{token} is offline: no picture to save", 503)
-        jpeg = await request.app.state.snapshots.get(hub)
+            raise Unavailable(f"{token} is offline: no picture to save")
+        jpeg = await services(request).snapshots.get(hub)
     except SnapshotError as e:
-        raise ApiError(f"cannot decode a picture: {e}", 503) from None
+        raise Unavailable(f"cannot decode a picture: {e}") from None
     finally:
         stream.release()
     taken = time.time()
@@ -164,7 +163,7 @@ async def _snapshot(request: Request, token: str, stem: str) -> dict[str, Any]:
         rel = await service.save_snapshot(token, stem, jpeg, taken)
     except OSError as e:
         log.warning("%s: snapshot not saved: %s", token, e.strerror)
-        raise ApiError(f"snapshot not saved: {e.strerror}", 507) from None
+        raise StorageError(f"snapshot not saved: {e.strerror}") from None
     return ok("Snapshot successfully", strPath=storage.http_path(rel))
 
 
@@ -197,7 +196,7 @@ def _query_time(q: Mapping[str, str], name: str, default: float | None) -> tuple
     try:
         return storage.parse_time(value)
     except BadValue as e:
-        raise ApiError(f"{name}: {e}") from None
+        raise BadValue(f"{name}: {e}") from None
 
 
 @endpoint()
@@ -267,9 +266,9 @@ def _status(status: RecordStatus) -> dict[str, Any]:
 async def set_record(request: Request, user: User) -> Any:
     token = param_token(request)
     enable = param_bool(request, "enable", True)
-    registry = request.app.state.registry
+    registry = services(request).registry
     if registry.get(token) is None:
-        raise ApiError(f"no such source: {token}", 404)
+        raise NotFound(f"no such source: {token}")
     await registry.update(token, record=enable)
     await _service(request).reconcile()
     return ok("Continuous recording on" if enable else "Continuous recording off")
@@ -279,7 +278,7 @@ async def set_record(request: Request, user: User) -> Any:
 async def get_record_status(request: Request, user: User) -> Any:
     token = param_token(request, required=False)
     service = _service(request)
-    tokens = [token] if token else list(request.app.state.registry.sources)
+    tokens = [token] if token else list(services(request).registry.sources)
     runtimes = [service.source(t) for t in tokens]
     out = []
     for t, runtime in zip(tokens, runtimes, strict=True):
@@ -293,10 +292,7 @@ async def get_record_status(request: Request, user: User) -> Any:
 async def set_record_schedule(request: Request, user: User) -> Any:
     token = param_token(request)
     text = param(request, "schedule", required=False, maxlen=1024)
-    try:
-        await _service(request).set_policy(token, schedule=text)
-    except BadValue as e:
-        raise ApiError(str(e)) from None
+    await _service(request).set_policy(token, schedule=text)
     return ok("Schedule set" if text else "Schedule removed")
 
 
@@ -352,7 +348,7 @@ async def get_storage_info(request: Request, user: User) -> Any:
     usage = await service.index.usage()
     now = time.time()
     sources = []
-    for token in sorted(set(usage) | set(request.app.state.registry.sources)):
+    for token in sorted(set(usage) | set(services(request).registry.sources)):
         u = usage.get(token, {})
         oldest = u.get("oldest")
         sources.append(
@@ -410,10 +406,7 @@ def _clock_time(request: Request) -> float:
     tz = request.query_params.get("tz", "")
     if len(tz) > 8:
         raise ApiError("invalid tz")
-    try:
-        return storage.clock_time(param(request, "start1", maxlen=16), param(request, "start2", maxlen=16), tz)
-    except BadValue as e:
-        raise ApiError(str(e)) from None
+    return storage.clock_time(param(request, "start1", maxlen=16), param(request, "start2", maxlen=16), tz)
 
 
 @endpoint(role="Operator")
@@ -439,7 +432,7 @@ async def get_archive_status(request: Request, user: User) -> Any:
     name = param(request, "filename", maxlen=120)
     progress = _service(request).export_progress(token, name)
     if progress is None:
-        raise ApiError(f"no such archive: {name[:80]}", 404)
+        raise NotFound(f"no such archive: {name[:80]}")
     if progress.error and not progress.duration:
         return fail(progress.error, 500 if progress.done else 409, strFileName=name)
     return ok(
@@ -457,7 +450,7 @@ MEDIA_TYPES = {".mp4": "video/mp4", ".jpg": "image/jpeg"}
 
 async def media_file(request: Request) -> Response:
     """/mediastore/<path> exactly as Search returns it, behind the session, with byte ranges."""
-    if request.app.state.auth.check(session_of(request)) is None:
+    if services(request).auth.check(session_of(request)) is None:
         return fail("session is missing, invalid or expired", 401)
     root = _service(request).root
     try:
@@ -497,6 +490,8 @@ async def serve_playback(service: Recordings, sink: PlaybackSink, q: Mapping[str
             rows = await service.recordings(token, begin, end)
     except ApiError as e:
         return await sink.close(4400, e.code)
+    except DomainError as e:  # every refusal of a playback request closes with 4400
+        return await sink.close(4400, e.message)
 
     async def refresh(span: Span) -> list[Span]:
         if single:
@@ -533,35 +528,34 @@ async def _single_file(service: Recordings, token: str, filename: str) -> list[R
     """The file named by `filename`: a strPath from Search, or just its name."""
     found = await service.recording_named(token, filename)
     if found is None:
-        raise ApiError("no such recording")
+        raise NotFound("no such recording")
     return [found]
 
 
 # -- wiring ---------------------------------------------------------------------------------------------------
 
 
-async def install(app: Any) -> None:
-    state = app.state
-    service = Recordings(state.settings, state.db, state.registry)
+async def start(svc: Services) -> None:
+    service = Recordings(svc.settings, svc.db, svc.registry)
     await service.open()
-    state.recordings = service
-    state.playback_ws = playback_ws
+    svc.recordings = service
+    svc.playback_ws = playback_ws
 
     async def play(sink: PlaybackSink, query: Mapping[str, str], user: User) -> None:
         await serve_playback(service, sink, query, user)
 
-    state.playback = play  # playback over WebRTC (api/webrtc.py) plays into its own sink
+    svc.playback = play  # playback over WebRTC (api/webrtc.py) plays into its own sink
 
 
-async def started(app: Any) -> None:
+async def started(svc: Services) -> None:
     """After the sources are loaded: recorders need them."""
-    await app.state.recordings.started()
+    assert svc.recordings is not None
+    await svc.recordings.started()
 
 
-async def uninstall(app: Any) -> None:
-    service = getattr(app.state, "recordings", None)
-    if service is not None:
-        await service.close()
+async def stop(svc: Services) -> None:
+    if svc.recordings is not None:
+        await svc.recordings.close()
 
 
 routes = [
@@ -587,3 +581,4 @@ routes = [
     Route("/api/v1/GetArchiveStatus", get_archive_status),
     Route("/mediastore/{path:path}", media_file),
 ]
+chapter = Chapter("records", routes, start=start, started=started, stop=stop)

@@ -10,8 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from supervisor.api.common import ApiError, endpoint, ok, param, param_bool, param_token
+from supervisor.api.common import ApiError, Chapter, endpoint, ok, param, param_bool, param_token, services
 from supervisor.auth import User
+from supervisor.errors import NotFound
 from supervisor.registry import (
     MEDIA_DIR,
     RTSP_TYPES,
@@ -77,16 +78,16 @@ def describe(runtime: SourceRuntime, host_id: str) -> dict[str, Any]:
 @endpoint()
 async def get_src(request: Request, user: User) -> Any:
     token = param_token(request, required=False)
-    state = request.app.state
-    runtimes = list(state.registry.sources.values())
+    svc = services(request)
+    runtimes = list(svc.registry.sources.values())
     if token:
         runtimes = [r for r in runtimes if r.config.token == token]
         if not runtimes:
-            raise ApiError(f"no such source: {token}", 404)
+            raise NotFound(f"no such source: {token}")
     kind = param(request, "type", required=False, maxlen=32)
     if kind:
         runtimes = [r for r in runtimes if r.config.kind == kind]
-    return {"src": [describe(r, state.host_id) for r in runtimes]}
+    return {"src": [describe(r, svc.host_id) for r in runtimes]}
 
 
 def _common(request: Request) -> tuple[str, str, bool, str]:
@@ -120,7 +121,7 @@ async def add_src_rtsp(request: Request, user: User) -> Any:
         connect_type=connect,
         url_sub=sub,
     )
-    await request.app.state.registry.add(cfg)
+    await services(request).registry.add(cfg)
     return ok("Add successfully")
 
 
@@ -128,7 +129,7 @@ async def add_src_rtsp(request: Request, user: User) -> Any:
 async def add_src_file(request: Request, user: User) -> Any:
     token, name, audio, connect = _common(request)
     path = param(request, "url", maxlen=1024)
-    registry = request.app.state.registry
+    registry = services(request).registry
     real = check_file_path(path, registry.media_roots)
     await registry.add(
         SourceConfig(token=token, name=name, kind="H5_FILE", url=f"file:{real}", audio=audio, connect_type=connect)
@@ -139,7 +140,7 @@ async def add_src_file(request: Request, user: User) -> Any:
 @endpoint(role="Administrator")
 async def del_src(request: Request, user: User) -> Any:
     token = param_token(request)
-    await request.app.state.registry.delete(token)
+    await services(request).registry.delete(token)
     return ok("Delete successfully")
 
 
@@ -153,22 +154,22 @@ def placeholder() -> Response:
 @endpoint()
 async def get_image(request: Request, user: User) -> Any:
     token = param_token(request)
-    state = request.app.state
-    runtime = state.registry.get(token)
+    svc = services(request)
+    runtime = svc.registry.get(token)
     if runtime is None:
-        raise ApiError(f"no such source: {token}", 404)
+        raise NotFound(f"no such source: {token}")
     hub = runtime.main.hub
     if hub.ready:
         try:
-            jpeg = await state.snapshots.get(hub)
+            jpeg = await svc.snapshots.get(hub)
             return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
         except SnapshotError as e:
             log.info("%s: GetImage decode failed: %s", token, e)
-    fallback = state.registry.snapshot_fallbacks.get(runtime.config.kind)
+    fallback = svc.registry.snapshot_fallbacks.get(runtime.config.kind)
     if fallback is not None:
-        jpeg = await fallback(runtime.config)
-        if jpeg:
-            return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+        picture = await fallback(runtime.config)
+        if picture:
+            return Response(picture, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
     return placeholder()
 
 
@@ -185,3 +186,4 @@ routes = [
     Route("/api/v1/GetImage", get_image),
     Route("/api/v1/GetLoadingImage", get_loading_image),
 ]
+chapter = Chapter("sources", routes)

@@ -21,7 +21,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from supervisor.api.common import TOKEN_RE, endpoint, fail, session_of
+from supervisor.api.common import TOKEN_RE, Chapter, endpoint, fail, services, session_of
 from supervisor.auth import User
 from workers.hub import HubClosed
 
@@ -85,20 +85,19 @@ async def _read_commands(ws: WebSocket) -> None:
 
 
 async def h5swsapi(ws: WebSocket) -> None:
-    state = ws.app.state
-    user = state.auth.check(session_of(ws))
+    svc = services(ws)
+    user = svc.auth.check(session_of(ws))
     if user is None:
         return await _reject(ws, CLOSE_UNAUTHORIZED, "session is missing, invalid or expired")
     if ws.query_params.get("playback", "").lower() == "true":
-        handler = getattr(state, "playback_ws", None)
-        if handler is None:
+        if svc.playback_ws is None:
             return await _reject(ws, CLOSE_UNSUPPORTED, "playback is not available on this server")
-        return await handler(ws, user)
+        return await svc.playback_ws(ws, user)
     stream = await open_live(ws)
     if stream is None:
         return
     hub = stream.hub
-    viewers: Viewers = state.viewers
+    viewers = svc.viewers
     try:
         assert hub.init is not None
         hevc_ok = ws.query_params.get("hevc", "true").lower() != "false"
@@ -112,7 +111,7 @@ async def h5swsapi(ws: WebSocket) -> None:
         log.info("%s: viewer %s connected (%s, %d live)", hub.name, client, hub.init.mime, viewers.live)
         live = _Live()
         reader = asyncio.create_task(_read_commands(ws))
-        sender = live.task = asyncio.create_task(_send_live(ws, hub, state.settings, live))
+        sender = live.task = asyncio.create_task(_send_live(ws, hub, svc.settings, live))
         viewers.watch(live)
         try:
             done, _ = await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
@@ -148,7 +147,7 @@ async def open_live(ws: WebSocket) -> Any:
     source deleted, source offline) and nothing is held. Otherwise the caller must `release()` the stream.
     """
     token = ws.query_params.get("token", "")
-    runtime = ws.app.state.registry.get(token) if TOKEN_RE.match(token) else None
+    runtime = services(ws).registry.get(token) if TOKEN_RE.match(token) else None
     if runtime is None:
         await _reject(ws, CLOSE_UNKNOWN, f"unknown token: {token[:64]}")
         return None
@@ -285,11 +284,11 @@ async def _send_live(ws: WebSocket, hub: Any, settings: Any, live: _Live) -> tup
 
 async def h5swscmnapi(ws: WebSocket) -> None:
     """HLS players hold this socket open to keep an on-demand source running; we ignore what they send."""
-    state = ws.app.state
-    if state.auth.check(session_of(ws)) is None:
+    svc = services(ws)
+    if svc.auth.check(session_of(ws)) is None:
         return await _reject(ws, CLOSE_UNAUTHORIZED, "session is missing, invalid or expired")
     token = ws.query_params.get("token", "")
-    runtime = state.registry.get(token) if TOKEN_RE.match(token) else None
+    runtime = svc.registry.get(token) if TOKEN_RE.match(token) else None
     if runtime is None:
         return await _reject(ws, CLOSE_UNKNOWN, f"unknown token: {token[:64]}")
     stream = runtime.main
@@ -305,8 +304,9 @@ async def h5swscmnapi(ws: WebSocket) -> None:
 
 @endpoint()
 async def ws_status(request: Request, user: User) -> Any:
-    viewers: Viewers = request.app.state.viewers
-    hubs = [s.hub for r in request.app.state.registry.sources.values() for s in r.streams.values()]
+    svc = services(request)
+    viewers = svc.viewers
+    hubs = [s.hub for r in svc.registry.sources.values() for s in r.streams.values()]
     return {
         "nConnectCount": viewers.live,
         "nTotalConnects": viewers.total,
@@ -329,17 +329,17 @@ def _rewrite_playlist(text: str, session: str) -> str:
 
 async def hls_file(request: Request) -> Response:
     """HLS written by the source's ffmpeg, behind the session (query, header or the console's cookie)."""
-    state = request.app.state
-    if state.auth.check(session_of(request)) is None:
+    svc = services(request)
+    if svc.auth.check(session_of(request)) is None:
         return fail("session is missing, invalid or expired", 401)
     version = request.path_params["version"]
     token = request.path_params["token"]
     name = request.path_params["name"]
     if version not in ("v1", "v2") or not TOKEN_RE.match(token) or not HLS_NAME_RE.match(name):
         return fail("invalid HLS path", 400)
-    if state.registry.get(token) is None:
+    if svc.registry.get(token) is None:
         return fail(f"no such source: {token}", 404)
-    path: Path = state.settings.hls_dir / version / token / name
+    path: Path = svc.settings.hls_dir / version / token / name
     if name.endswith(".m3u8"):
         try:
             text = await asyncio.to_thread(path.read_text)
@@ -362,3 +362,4 @@ routes = [
     Route("/api/v1/h5swsapi/Status", ws_status),
     Route("/hls/{version}/{token}/{name}", hls_file),
 ]
+chapter = Chapter("streams", routes)

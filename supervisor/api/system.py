@@ -13,8 +13,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from supervisor.api.common import ApiError, endpoint, ok, param, session_of
+from supervisor.api.common import Chapter, endpoint, ok, param, services, session_of
 from supervisor.auth import User
+from supervisor.errors import Forbidden, NotFound
 
 MD5_RE = re.compile(r"^[0-9a-fA-F]{32}$")
 USER_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -24,7 +25,7 @@ USER_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 async def login(request: Request, _: None) -> Any:
     user = param(request, "user", pattern=USER_RE, maxlen=64)
     password = param(request, "password", maxlen=128)
-    auth = request.app.state.auth
+    auth = services(request).auth
     client = request.client.host if request.client else "?"
     session, faults = auth.login(user, password, client)
     if session is None:
@@ -43,7 +44,7 @@ async def login(request: Request, _: None) -> Any:
 
 @endpoint()
 async def logout(request: Request, user: User) -> Any:
-    request.app.state.auth.logout(session_of(request) or "")
+    services(request).auth.logout(session_of(request) or "")
     response = JSONResponse(ok("Logout successfully"))
     response.delete_cookie("h5gate_session")
     return response
@@ -56,10 +57,10 @@ async def keepalive(request: Request, user: User) -> Any:
 
 @endpoint()
 async def get_system_info(request: Request, user: User) -> Any:
-    state = request.app.state
+    svc = services(request)
     return {
-        "strVersion": state.version,
-        "strHostId": state.host_id,
+        "strVersion": svc.version,
+        "strHostId": svc.host_id,
         "strLicenseType": "None",
         "strLicenseFull": "",
         "strChannelLimit": "unlimited",
@@ -98,14 +99,14 @@ def _disk(path: Any) -> tuple[int, int]:
 
 @endpoint()
 async def get_run_info(request: Request, user: User) -> Any:
-    state = request.app.state
-    info: RunInfo = state.run_info
+    svc = services(request)
+    info = svc.run_info
     run_sec = int(time.time() - info.started)
     cpu = psutil.cpu_percent(None)
     mem = psutil.virtual_memory()
     net_in, net_out = info.network_kbps()
-    total, free = await asyncio.to_thread(_disk, state.settings.data_dir)
-    rec_total, rec_free = await asyncio.to_thread(_disk, state.settings.media_store)
+    total, free = await asyncio.to_thread(_disk, svc.settings.data_dir)
+    rec_total, rec_free = await asyncio.to_thread(_disk, svc.settings.media_store)
     return {
         "strRunTime": f"{run_sec // 3600}H {run_sec % 3600 // 60}MIN",
         "strCPU": f"{round(cpu)}%",
@@ -132,14 +133,14 @@ async def update_user(request: Request, user: User) -> Any:
     name = param(request, "user", pattern=USER_RE, maxlen=64)
     old = param(request, "oldpassword", maxlen=64)
     new = param(request, "newpassword", pattern=MD5_RE, maxlen=32)
-    auth = request.app.state.auth
+    auth = services(request).auth
     if name != user.name and user.role != "Administrator":
-        raise ApiError("only an Administrator may change another user's password", 403)
+        raise Forbidden("only an Administrator may change another user's password")
     target = auth.users.get(name)
     if target is None:
-        raise ApiError(f"no such user: {name}", 404)
+        raise NotFound(f"no such user: {name}")
     if name == user.name and not auth.password_matches(target, old):
-        raise ApiError("old password is wrong", 403)
+        raise Forbidden("old password is wrong")
     await auth.change_password(name, new, keep=session_of(request))
     auth.warn_default_password()
     return ok("Update user successfully")
@@ -149,10 +150,10 @@ async def update_user(request: Request, user: User) -> Any:
 async def get_user_info(request: Request, user: User) -> Any:
     name = param(request, "user", required=False, default=user.name, pattern=USER_RE, maxlen=64)
     if name != user.name and user.role != "Administrator":
-        raise ApiError("only an Administrator may read another user", 403)
-    target = request.app.state.auth.users.get(name)
+        raise Forbidden("only an Administrator may read another user")
+    target = services(request).auth.users.get(name)
     if target is None:
-        raise ApiError(f"no such user: {name}", 404)
+        raise NotFound(f"no such user: {name}")
     return {"strUser": target.name, "strUserType": target.role}
 
 
@@ -165,3 +166,4 @@ routes = [
     Route("/api/v1/UpdateUser", update_user),
     Route("/api/v1/GetUserInfo", get_user_info),
 ]
+chapter = Chapter("system", routes)

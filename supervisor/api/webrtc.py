@@ -12,16 +12,15 @@ import logging
 import re
 from typing import Any
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from supervisor.api.common import endpoint, session_of
+from supervisor.api.common import Chapter, endpoint, services, session_of
 from supervisor.api.playback_sinks import PlaybackServer, WebRTCSink
 from supervisor.api.streams import CLOSE_UNAUTHORIZED, CLOSE_UNSUPPORTED, READY_TIMEOUT, _reject, open_live
 from supervisor.auth import User
-from supervisor.config import Settings
+from supervisor.services import Services
 from supervisor.webrtc import Session, WebRTCService
 
 log = logging.getLogger("h5gate.webrtc")
@@ -165,15 +164,15 @@ async def _serve(
 
 
 async def h5srtcapi(ws: WebSocket) -> None:
-    state = ws.app.state
-    user = state.auth.check(session_of(ws))
+    svc = services(ws)
+    user = svc.auth.check(session_of(ws))
     if user is None:
         return await _reject(ws, CLOSE_UNAUTHORIZED, "session is missing, invalid or expired")
-    service: WebRTCService | None = getattr(state, "webrtc", None)
+    service = svc.webrtc
     if service is None:
         return await _reject(ws, CLOSE_UNSUPPORTED, "WebRTC is turned off on this server")
     if ws.query_params.get("playback", "").lower() == "true":
-        handler: PlaybackServer | None = getattr(state, "playback", None)
+        handler = svc.playback
         if handler is None:
             return await _reject(ws, CLOSE_UNSUPPORTED, "playback is not available on this server")
         return await _playback(ws, service, handler, user)
@@ -258,7 +257,7 @@ async def _playback(ws: WebSocket, service: WebRTCService, handler: PlaybackServ
 
 @endpoint()
 async def rtc_status(request: Request, user: User) -> Any:
-    service: WebRTCService | None = getattr(request.app.state, "webrtc", None)
+    service = services(request).webrtc
     if service is None:
         return {"nConnectCount": 0, "bEnabled": False}
     return {
@@ -271,19 +270,16 @@ async def rtc_status(request: Request, user: User) -> Any:
     }
 
 
-async def install(app: Starlette) -> None:
-    settings: Settings = app.state.settings
-    if not settings.webrtc:
+async def start(svc: Services) -> None:
+    if not svc.settings.webrtc:
         return
-    service = WebRTCService(settings, app.state.registry)
-    app.state.webrtc = service
-    service.start()
+    svc.webrtc = WebRTCService(svc.settings, svc.registry)
+    svc.webrtc.start()
 
 
-async def uninstall(app: Starlette) -> None:
-    service: WebRTCService | None = getattr(app.state, "webrtc", None)
-    if service is not None:
-        await service.stop()
+async def stop(svc: Services) -> None:
+    if svc.webrtc is not None:
+        await svc.webrtc.stop()
 
 
 routes = [
@@ -292,3 +288,4 @@ routes = [
     WebSocketRoute("/h5srtcapi", h5srtcapi),
     Route("/api/v1/h5srtcapi/Status", rtc_status),
 ]
+chapter = Chapter("webrtc", routes, start=start, stop=stop)

@@ -15,6 +15,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from supervisor.errors import BadValue
+
 KINDS = ("H5_REC_MANUAL", "H5_REC_SCHEDULE", "H5_REC_ALARM")
 NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
 DATE_RE = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
@@ -24,10 +26,6 @@ TIME_RE = re.compile(
     r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2}):?(\d{2}):?(\d{2})(?:[.,](\d{1,9}))?)?"
     r"(Z|[+-]\d{1,2}(?::?\d{2})?)?$"
 )
-
-
-class BadValue(ValueError):
-    """A request value that does not fit; its text is shown to the client."""
 
 
 # -- times ------------------------------------------------------------------------------------------------

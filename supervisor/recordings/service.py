@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from supervisor.api.common import ApiError
 from supervisor.config import Settings
 from supervisor.db import Database
+from supervisor.errors import BadValue, Busy, Conflict, NotFound
 from supervisor.jobs import Jobs
 from supervisor.recordings import paths, reindex
 from supervisor.recordings.index import RecordIndex, Recording, Snapshot
@@ -189,7 +189,7 @@ class Recordings:
         """The source a request names, which must exist."""
         runtime = self.registry.get(token)
         if runtime is None:
-            raise ApiError(f"no such source: {token}", 404)
+            raise NotFound(f"no such source: {token}")
         return runtime
 
     def _recorder(self, token: str, kind: str, stem: str, runtime: SourceRuntime) -> Recorder:
@@ -207,7 +207,7 @@ class Recordings:
     async def start(self, token: str, origin: str, kind: str, stem: str, duration: float | None) -> Session:
         runtime = self.source(token)
         if sum(1 for s in self.sessions.values() if s.token == token) >= MAX_SESSIONS:
-            raise ApiError(f"{token} already has {MAX_SESSIONS} recordings running", 429)
+            raise Busy(f"{token} already has {MAX_SESSIONS} recordings running")
         taken = {s.stem for s in self.sessions.values()}  # their first file may not exist yet
         stem = await asyncio.to_thread(_free_stem, self.root, stem, taken)
         sid = uuid.uuid4().hex[:16]
@@ -445,10 +445,10 @@ class Recordings:
     async def export(self, token: str, begin: float, end: float) -> tuple[str, str]:
         """Start writing [begin, end) of a source into one clip (in a thread); its name and store path."""
         if end <= begin or end - begin > MAX_EXPORT:
-            raise ApiError("invalid range: end must be after start, at most 7 days")
+            raise BadValue("invalid range: end must be after start, at most 7 days")
         rows = await self.index.recordings(token, begin, end)
         if not rows:
-            raise ApiError("no recording in this range", 404)
+            raise NotFound("no recording in this range")
         spans = [Span(r.start, r.end, self.root / r.path) for r in rows]
         name = f"{token}-{int(begin)}-{int(end - begin)}-{uuid.uuid4().hex[:6]}"
         rel = f"archive/{token}/{name}.mp4"
@@ -501,7 +501,7 @@ def _free_stem(root: Path, stem: str, taken: set[str]) -> str:
         candidate = stem if n == 0 else f"{stem}_{n}"
         if candidate not in taken and not (root / f"{candidate}.mp4").exists():
             return candidate
-    raise ApiError("too many recordings with this name", 409)
+    raise Conflict("too many recordings with this name")
 
 
 def _expire_archives(folder: Path, before: float) -> None:

@@ -1,0 +1,52 @@
+"""Services: everything the running server shares, in one typed object.
+
+The app's lifespan builds it (database, auth, registry ... in that order), each chapter's `start` adds
+its own service (recordings, ONVIF, WebRTC) and every handler reads it through
+`supervisor.api.common.services(request)`. One object with named, typed fields instead of attributes
+set on Starlette's `app.state` and read back with `getattr`: a reader sees at once what exists, and
+mypy sees it too. The optional fields are None while their chapter is off (WebRTC turned off) or not
+started yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from starlette.websockets import WebSocket
+
+    from supervisor.api.onvif import OnvifState
+    from supervisor.api.playback_sinks import PlaybackServer
+    from supervisor.api.streams import Viewers
+    from supervisor.api.system import RunInfo
+    from supervisor.auth import Auth, User
+    from supervisor.config import Settings
+    from supervisor.db import Database
+    from supervisor.recordings.service import Recordings
+    from supervisor.registry import Registry
+    from supervisor.webrtc import WebRTCService
+    from workers.snapshot import SnapshotCache
+
+# h5swsapi?playback=true (and WebRTC playback) hand their socket to this, when the recordings chapter runs
+PlaybackHandler = Callable[["WebSocket", "User"], Awaitable[None]]
+
+
+@dataclass(eq=False)
+class Services:
+    settings: Settings
+    version: str  # the package version (GetSystemInfo strVersion, the pages' footer)
+    host_id: str  # this installation's stable id (GetSystemInfo strHostId, GetSrc strServerUuid)
+    ffmpeg: str  # the ffmpeg binary in use
+    db: Database
+    auth: Auth
+    registry: Registry
+    snapshots: SnapshotCache
+    viewers: Viewers  # live WebSocket viewer counts and the slow-viewer sweeper
+    run_info: RunInfo  # GetRunInfo's CPU/network rate state
+    recordings: Recordings | None = None  # the recordings chapter's service
+    playback_ws: PlaybackHandler | None = None  # h5swsapi?playback=true, set by the recordings chapter
+    playback: PlaybackServer | None = None  # playback into any sink (WebRTC's), set by the recordings chapter
+    onvif: OnvifState | None = None  # the ONVIF chapter's device pool and last good URIs
+    webrtc: WebRTCService | None = None  # None when WebRTC is turned off (settings.webrtc)
