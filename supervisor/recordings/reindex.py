@@ -30,8 +30,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from supervisor.errors import BadValue
 from supervisor.recordings.index import Recording, Snapshot
-from supervisor.recordings.paths import NAME_RE, BadValue, clock_time
+from supervisor.recordings.paths import NAME_RE, clock_time
 from workers.recorder import index_file
 
 log = logging.getLogger("h5gate.reindex")

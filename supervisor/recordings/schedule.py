@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from supervisor.recordings.paths import BadValue
+from supervisor.errors import BadValue
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 WINDOW_RE = re.compile(r"^([a-z,\-*]+)\s+(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
