@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from supervisor.webrtc import WebRTCService
     from workers.snapshot import SnapshotCache
 
-# h5swsapi?playback=true (and WebRTC playback) hand their socket to this, when the recordings chapter runs
+# h5swsapi?playback=true hands its socket to this, when the recordings chapter runs (WebRTC playback uses
+# `playback`, which plays into any workers.playback.PlaybackSink)
 PlaybackHandler = Callable[["WebSocket", "User"], Awaitable[None]]
 
 

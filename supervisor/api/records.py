@@ -345,11 +345,12 @@ async def set_record_duration(request: Request, user: User) -> Any:
 async def get_storage_info(request: Request, user: User) -> Any:
     service = _service(request)
     disk = await asyncio.to_thread(_disk_usage, service.root)
-    usage = await service.index.usage()
+    usage = await service.usage()
     now = time.time()
     sources = []
     for token in sorted(set(usage) | set(services(request).registry.sources)):
         u = usage.get(token, {})
+        status = service.status(token)
         oldest = u.get("oldest")
         sources.append(
             {
@@ -360,8 +361,8 @@ async def get_storage_info(request: Request, user: User) -> Any:
                 "nSnapshotFiles": u.get("snapshots", 0),
                 "fDaysHeld": round((now - oldest) / 86400, 3) if oldest else 0,
                 "strOldest": storage.format_time(oldest) if oldest else "",
-                "nQuotaByte": service.quotas.get(token, 0),
-                "strStatus": service.status(token).text,
+                "nQuotaByte": status.quota,
+                "strStatus": status.text,
             }
         )
     return {

@@ -474,6 +474,10 @@ class Recordings:
         return found[1] if found is not None and found[0] == token else None
 
     # -- status ---------------------------------------------------------------------------------------
+    async def usage(self) -> dict[str, dict[str, Any]]:
+        """Bytes, files and oldest start per source (recordings and snapshots), files being written included."""
+        return await self.index.usage()
+
     def status(self, token: str) -> RecordStatus:
         """What records a source now (sessions first, then continuous), and why it stopped if it did."""
         recorders = [(s.origin, s.recorder) for s in self.sessions.values() if s.token == token]
