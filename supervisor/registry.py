@@ -16,15 +16,16 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from supervisor.api.common import TOKEN_RE
 from supervisor.config import Settings
 from supervisor.db import Database
 from supervisor.errors import BadValue, Conflict, NotFound
+from workers.credentials import redact_url, with_credentials
 from workers.ffmpeg import STREAM_SCHEMES, Plan
 from workers.hub import StreamHub
-from workers.process import FfmpegProcess, redact
+from workers.process import FfmpegProcess
 
 log = logging.getLogger("h5gate.registry")
 
@@ -76,31 +77,6 @@ def check_stream_url(url: str) -> str:
     if not parts.hostname:
         raise BadValue("invalid url: no host")
     return url
-
-
-def with_credentials(url: str, user: str, password: str) -> str:
-    """Put user/password into the URL (percent-encoded) unless the URL already carries some."""
-    if not user:
-        return url
-    parts = urlsplit(url)
-    if parts.username:
-        return url
-    host = parts.netloc
-    cred = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
-    return urlunsplit((parts.scheme, f"{cred}@{host}", parts.path, parts.query, parts.fragment))
-
-
-def split_credentials(url: str) -> tuple[str, str, str]:
-    """(url without credentials, user, password) so credentials are stored once and never shown."""
-    parts = urlsplit(url)
-    if not parts.username:
-        return url, "", ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return clean, unquote(parts.username), unquote(parts.password or "")
 
 
 def check_file_path(path: str, roots: list[Path]) -> Path:
@@ -253,7 +229,7 @@ class Registry:
                 "INSERT INTO sources (token, config, created) VALUES (?, ?, ?)", (cfg.token, cfg.to_json(), time.time())
             )
             runtime = self._start(cfg)
-        log.info("%s: source added (%s %s)", cfg.token, cfg.kind, redact(cfg.url))
+        log.info("%s: source added (%s %s)", cfg.token, cfg.kind, redact_url(cfg.url))
         return runtime
 
     async def update(self, token: str, **changes: object) -> SourceConfig:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from workers.child import Child
+from workers.credentials import redact
 from workers.ffmpeg import MSE_AUDIO, MSE_VIDEO, Plan, build_command, prepare_hls_dirs
 from workers.fmp4 import InitInfo, Splitter, TimingRepair, parse_fragment, parse_init
 from workers.hub import StreamHub
@@ -26,7 +27,6 @@ log = logging.getLogger("h5gate.process")
 MSE_VIDEO_CODECS = ("avc1", "avc3", "hev1", "hvc1")  # as they appear in an init segment
 ONLINE_WINDOW = 3.0  # seconds without media after which a source is reported offline
 STREAM_RE = re.compile(r"Stream #0:\d+.*?: (Video|Audio): (\w+)")
-CRED_RE = re.compile(r"(//)[^/@\s]*@")
 ERROR_HINTS = (
     ("401 Unauthorized", "authentication failed (401 Unauthorized)"),
     ("403 Forbidden", "access denied (403 Forbidden)"),
@@ -40,15 +40,6 @@ ERROR_HINTS = (
     ("Invalid data found", "invalid data from source"),
     ("Connection reset", "connection reset by source"),
 )
-
-
-def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """Remove user:password@ from URLs and any known secret from a log or error line."""
-    text = CRED_RE.sub(r"\1***@", text)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 @dataclass
@@ -196,7 +187,7 @@ class FfmpegProcess:
             raw = await proc.stderr.readline()
             if not raw:
                 return
-            line = redact(raw.decode("utf-8", "replace").rstrip(), self.secrets)
+            line = redact(raw.decode("utf-8", "replace").rstrip(), *self.secrets)
             m = STREAM_RE.search(line)
             if m and " -> " not in line:
                 self._learn(m.group(1), m.group(2), plan)

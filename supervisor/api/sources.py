@@ -19,8 +19,8 @@ from supervisor.registry import (
     SourceConfig,
     SourceRuntime,
     check_file_path,
-    split_credentials,
 )
+from workers.credentials import split_credentials
 from workers.snapshot import SnapshotError
 
 log = logging.getLogger("h5gate.api")

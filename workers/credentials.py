@@ -1,0 +1,69 @@
+"""URL credentials, with one meaning everywhere: add, strip, split and redact the userinfo of a URL.
+
+The gateway stores a camera's user and password apart from its URL (so GetSrc and the logs never show
+them) and puts them back into the URL only for the one program that needs them, ffmpeg. Userinfo is
+percent-encoded (RFC 3986), so '@', ':', '/', '%', '?' and '#' in a password are never read as URL
+syntax; ffmpeg URL-decodes the userinfo before it authenticates. The netloc is always split at its
+LAST '@' (a password may hold a raw '@'), and the host part is kept verbatim (IPv6 brackets, case, port).
+
+Here in workers/ because both planes need it: the ffmpeg worker redacts its stderr, the supervisor's
+registry and ONVIF wiring add and strip credentials.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+# scheme://userinfo@ or a bare //userinfo@ (as ffmpeg prints some URLs): userinfo to hide in free text
+USERINFO_RE = re.compile(r"((?:[a-z][a-z0-9+.-]*:)?//)[^/@\s]*@", re.I)
+
+
+def _split_netloc(netloc: str) -> tuple[str, str]:
+    """'user:pw@host:port' -> ('user:pw', 'host:port')."""
+    userinfo, at, hostport = netloc.rpartition("@")
+    return (userinfo if at else ""), hostport
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    """The URL with user/password percent-encoded into it, replacing any it had; unchanged without a user."""
+    if not user:
+        return url
+    parts = urlsplit(url)
+    _, hostport = _split_netloc(parts.netloc)
+    userinfo = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{hostport}"))
+
+
+def strip_credentials(url: str) -> str:
+    """The URL without any userinfo: what GetSrc and the logs may show."""
+    return split_credentials(url)[0]
+
+
+def split_credentials(url: str) -> tuple[str, str, str]:
+    """(URL without userinfo, user, password), the last two decoded: credentials are stored apart."""
+    parts = urlsplit(url)
+    userinfo, hostport = _split_netloc(parts.netloc)
+    if not userinfo:
+        return url, "", ""
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=hostport)), unquote(user), unquote(password)
+
+
+def redact_url(url: str) -> str:
+    """scheme://***@host/... : shows that a URL carries credentials without showing them."""
+    parts = urlsplit(url)
+    userinfo, hostport = _split_netloc(parts.netloc)
+    return urlunsplit(parts._replace(netloc=f"***@{hostport}")) if userinfo else url
+
+
+def redact(text: str, *secrets: str) -> str:
+    """Free text (a log line, ffmpeg's stderr, an exception) with every secret and any URL userinfo as ***.
+
+    Each secret is replaced raw and percent-encoded (both ways a URL may carry it), longest first so a
+    secret that contains another is not left half-shown.
+    """
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        for form in {secret, quote(secret, safe=""), quote(secret)}:
+            text = text.replace(form, "***")
+    return USERINFO_RE.sub(r"\1***@", text)
