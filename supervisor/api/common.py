@@ -24,6 +24,14 @@ from supervisor.services import Services
 
 log = logging.getLogger("h5gate.api")
 
+# WebSocket close codes, for every socket route: 1000 normal, 1008 policy (a viewer too slow), 1011 server
+# error, 1013 try again later; 4xxx are ours, modelled on the HTTP status a REST call would get.
+CLOSE_FORMAT_CHANGED = 4000  # the source's codec changed: reconnect for a new SourceBuffer
+CLOSE_BAD_REQUEST = 4400  # a refused request (bad value, nothing found for it) or bad signalling
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_UNKNOWN = 4404  # unknown token or profile
+CLOSE_UNSUPPORTED = 4415  # what was asked for cannot be served this way (codec, feature turned off)
+
 ROLES = ("Viewer", "Operator", "Administrator")  # each role may do what the ones before it may
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 

@@ -24,6 +24,9 @@ from starlette.routing import Route
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from supervisor.api.common import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_UNKNOWN,
+    CLOSE_UNSUPPORTED,
     TOKEN_RE,
     ApiError,
     Chapter,
@@ -473,9 +476,11 @@ async def serve_playback(service: Recordings, sink: PlaybackSink, q: Mapping[str
     """One playback request, whatever carries it (WebSocketSink, or WebRTCSink from api/webrtc.py)."""
     token = q.get("token", "")
     if not TOKEN_RE.match(token):
-        return await sink.close(4404, "invalid token")
+        return await sink.close(CLOSE_UNKNOWN, "invalid token")
     if q.get("serverpb", "false").lower() != "true":
-        return await sink.close(4415, "only playback of this server's recordings (serverpb=true) is supported")
+        return await sink.close(
+            CLOSE_UNSUPPORTED, "only playback of this server's recordings (serverpb=true) is supported"
+        )
     filename = q.get("filename", "")
     single = q.get("begintime", "0") in ("", "0") and filename not in ("", "fake")  # one file, whole
     try:
@@ -490,9 +495,9 @@ async def serve_playback(service: Recordings, sink: PlaybackSink, q: Mapping[str
                 raise ApiError("endtime must be after begintime")
             rows = await service.recordings(token, begin, end)
     except ApiError as e:
-        return await sink.close(4400, e.code)
+        return await sink.close(CLOSE_BAD_REQUEST, e.code)
     except DomainError as e:  # every refusal of a playback request closes with 4400
-        return await sink.close(4400, e.message)
+        return await sink.close(CLOSE_BAD_REQUEST, e.message)
 
     async def refresh(span: Span) -> list[Span]:
         if single:

@@ -21,7 +21,18 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from supervisor.api.common import TOKEN_RE, Chapter, endpoint, fail, services, session_of
+from supervisor.api.common import (
+    CLOSE_FORMAT_CHANGED,
+    CLOSE_UNAUTHORIZED,
+    CLOSE_UNKNOWN,
+    CLOSE_UNSUPPORTED,
+    TOKEN_RE,
+    Chapter,
+    endpoint,
+    fail,
+    services,
+    session_of,
+)
 from supervisor.auth import User
 from workers.hub import HubClosed
 
@@ -29,12 +40,6 @@ log = logging.getLogger("h5gate.ws")
 
 READY_TIMEOUT = 8.0  # how long a new viewer waits for a source that is (re)connecting
 HLS_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\.(m3u8|ts|m4s|mp4)$")
-
-# Close codes: 1000 normal, 1011 server error, 1013 try again later, 4xxx application-defined.
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_UNKNOWN = 4404
-CLOSE_UNSUPPORTED = 4415
-CLOSE_FORMAT_CHANGED = 4000
 
 
 class Viewers:

@@ -16,16 +16,24 @@ from starlette.requests import Request
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from supervisor.api.common import Chapter, endpoint, services, session_of
+from supervisor.api.common import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_UNAUTHORIZED,
+    CLOSE_UNSUPPORTED,
+    Chapter,
+    endpoint,
+    services,
+    session_of,
+)
 from supervisor.api.playback_sinks import PlaybackServer, WebRTCSink
-from supervisor.api.streams import CLOSE_UNAUTHORIZED, CLOSE_UNSUPPORTED, READY_TIMEOUT, _reject, open_live
+from supervisor.api.streams import READY_TIMEOUT, _reject, open_live
 from supervisor.auth import User
 from supervisor.services import Services
 from supervisor.webrtc import Session, WebRTCService
 
 log = logging.getLogger("h5gate.webrtc")
 
-CLOSE_BAD_SIGNALLING = 4400
+CLOSE_BAD_SIGNALLING = CLOSE_BAD_REQUEST
 MAX_SIGNAL = 64 * 1024  # an answer SDP is a few kB; anything this big is not signalling
 SIDECAR_WAIT = 10.0  # how long a new viewer waits for a (re)starting sidecar
 CODECS_RE = re.compile(r'codecs="([^"]*)"')
