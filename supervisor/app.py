@@ -13,7 +13,6 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from supervisor.config import Settings
 from supervisor.db import Database
 from supervisor.registry import Registry
 from supervisor.services import Services
+from supervisor.version import version
 from workers.ffmpeg import find_ffmpeg
 from workers.snapshot import SnapshotCache
 
@@ -49,13 +49,6 @@ CHAPTERS: tuple[common.Chapter, ...] = (
     records.chapter,
     webrtc.chapter,
 )
-
-
-def version() -> str:
-    try:
-        return metadata.version("h5gate")
-    except metadata.PackageNotFoundError:
-        return "0.0.0+source"
 
 
 def _host_id(data_dir: Path) -> str:
@@ -101,7 +94,8 @@ def create_app(settings: Settings) -> Starlette:
         for chapter in CHAPTERS:
             await chapter.started(services)
         background = [asyncio.create_task(_expire_sessions(auth))]
-        log.info("h5gate %s listening on %s:%d, data in %s", release, settings.host, settings.port, settings.data_dir)
+        # "listening on" comes from the CLI once the socket accepts connections (supervisor/cli.py).
+        log.info("h5gate %s started, data in %s", release, settings.data_dir)
         try:
             yield
         finally:

@@ -1,4 +1,8 @@
-"""`h5gate`: serve (the default), set a user's password, print the version."""
+"""`h5gate`: serve (the default), set a user's password, print the version.
+
+Every mistake a user can make on the command line or in the settings ends in one line on stderr and exit
+code 2, never a traceback: the first minutes with a program are spent on exactly these mistakes.
+"""
 
 from __future__ import annotations
 
@@ -6,71 +10,153 @@ import argparse
 import asyncio
 import getpass
 import logging
+import socket
 import sys
+from typing import Any, NoReturn
 
-from supervisor.config import load_settings
+import uvicorn
+
+from supervisor.config import ConfigError, Settings, load_settings
+from supervisor.version import version
+
+log = logging.getLogger("h5gate")
+
+EXIT_USAGE = 2  # bad flags or settings
+EXIT_RUNTIME = 1  # the server could not start (port in use, data dir not writable)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse prints its usage block before the error; one line is what a user (and a log) can read."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see h5gate --help)\n")
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser, default: Any) -> None:
+    """The settings flags, on the main parser and again on `serve`/`passwd` so they work after the command.
+
+    The copies on subcommands default to SUPPRESS: otherwise a subparser's defaults would overwrite what was
+    given before the command (`h5gate --port 81 serve` would lose the port).
+    """
+    parser.add_argument("--config", default=default, help="TOML settings file")
+    parser.add_argument("--host", default=default, help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--port", default=default, help="HTTP port, 1-65535 (default 8080)")
+    parser.add_argument("--data-dir", default=default, help="database, media store and HLS (default: user data dir)")
+    parser.add_argument("--ffmpeg", default=default, help="ffmpeg binary to use")
+    parser.add_argument("--log-level", default=default, help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument(
+        "--no-demo",
+        action="store_true",
+        default=default if default is argparse.SUPPRESS else False,
+        help="do not add the demo source on first start",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="h5gate", description="Camera gateway, H5Stream compatible.")
-    parser.add_argument("--config", help="TOML settings file")
-    parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
-    parser.add_argument("--port", type=int, help="HTTP port (default 8080)")
-    parser.add_argument("--data-dir", help="database, media store and HLS (default: the user data dir)")
-    parser.add_argument("--ffmpeg", help="ffmpeg binary to use")
-    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
-    parser.add_argument("--no-demo", action="store_true", help="do not add the demo source on first start")
-    sub = parser.add_subparsers(dest="command")
-    sub.add_parser("serve", help="run the server (default)")
+    parser = _Parser(prog="h5gate", description="Camera gateway, H5Stream compatible.")
+    parser.add_argument("--version", action="version", version=f"h5gate {version()}")
+    _add_settings_flags(parser, None)
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    serve = sub.add_parser("serve", help="run the server (default)")
+    _add_settings_flags(serve, argparse.SUPPRESS)
     passwd = sub.add_parser("passwd", help="set a user's password (creates the user if new)")
     passwd.add_argument("user")
     passwd.add_argument("--role", default=None, choices=["Viewer", "Operator", "Administrator"])
+    _add_settings_flags(passwd, argparse.SUPPRESS)
     sub.add_parser("version", help="print the version")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = load_settings(
-        args.config,
-        {
-            "host": args.host,
-            "port": args.port,
-            "data_dir": args.data_dir,
-            "ffmpeg": args.ffmpeg,
-            "log_level": args.log_level,
-            "demo_source": False if args.no_demo else None,
-        },
-    )
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "version":
-        from supervisor.app import version
-
         print(version())
         return 0
+    try:
+        settings = load_settings(
+            args.config,
+            {
+                "host": args.host,
+                "port": args.port,
+                "data_dir": args.data_dir,
+                "ffmpeg": args.ffmpeg,
+                "log_level": args.log_level,
+                "demo_source": False if args.no_demo else None,
+            },
+        )
+    except ConfigError as e:
+        print(f"h5gate: config error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "passwd":
         return asyncio.run(_passwd(settings, args.user, args.role))
-    import uvicorn
+    return serve(settings)
 
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind and listen before anything starts, so a port in use is one clear line and nothing else runs."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def serve(settings: Settings) -> int:
     from supervisor.app import create_app
     from supervisor.ws_protocol import media_ws_protocol
 
-    app = create_app(settings)
-    # No permessage-deflate: compressing every video fragment for every viewer costs CPU for nothing.
-    uvicorn.run(
-        app,
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"h5gate: cannot use data dir {settings.data_dir}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_RUNTIME
+    try:
+        sock = bind(settings.host, settings.port)
+    except OSError as e:
+        print(f"h5gate: cannot listen on {settings.host}:{settings.port}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_RUNTIME
+    config = uvicorn.Config(
+        create_app(settings),
         host=settings.host,
         port=settings.port,
+        # No permessage-deflate: compressing every video fragment for every viewer costs CPU for nothing.
         ws=media_ws_protocol(settings.ws_send_buffer),
         ws_per_message_deflate=False,
         log_level=settings.log_level.lower(),
         access_log=False,
         timeout_graceful_shutdown=3,
     )
-    return 0
+    server = _Server(config, settings)
+    server.run(sockets=[sock])
+    return 0 if server.started else EXIT_RUNTIME
 
 
-async def _passwd(settings: object, user: str, role: str | None) -> int:
+class _Server(uvicorn.Server):
+    """uvicorn's Server, saying "listening" only once the app has started and the socket accepts connections."""
+
+    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+        super().__init__(config)
+        self.settings = settings
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            s = self.settings
+            host = f"[{s.host}]" if ":" in s.host else s.host
+            log.info("h5gate %s listening on http://%s:%d, data in %s", version(), host, s.port, s.data_dir)
+
+
+async def _passwd(settings: Settings, user: str, role: str | None) -> int:
     from supervisor.auth import Auth, User, md5_hex
     from supervisor.db import Database
 
@@ -79,7 +165,8 @@ async def _passwd(settings: object, user: str, role: str | None) -> int:
     if len(password) < 4:
         print("password too short (at least 4 characters)", file=sys.stderr)
         return 2
-    db = Database(settings.db_path)  # type: ignore[attr-defined]
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.db_path)
     await db.open()
     auth = Auth(db)
     await auth.load()

@@ -53,6 +53,7 @@ class Settings:
     webrtc_ice_servers: str = ""  # STUN/TURN for browsers: JSON list of RTCIceServer, or comma-separated URLs
     webrtc_relay_only: bool = False  # browsers send through TURN only (iceTransportPolicy "relay")
     webrtc_keepalive_timeout: float = 15.0  # close a WebRTC session whose player sent nothing for this long
+    metrics_token: str = ""  # bearer token for /metrics (a scraper); a logged-in session works too
     log_level: str = "INFO"
 
     @property
@@ -68,39 +69,151 @@ class Settings:
         return self.data_dir / "mediastore"
 
 
-def _coerce(name: str, value: Any) -> Any:
-    """Turn a string or TOML value into the type the field declares."""
+class ConfigError(ValueError):
+    """A setting that cannot be used; its message is one line that names the source and the setting."""
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _kind(name: str) -> str:
     kind = {f.name: f.type for f in fields(Settings)}[name]
-    if kind in ("int", int):
-        return int(value)
-    if kind in ("float", float):
-        return float(value)
-    if kind in ("bool", bool):
-        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
-    if kind in ("Path", Path):
-        return Path(value).expanduser()
+    return kind if isinstance(kind, str) else kind.__name__
+
+
+def _coerce(name: str, value: Any, origin: str) -> Any:
+    """Turn a TOML value or an environment/flag string into the field's type.
+
+    TOML values must already have the right type (`port = "80"` is a mistake worth saying); strings from the
+    environment and flags are parsed. Anything else raises ConfigError naming `origin` and the setting.
+    """
+    kind = _kind(name)
+    from_text = isinstance(value, str) and origin != "toml"
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"expected {expected}, got {value!r}")
+
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if from_text and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise bad("true or false")
+    if kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if from_text:
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise bad("a whole number")
+    if kind == "float":
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if from_text:
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise bad("a number")
+    if kind == "Path":
+        if isinstance(value, str) and value:
+            return Path(value).expanduser()
+        raise bad("a path")
     if kind.startswith("list"):
-        return list(value) if isinstance(value, list) else [v for v in str(value).split(os.pathsep) if v]
-    return str(value)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        if from_text:
+            return [v for v in value.split(os.pathsep) if v]
+        raise bad("a list of strings")
+    if isinstance(value, str):
+        return value
+    raise bad("a string")
+
+
+def validate(settings: Settings) -> None:
+    """Refuse values the server would misuse later (a port outside 1-65535 was once bound as a random one)."""
+
+    def need(ok: bool, name: str, what: str) -> None:
+        if not ok:
+            raise ConfigError(f"{name}: {what}, got {getattr(settings, name)!r}")
+
+    need(1 <= settings.port <= 65535, "port", "must be between 1 and 65535")
+    need(bool(settings.host.strip()), "host", "must not be empty")
+    for name in ("webrtc_port_min", "webrtc_port_max"):
+        need(0 <= getattr(settings, name) <= 65535, name, "must be between 0 (any) and 65535")
+    if settings.webrtc_port_min and settings.webrtc_port_max:
+        ordered = settings.webrtc_port_min <= settings.webrtc_port_max
+        need(ordered, "webrtc_port_max", "must not be below webrtc_port_min")
+    need(settings.log_level.upper() in _LOG_LEVELS, "log_level", "must be one of " + ", ".join(_LOG_LEVELS))
+    flavours = [k.strip() for k in settings.hls.split(",") if k.strip()]
+    need(all(k in ("v1", "v2") for k in flavours), "hls", 'must be "v1", "v2", "v1,v2" or ""')
+    for name in ("login_timeout", "login_lock_seconds", "hls_duration", "record_file_seconds", "ws_send_buffer"):
+        need(getattr(settings, name) > 0, name, "must be above 0")
+    for name in ("login_max_faults", "hls_segment_num"):
+        need(getattr(settings, name) >= 1, name, "must be at least 1")
+    for name in (
+        "rtsp_timeout",
+        "stall_timeout",
+        "restart_min",
+        "restart_max",
+        "ring_seconds",
+        "slow_viewer_seconds",
+        "send_timeout",
+        "onvif_timeout",
+        "retention_interval",
+        "webrtc_keepalive_timeout",
+    ):
+        need(getattr(settings, name) > 0, name, "must be above 0")
+    need(settings.restart_max >= settings.restart_min, "restart_max", "must not be below restart_min")
+    for name in ("image_cache_seconds", "pre_record_seconds"):
+        need(getattr(settings, name) >= 0, name, "must not be negative")
+    for name in ("record_in_day", "snapshot_in_day"):
+        need(getattr(settings, name) >= 0, name, "must not be negative (0 keeps files forever)")
+    need(0 < settings.disk_auto_del_percent <= 100, "disk_auto_del_percent", "must be above 0 and at most 100")
 
 
 def load_settings(config_file: str | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Merge the four layers; unknown keys in the file are an error so typos do not pass silently."""
+    """Merge the four layers and validate the result.
+
+    Every problem (a missing or malformed file, an unknown key, a wrong type, a bad value) raises ConfigError
+    with one line that says where it came from, so the CLI can print it instead of a traceback.
+    """
     values: dict[str, Any] = {}
     names = {f.name for f in fields(Settings)}
     path = config_file or os.environ.get("H5GATE_CONFIG")
     if path:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
         unknown = set(data) - names
         if unknown:
-            raise ValueError(f"unknown settings in {path}: {', '.join(sorted(unknown))}")
-        values.update({k: _coerce(k, v) for k, v in data.items()})
+            raise ConfigError(f"{path}: unknown settings: {', '.join(sorted(unknown))}")
+        for key, value in data.items():
+            try:
+                values[key] = _coerce(key, value, "toml")
+            except ConfigError as e:
+                raise ConfigError(f"{path}: {key}: {e}") from None
     for name in names:
         env = os.environ.get("H5GATE_" + name.upper())
         if env is not None:
-            values[name] = _coerce(name, env)
+            try:
+                values[name] = _coerce(name, env, "env")
+            except ConfigError as e:
+                raise ConfigError(f"H5GATE_{name.upper()}: {e}") from None
     for name, value in (overrides or {}).items():
         if value is not None:
-            values[name] = _coerce(name, value)
-    return dataclasses.replace(Settings(), **values)
+            try:
+                values[name] = _coerce(name, value, "flag")
+            except ConfigError as e:
+                raise ConfigError(f"--{name.replace('_', '-')}: {e}") from None
+    settings = dataclasses.replace(Settings(), **values)
+    validate(settings)
+    return settings
