@@ -26,10 +26,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from supervisor.api import common, onvif, records, sources, streams, system, webrtc
+from supervisor.api import common, observe, onvif, records, sources, streams, system, webrtc
 from supervisor.auth import Auth
 from supervisor.config import Settings
 from supervisor.db import Database
+from supervisor.metrics import RequestCounter, RequestCounts
 from supervisor.registry import Registry
 from supervisor.services import Services
 from supervisor.version import version
@@ -48,6 +49,7 @@ CHAPTERS: tuple[common.Chapter, ...] = (
     onvif.chapter,
     records.chapter,
     webrtc.chapter,
+    observe.chapter,
 )
 
 
@@ -64,6 +66,7 @@ def _host_id(data_dir: Path) -> str:
 def create_app(settings: Settings) -> Starlette:
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     release = version()
+    request_counts = RequestCounts()  # filled by the middleware, read by /metrics
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -86,6 +89,8 @@ def create_app(settings: Settings) -> Starlette:
             snapshots=SnapshotCache(ffmpeg, settings.image_cache_seconds),
             viewers=streams.Viewers(settings.send_timeout),
             run_info=system.RunInfo(),
+            hls_viewers=streams.HlsViewers(max(15.0, 2.0 * settings.hls_duration * settings.hls_segment_num)),
+            requests=request_counts,
         )
         app.state.services = services
         for chapter in CHAPTERS:
@@ -127,9 +132,10 @@ def create_app(settings: Settings) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         middleware=[
+            Middleware(RequestCounter, counts=request_counts),
             Middleware(
                 CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST"], allow_headers=["Authorization"]
-            )
+            ),
         ],
         exception_handlers={HTTPException: not_found, Exception: server_error},
     )

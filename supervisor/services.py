@@ -19,11 +19,12 @@ if TYPE_CHECKING:
 
     from supervisor.api.onvif import OnvifState
     from supervisor.api.playback_sinks import PlaybackServer
-    from supervisor.api.streams import Viewers
+    from supervisor.api.streams import HlsViewers, Viewers
     from supervisor.api.system import RunInfo
     from supervisor.auth import Auth, User
     from supervisor.config import Settings
     from supervisor.db import Database
+    from supervisor.metrics import LoopLag, RequestCounts
     from supervisor.recordings.service import Recordings
     from supervisor.registry import Registry
     from supervisor.webrtc import WebRTCService
@@ -46,8 +47,11 @@ class Services:
     snapshots: SnapshotCache
     viewers: Viewers  # live WebSocket viewer counts and the slow-viewer sweeper
     run_info: RunInfo  # GetRunInfo's CPU/network rate state
+    hls_viewers: HlsViewers  # who read a playlist lately (HLS has no connection to count)
+    requests: RequestCounts  # HTTP answers by status, WebSocket handshakes by path (the app's middleware)
     recordings: Recordings | None = None  # the recordings chapter's service
     playback_ws: PlaybackHandler | None = None  # h5swsapi?playback=true, set by the recordings chapter
     playback: PlaybackServer | None = None  # playback into any sink (WebRTC's), set by the recordings chapter
     onvif: OnvifState | None = None  # the ONVIF chapter's device pool and last good URIs
     webrtc: WebRTCService | None = None  # None when WebRTC is turned off (settings.webrtc)
+    loop_lag: LoopLag | None = None  # the observe chapter's event-loop lag monitor (/metrics, /healthz)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import re
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ class Viewers:
         self.live = 0
         self.total = 0
         self.slow_disconnects = 0
+        self.by_token: Counter[str] = Counter()  # live viewers per source (/metrics)
         self.send_timeout = send_timeout
         self._active: set[_Live] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -73,6 +75,32 @@ class Viewers:
                 if live.sending_since and now - live.sending_since > self.send_timeout and live.task:
                     live.timed_out = True
                     live.task.cancel()  # it waits for the socket to drain: nothing half-written
+
+
+class HlsViewers:
+    """Who watches over HLS: distinct sessions that fetched a source's playlist within the last `window` s.
+
+    HLS has no connection to count; a player re-reads the playlist every segment, so a session that stopped
+    asking is gone. Two players sharing one session (two tabs of the console) count once.
+    """
+
+    def __init__(self, window: float = 15.0) -> None:
+        self.window = window  # app.py: max(15, 2 x hls_duration x hls_segment_num), a few playlist reloads
+        self._seen: dict[tuple[str, str], float] = {}
+
+    def saw(self, token: str, session: str) -> None:
+        self._seen[(token, session)] = time.monotonic()
+        if len(self._seen) > 10_000:
+            self._forget()
+
+    def _forget(self) -> None:
+        oldest = time.monotonic() - self.window
+        for key in [k for k, t in self._seen.items() if t < oldest]:
+            del self._seen[key]
+
+    def by_token(self) -> Counter[str]:
+        self._forget()
+        return Counter(token for token, _ in self._seen)
 
 
 async def _reject(ws: WebSocket, code: int, reason: str) -> None:
@@ -110,8 +138,10 @@ async def h5swsapi(ws: WebSocket) -> None:
         if not hevc_ok and video is not None and video.codec[:4] in ("hev1", "hvc1"):
             reason = "source is H.265 and the player cannot play it"
             return await ws.close(code=CLOSE_UNSUPPORTED, reason=reason)
+        token = stream.runtime.config.token
         viewers.live += 1
         viewers.total += 1
+        viewers.by_token[token] += 1
         client = ws.client.host if ws.client else "?"
         log.info("%s: viewer %s connected (%s, %d live)", hub.name, client, hub.init.mime, viewers.live)
         live = _Live()
@@ -134,6 +164,9 @@ async def h5swsapi(ws: WebSocket) -> None:
                     await asyncio.wait_for(ws.close(code=code, reason=reason), 2.0)
         finally:
             viewers.live -= 1
+            viewers.by_token[token] -= 1
+            if viewers.by_token[token] <= 0:
+                del viewers.by_token[token]
             viewers.unwatch(live)
             await live.stop(sender)
             reader.cancel()
@@ -335,7 +368,8 @@ def _rewrite_playlist(text: str, session: str) -> str:
 async def hls_file(request: Request) -> Response:
     """HLS written by the source's ffmpeg, behind the session (query, header or the console's cookie)."""
     svc = services(request)
-    if svc.auth.check(session_of(request)) is None:
+    session_id = session_of(request)
+    if svc.auth.check(session_id) is None:
         return fail("session is missing, invalid or expired", 401)
     version = request.path_params["version"]
     token = request.path_params["token"]
@@ -350,6 +384,7 @@ async def hls_file(request: Request) -> Response:
             text = await asyncio.to_thread(path.read_text)
         except FileNotFoundError:
             return fail("playlist not ready yet", 404)
+        svc.hls_viewers.saw(token, session_id or "")
         session = request.query_params.get("session")
         if session:
             text = _rewrite_playlist(text, session)
