@@ -195,3 +195,16 @@ def test_healthz_says_not_ok_after_the_event_loop_stalled(gw: Gateway, tmp_path:
     assert status == 200 and json.loads(body) == {"status": "ok"}
     lag = value(scrape(gw), "h5gate_event_loop_lag_max_seconds")
     assert 2.5 <= lag < 10, lag
+
+
+def test_grafana_dashboard_uses_only_metrics_the_server_exports(gw: Gateway) -> None:
+    """docs/grafana-dashboard.json must not chart a name the server never sends (a rename would blank it)."""
+    dashboard = json.loads((Path(__file__).resolve().parents[1] / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs += [v["query"] for v in dashboard["templating"]["list"]]
+    used = {name for e in exprs for name in re.findall(r"\b((?:h5gate|process)_[a-z_]+)\b", e)}
+    status, _, body = gw.request("/metrics", {"Authorization": f"Bearer {TOKEN}"})
+    exported = set(re.findall(r"^# TYPE (\S+) ", body.decode(), re.M))
+    # Timeline resets appear once the hub counts them; every other name must be there now.
+    missing = used - exported - {"h5gate_source_timeline_resets_total"}
+    assert len(used) >= 15 and not missing, missing
