@@ -19,7 +19,7 @@ RUN python3 -m venv /opt/h5gate \
  && /opt/h5gate/bin/pip install --no-cache-dir --disable-pip-version-check /src \
  && rm -rf /src
 
-RUN useradd --system --uid 999 --home-dir /var/lib/h5gate --create-home --shell /usr/sbin/nologin h5gate
+RUN useradd --system --home-dir /var/lib/h5gate --create-home --shell /usr/sbin/nologin h5gate
 USER h5gate
 WORKDIR /var/lib/h5gate
 VOLUME ["/var/lib/h5gate"]
