@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -128,3 +129,10 @@ def test_service_unit_verifies_with_the_installed_path(installed: Installed, tmp
     assert done.returncode == 0 and "h5gate.service" not in done.stderr, done.stderr
     for option in ("User=h5gate", "StateDirectory=h5gate", "Restart=on-failure", "NoNewPrivileges=yes"):
         assert option in text
+    # systemd's own score of the sandbox (0 = locked down, 10 = exposed); "OK" is below 4.
+    done = subprocess.run(
+        [analyze, "security", "--offline=true", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    found = re.search(r"Overall exposure level for h5gate.service: ([0-9.]+)", done.stdout)
+    assert found, done.stdout[-2000:] + done.stderr
+    assert float(found.group(1)) <= 2.5, found.group(0)
