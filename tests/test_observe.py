@@ -208,3 +208,44 @@ def test_grafana_dashboard_uses_only_metrics_the_server_exports(gw: Gateway) -> 
     # Timeline resets appear once the hub counts them; every other name must be there now.
     missing = used - exported - {"h5gate_source_timeline_resets_total"}
     assert len(used) >= 15 and not missing, missing
+
+
+def test_webrtc_viewer_is_counted(tmp_path: Path) -> None:
+    """A real aiortc viewer (in a private network namespace, where 127.0.0.1 is the only ICE address)."""
+    from tests.camera import wait_until
+    from tests.webrtc_viewer import RtcViewer, private_network
+
+    with private_network():
+        gateway = Gateway(tmp_path / "gw", env={"H5GATE_METRICS_TOKEN": TOKEN}).start()
+        try:
+            gateway.wait_online("demo", timeout=30)
+            assert wait_until(lambda: gateway.ok("h5srtcapi/Status")["bServiceRunning"], 20)
+            url = f"{gateway.ws_base}/api/v1/h5srtcapi?token=demo&profile=main&session={gateway.session}"
+
+            async def watch_rtc() -> tuple[float, float]:
+                viewer = RtcViewer(url)
+                await viewer.start()
+                try:
+                    await viewer.wait_frames(10, timeout=20)
+                    during = await asyncio.to_thread(scrape, gateway)
+                finally:
+                    await viewer.close()
+                deadline = time.monotonic() + 10
+                after = during
+                while time.monotonic() < deadline:
+                    after = await asyncio.to_thread(scrape, gateway)
+                    if value(after, "h5gate_source_viewers", token="demo", protocol="webrtc") == 0:
+                        break
+                    await asyncio.sleep(0.3)
+                return (
+                    value(during, "h5gate_source_viewers", token="demo", protocol="webrtc"),
+                    value(after, "h5gate_source_viewers", token="demo", protocol="webrtc"),
+                )
+
+            during, after = asyncio.run(watch_rtc())
+            assert (during, after) == (1, 0)
+            m = scrape(gateway)
+            assert value(m, "h5gate_webrtc_sidecar_up") == 1
+            assert value(m, "h5gate_source_viewers", token="demo", protocol="ws") == 0
+        finally:
+            gateway.stop()
