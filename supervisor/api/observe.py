@@ -76,7 +76,7 @@ async def metrics(request: Request) -> Response:
     recordings = svc.recordings
     if recordings is not None:
         try:
-            usage = await recordings.index.usage()
+            usage = await recordings.usage()
         except Exception as e:  # the figures of the rest are still worth having
             log.warning("recording figures unavailable: %s", e)
 
@@ -185,7 +185,7 @@ async def healthz(request: Request) -> Response:
     healthy = svc.loop_lag is not None and svc.loop_lag.responsive()
     if healthy:
         try:
-            await asyncio.wait_for(svc.db.fetchone("SELECT 1 AS one"), HEALTH_DB_TIMEOUT)
+            await asyncio.wait_for(svc.db.fetchone("SELECT version FROM schema_version"), HEALTH_DB_TIMEOUT)
         except Exception as e:
             log.warning("health check: database did not answer: %s", e or e.__class__.__name__)
             healthy = False
