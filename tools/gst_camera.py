@@ -8,7 +8,8 @@ an IP camera (live, shared media, TCP and UDP, optional auth), not a file replay
 Every video frame differs from the previous one (moving ball + running-time overlay),
 so frames can be matched by hash end to end.
 
-Mounts: /h264 (+AAC), /h264_pcma, /h264_pcmu, /h264_noaudio, /h265 (+AAC), /mjpeg.
+Mounts: /h264 (+AAC), /h264_pcma, /h264_pcmu, /h264_noaudio, /h264_sliced (4 slices a frame, SPS/PPS
+before each keyframe slice, as many IP cameras send it), /h265 (+AAC), /mjpeg.
 Prints ``READY rtsp://127.0.0.1:<port>`` once listening; exits 0 on SIGTERM/SIGINT.
 """
 
@@ -26,7 +27,7 @@ gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 HOST = "127.0.0.1"
-MOUNTS = ("h264", "h264_pcma", "h264_pcmu", "h264_noaudio", "h265", "mjpeg")
+MOUNTS = ("h264", "h264_pcma", "h264_pcmu", "h264_noaudio", "h264_sliced", "h265", "mjpeg")
 # Server-side RTP/RTCP UDP ports come from this loopback-only pool; without a pool
 # gst-rtsp-server binds its UDP sockets to the wildcard address.
 UDP_PORT_MIN = 20000
@@ -77,6 +78,19 @@ def _h264(a: argparse.Namespace) -> str:
     )
 
 
+def _h264_sliced(a: argparse.Namespace) -> str:
+    """x264 zerolatency with its frame split into slices (what sliced threads do on a multi-core camera);
+    the parser hands the payloader one NAL unit at a time, so SPS/PPS go out before every IDR slice."""
+    return (
+        f"{_video_src(a)} ! queue max-size-buffers=4 leaky=downstream"
+        f" ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={a.gop} bframes=0"
+        f' bitrate={a.bitrate} byte-stream=true threads=1 option-string="slices=4"'
+        " ! video/x-h264,profile=constrained-baseline,stream-format=byte-stream"
+        " ! h264parse config-interval=-1 ! video/x-h264,alignment=nal"
+        " ! rtph264pay name=pay0 pt=96 config-interval=-1"
+    )
+
+
 def _h265(a: argparse.Namespace) -> str:
     return (
         f"{_video_src(a)} ! queue max-size-buffers=4 leaky=downstream"
@@ -112,6 +126,7 @@ def pipelines(a: argparse.Namespace) -> dict[str, str]:
         "h264_pcma": f"{_h264(a)} {_audio_src(8000)} ! alawenc ! rtppcmapay name=pay1 pt=8",
         "h264_pcmu": f"{_h264(a)} {_audio_src(8000)} ! mulawenc ! rtppcmupay name=pay1 pt=0",
         "h264_noaudio": _h264(a),
+        "h264_sliced": _h264_sliced(a),
         "h265": f"{_h265(a)} {_aac()}",
         "mjpeg": _mjpeg(a),
     }

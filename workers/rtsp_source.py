@@ -1,0 +1,440 @@
+"""The zero-lookahead live path for RTSP cameras: our RTSP client, RTP depacketizers and fMP4 writer
+feeding a StreamHub, one fragment per frame, written the moment the frame's last RTP packet arrives.
+
+H.264 and H.265 video, AAC audio go straight through; G.711 audio goes to AAC through an ffmpeg child
+fed from this same camera connection (raw A-law/mu-law on its stdin, ADTS on its stdout). Anything
+else (MJPEG, other audio codecs) raises Unsupported, and the caller runs the source through ffmpeg.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from workers.fmp4 import FragInfo, InitInfo, parse_init
+from workers.hub import StreamHub
+from workers.mp4mux import (
+    AUDIO_TRACK,
+    DURATION_POS,
+    TFDT_POS,
+    VIDEO_TRACK,
+    AudioSpec,
+    VideoSpec,
+    fragment,
+    init_segment,
+    length_prefixed,
+)
+from workers.rtp import h264, h265
+from workers.rtp.aac import AacDepacketizer, AdtsReader, AudioFrame, asc_info, make_asc
+from workers.rtp.packet import AccessUnit, FrameAssembler, parse_rtp
+from workers.rtsp.client import RtspClient, RtspError
+from workers.rtsp.sdp import Media, Sdp
+
+log = logging.getLogger("h5gate.rtsp")
+
+VIDEO_CODECS = {"H264": "h264", "H265": "hevc"}  # SDP encoding -> the name GetSrc reports (ffmpeg's)
+AUDIO_CODECS = {"MPEG4-GENERIC": "aac", "PCMA": "pcm_alaw", "PCMU": "pcm_mulaw"}
+FFMPEG_NAMES = {"JPEG": "mjpeg", "MP4V-ES": "mpeg4", "MP4A-LATM": "aac_latm", "OPUS": "opus", "MPA": "mp3"}
+DEFAULT_INTERVAL = 0.040  # seconds: a frame interval to assume before two frames have been seen
+
+
+class Unsupported(Exception):
+    """The camera sends a codec this path does not carry: run the source through ffmpeg instead."""
+
+    def __init__(self, video: str, audio: str) -> None:
+        super().__init__(f"video {video or '-'}, audio {audio or '-'}")
+        self.video, self.audio = video, audio
+
+
+def codec_name(media: Media | None) -> str:
+    if media is None:
+        return ""
+    enc = media.encoding
+    return VIDEO_CODECS.get(enc) or AUDIO_CODECS.get(enc) or FFMPEG_NAMES.get(enc, enc.lower())
+
+
+class TrackClock:
+    """A track's RTP timestamps as decode times on the run's timeline, in the track's own clock.
+
+    The first packet anchors the track on arrival time (so audio and video start in step); after that the
+    camera's timestamps rule, unwrapped past 2^32, and the output never goes back: a timestamp that jumps
+    back, or forward past the wall clock, re-anchors on arrival time.
+    """
+
+    def __init__(self, name: str, rate: int, origin: float, on_reset: Callable[[str], None]) -> None:
+        self.name = name
+        self.rate = rate
+        self.origin = origin
+        self.on_reset = on_reset
+        self._last_in: int | None = None
+        self._ext = 0  # unwrapped input
+        self._offset = 0  # output = input + offset
+        self.last_out = -1
+        self.last_end = 0
+
+    def map(self, ts: int, arrived: float) -> int:
+        wall = round((arrived - self.origin) * self.rate)
+        if self._last_in is None:
+            self._ext = ts
+            self._offset = max(wall, self.last_end) - ts
+        else:
+            delta = (ts - self._last_in) & 0xFFFFFFFF
+            if delta >= 0x80000000:
+                delta -= 1 << 32
+            self._ext += delta
+        self._last_in = ts
+        out = self._ext + self._offset
+        if self.last_out >= 0 and (out < self.last_out or out > wall + 2 * self.rate):
+            why = "went back" if out < self.last_out else "ran ahead of the clock"
+            self._offset = max(wall, self.last_end) - self._ext
+            out = self._ext + self._offset
+            self.on_reset(f"{self.name} timestamps {why}")
+        if out < self.last_end:
+            out = self.last_end  # a frame early by a little jitter: never overlap the previous sample
+        self.last_out = out
+        return out
+
+
+class RtspIngest:
+    """One run: connect, stream into the hub until the camera fails; raises RtspError or Unsupported."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        hub: StreamHub,
+        *,
+        transport: str = "tcp",
+        timeout: float = 5.0,
+        stall_timeout: float = 10.0,
+        audio: bool = True,
+        ffmpeg: str = "ffmpeg",
+        on_media: Callable[[], None] | None = None,
+        on_codecs: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.url = url
+        self.hub = hub
+        self.transport = transport
+        self.timeout = timeout
+        self.stall_timeout = stall_timeout
+        self.want_audio = audio
+        self.ffmpeg = ffmpeg
+        self.on_media = on_media
+        self.on_codecs = on_codecs
+        self.client: RtspClient | None = None
+        self.video_media: Media | None = None
+        self.audio_media: Media | None = None
+        self.depack: FrameAssembler | None = None
+        self.hevc = False
+        self.aac: AacDepacketizer | None = None
+        self.transcoder: G711Transcoder | None = None
+        self.audio_spec: AudioSpec | None = None
+        self.params: dict[int, bytes] = {}  # newest parameter set of each NAL type
+        self.init_params: dict[int, bytes] | None = None
+        self.init: InitInfo | None = None
+        self.seq = 0
+        self.origin = 0.0
+        self.video_clock: TrackClock | None = None
+        self.audio_clock: TrackClock | None = None
+        self.interval = 0  # last frame interval, in 90 kHz ticks
+        self.last_video_ts: int | None = None
+        self.last_packet = 0.0
+        self.first_media = 0.0
+        self.timeline_resets = 0
+        self.error: RtspError | None = None
+
+    # -- the run --------------------------------------------------------------------------------------
+    async def run(self) -> float:
+        """Stream until the camera fails or goes silent; returns when media first arrived (0 if never)."""
+        self.client = client = RtspClient(self.url, self._packet, transport=self.transport, timeout=self.timeout)
+        try:
+            await client.start(self._choose)
+            self.origin = self.last_packet = time.monotonic()
+            await self._watch(client)
+        finally:
+            await client.close()
+            if self.transcoder is not None:
+                await self.transcoder.stop()
+        return self.first_media
+
+    async def _watch(self, client: RtspClient) -> None:
+        """Until the connection ends or no media arrives for the stall timeout (a silent camera)."""
+        waiters: set[asyncio.Future[Any]] = {client.closed}
+        if self.transcoder is not None:
+            waiters.add(self.transcoder.ended)
+        while True:
+            done, _ = await asyncio.wait(waiters, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+            if self.error is not None:
+                raise self.error
+            if client.closed in done:
+                raise client.closed.result()
+            if self.transcoder is not None and self.transcoder.ended in done:
+                raise RtspError(f"audio transcoder ended: {self.transcoder.ended.result()}")
+            silent = time.monotonic() - self.last_packet
+            if not self.first_media and silent > self.timeout:
+                what = "UDP" if self.transport == "udp" else "the camera"
+                raise RtspError(f"no media from {what} within {self.timeout:.0f}s (timed out)")
+            if silent > self.stall_timeout:
+                raise RtspError(f"no data from source for {self.stall_timeout:.0f}s (stalled)")
+
+    def _choose(self, sdp: Sdp) -> list[Media]:
+        video = sdp.first("video")
+        audio = sdp.first("audio") if self.want_audio else None
+        video_ok = video is not None and video.encoding in VIDEO_CODECS
+        audio_ok = audio is None or audio.encoding in AUDIO_CODECS
+        if audio is not None and audio.encoding == "MPEG4-GENERIC":
+            audio_ok = self._aac_config(audio)
+        if self.on_codecs is not None:
+            self.on_codecs(codec_name(video), codec_name(audio))
+        if not video_ok or not audio_ok:
+            raise Unsupported(codec_name(video), codec_name(audio))
+        assert video is not None
+        self.video_media, self.audio_media = video, audio
+        self.hevc = video.encoding == "H265"
+        self.depack = h265.H265Depacketizer() if self.hevc else h264.H264Depacketizer()
+        if self.hevc:
+            sets = video.param_sets("sprop-vps", "sprop-sps", "sprop-pps")
+        else:
+            sets = video.param_sets("sprop-parameter-sets")
+        for nal in sets:
+            t = h265.nal_type(nal) if self.hevc else nal[0] & 0x1F
+            self.params.setdefault(t, nal)
+        if audio is not None and audio.encoding in ("PCMA", "PCMU"):
+            self.transcoder = G711Transcoder(self.name, self.ffmpeg, audio, self._transcoded)
+            self.transcoder.start()  # while SETUP and PLAY go on: ffmpeg takes a while to come up
+            self.audio_spec = AudioSpec(make_asc(2, audio.clock_rate, audio.channels), audio.clock_rate, audio.channels)
+        return [video] if audio is None else [video, audio]
+
+    def _aac_config(self, audio: Media) -> bool:
+        mode = audio.fmtp.get("mode", "").lower()
+        try:
+            config = binascii.unhexlify(audio.fmtp.get("config", ""))
+            aot, rate, channels = asc_info(config)
+        except (binascii.Error, ValueError, IndexError):
+            return False
+        if mode not in ("aac-hbr", "aac-lbr") or not rate or aot not in (1, 2, 3, 4, 5, 29):
+            return False
+        self.aac = AacDepacketizer(audio.fmtp)
+        self.audio_spec = AudioSpec(config, rate, channels or audio.channels)
+        return True
+
+    # -- packets --------------------------------------------------------------------------------------
+    def _packet(self, index: int, data: bytes, arrived: float) -> None:
+        self.last_packet = arrived
+        pkt = parse_rtp(data, arrived)
+        if pkt is None:
+            return
+        try:
+            if index == 0:
+                assert self.depack is not None
+                for au in self.depack.push(pkt):
+                    self._video(au)
+            elif self.aac is not None:
+                for frame in self.aac.push(pkt):
+                    self._audio(frame.timestamp, frame.data, frame.arrived)
+            elif self.transcoder is not None:
+                self.transcoder.feed(pkt.timestamp, pkt.payload, arrived)
+        except (ValueError, IndexError) as e:  # a parameter set we cannot read: say so, restart
+            if self.error is None:
+                self.error = RtspError(f"invalid data from source: {e}")
+
+    def _reset(self, why: str) -> None:
+        self.timeline_resets += 1
+        log.warning("%s: timeline reset: %s", self.name, why)
+
+    def _video(self, au: AccessUnit) -> None:
+        for nal in au.params:
+            t = h265.nal_type(nal) if self.hevc else nal[0] & 0x1F
+            self.params[t] = nal
+        if au.keyframe and self.params != self.init_params:
+            if not self._write_init():
+                return
+        if self.init is None:
+            return
+        if self.video_clock is None:
+            self.video_clock = TrackClock("video", 90000, self.origin, self._reset)
+        if self.last_video_ts is not None:
+            step = (au.timestamp - self.last_video_ts) & 0xFFFFFFFF
+            if 0 < step < 90000:  # a sane interval; jumps are the clock's business, not a duration
+                self.interval = step
+        self.last_video_ts = au.timestamp
+        dts = self.video_clock.map(au.timestamp, au.arrived)
+        duration = self.interval or self._nominal_interval()
+        self.video_clock.last_end = dts + duration
+        self.seq += 1
+        data = fragment(self.seq, VIDEO_TRACK, dts, duration, length_prefixed(au.nals), au.keyframe)
+        info = FragInfo(VIDEO_TRACK, dts, TFDT_POS, 8, duration, au.keyframe, 1, DURATION_POS)
+        if self.hub.publish(data, info) is not None and not self.first_media:
+            self.first_media = time.monotonic()
+            if self.on_media is not None:
+                self.on_media()
+
+    def _nominal_interval(self) -> int:
+        rate = self.video_media.framerate if self.video_media is not None else 0.0
+        return round(90000 / rate) if rate > 0 else round(90000 * DEFAULT_INTERVAL)
+
+    def _write_init(self) -> bool:
+        """An init segment from the parameter sets in hand; False if some are still missing."""
+        p = self.params
+        try:
+            if self.hevc:
+                if not (h265.VPS in p and h265.SPS in p and h265.PPS in p):
+                    return False
+                width, height = h265.sps_size(p[h265.SPS])
+                spec = VideoSpec(b"hev1", h265.hvcc([p[h265.VPS]], [p[h265.SPS]], [p[h265.PPS]]), width, height)
+            else:
+                if not (h264.SPS in p and h264.PPS in p):
+                    return False
+                width, height = h264.sps_size(p[h264.SPS])
+                spec = VideoSpec(b"avc1", h264.avcc(p[h264.SPS], [p[h264.PPS]]), width, height)
+        except (ValueError, IndexError) as e:
+            raise ValueError(f"unreadable parameter set ({e})") from None
+        data = init_segment(spec, self.audio_spec)
+        self.init = self.hub.set_init(data, parse_init(data))
+        self.init_params = dict(p)
+        log.info("%s: stream %s (own RTSP client, %s)", self.name, self.init.mime, self.transport)
+        return True
+
+    def _audio(self, ts: int, data: bytes, arrived: float) -> None:
+        if self.init is None or self.audio_spec is None:
+            return
+        if self.audio_clock is None:
+            self.audio_clock = TrackClock("audio", self.audio_spec.rate, self.origin, self._reset)
+        dts = self.audio_clock.map(ts, arrived)
+        self.audio_clock.last_end = dts + 1024
+        self.seq += 1
+        info = FragInfo(AUDIO_TRACK, dts, TFDT_POS, 8, 1024, True, 1, DURATION_POS)
+        self.hub.publish(fragment(self.seq, AUDIO_TRACK, dts, 1024, data, True), info)
+
+    def _transcoded(self, ts: int, data: bytes, arrived: float) -> None:
+        self._audio(ts, data, arrived)
+
+
+class G711Transcoder:
+    """ffmpeg turning this camera's G.711 into AAC: RTP payloads in on stdin, ADTS out on stdout.
+
+    Output frame n (1024 samples each) started at input sample n*1024 - 1024 (the AAC encoder's priming
+    frame), so each AAC frame gets the RTP timestamp of the samples it holds. Lost packets are filled
+    with silence so the count stays true.
+    """
+
+    SILENCE = {"PCMA": 0xD5, "PCMU": 0xFF}
+
+    def __init__(self, name: str, binary: str, media: Media, on_frame: Callable[[int, bytes, float], None]) -> None:
+        self.name = name
+        self.binary = binary
+        self.media = media
+        self.on_frame = on_frame
+        self.proc: asyncio.subprocess.Process | None = None
+        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._reader: asyncio.Task[None] | None = None
+        self._first_ts: int | None = None
+        self._first_arrival = 0.0
+        self._next_ts = 0
+        self._frames = 0
+        self._early = bytearray()
+
+    def start(self) -> None:
+        self._reader = asyncio.create_task(self._run(), name=f"g711:{self.name}")
+
+    async def _spawn(self) -> None:
+        from workers.process import set_pdeathsig  # the same child-process rules as every ffmpeg
+
+        fmt = "alaw" if self.media.encoding == "PCMA" else "mulaw"
+        argv = [
+            self.binary, "-hide_banner", "-nostats", "-loglevel", "error",
+            "-probesize", "32", "-analyzeduration", "0", "-fflags", "+nobuffer",
+            "-f", fmt, "-ar", str(self.media.clock_rate), "-ac", str(self.media.channels), "-i", "pipe:0",
+            "-c:a", "aac", "-b:a", "64k", "-f", "adts", "-flush_packets", "1", "pipe:1",
+        ]  # fmt: skip
+        self.proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=set_pdeathsig,
+        )
+        log.info("%s: input audio is %s: transcoding to AAC (ffmpeg pid %d)", self.name, self.codec, self.proc.pid)
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(bytes(self._early))  # what came while ffmpeg was starting
+        self._early = bytearray()
+
+    @property
+    def codec(self) -> str:
+        return "pcm_alaw" if self.media.encoding == "PCMA" else "pcm_mulaw"
+
+    def _write(self, data: bytes) -> None:
+        proc = self.proc
+        if proc is None:
+            if len(self._early) < 64 * 1024:
+                self._early += data
+            return
+        if proc.stdin is not None and not proc.stdin.is_closing():
+            proc.stdin.write(data)
+
+    def feed(self, ts: int, payload: bytes, arrived: float) -> None:
+        if self._first_ts is None:
+            self._first_ts = self._next_ts = ts
+            self._first_arrival = arrived
+        gap = (ts - self._next_ts) & 0xFFFFFFFF
+        if 0 < gap < self.media.clock_rate:  # lost packets: silence keeps the sample count true
+            self._write(bytes([self.SILENCE[self.media.encoding]]) * (gap * self.media.channels))
+        elif gap >= 0x80000000:
+            return  # late or duplicate
+        self._next_ts = (ts + len(payload) // max(1, self.media.channels)) & 0xFFFFFFFF
+        self._write(payload)
+
+    async def _run(self) -> None:
+        try:
+            await self._spawn()
+        except OSError as e:
+            if not self.ended.done():
+                self.ended.set_result(f"cannot start ffmpeg: {e}")
+            return
+        assert self.proc is not None and self.proc.stdout is not None
+        adts = AdtsReader()
+        scale = self.media.clock_rate
+        try:
+            while True:
+                chunk = await self.proc.stdout.read(65536)
+                if not chunk:
+                    break
+                for frame in adts.feed(chunk):
+                    if self._first_ts is None:
+                        continue
+                    if self._frames == 0:  # the encoder's priming frame: it comes before the first sample
+                        self._frames = 1
+                        continue
+                    # AAC at the same rate as the G.711 in: output ticks are input samples
+                    offset = (self._frames - 1) * 1024 * scale // (adts.rate or scale)
+                    self._frames += 1
+                    # stamped as if it had arrived with its first G.711 sample: the encoder's delay is
+                    # not the camera's, and audio must stay in step with video
+                    self.on_frame((self._first_ts + offset) & 0xFFFFFFFF, frame, self._first_arrival + offset / scale)
+        finally:
+            rc = await self.proc.wait()
+            if not self.ended.done():
+                self.ended.set_result(f"exit code {rc}")
+
+    async def stop(self) -> None:
+        from workers.process import stop_group
+
+        if self.proc is None and self._reader is not None:
+            self._reader.cancel()  # still starting
+        if self.proc is not None:
+            if self.proc.stdin is not None and not self.proc.stdin.is_closing():
+                self.proc.stdin.close()
+            await stop_group(self.proc, grace=1.0)
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+        if not self.ended.done():
+            self.ended.set_result("stopped")
+
+
+__all__ = ["AudioFrame", "RtspIngest", "Unsupported", "RtspError"]
