@@ -26,7 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from supervisor.api import common, observe, onvif, records, sources, streams, system, webrtc
+from supervisor.api import common, hls, observe, onvif, records, sources, streams, system, webrtc
 from supervisor.auth import Auth
 from supervisor.config import Settings
 from supervisor.db import Database
@@ -46,6 +46,7 @@ CHAPTERS: tuple[common.Chapter, ...] = (
     system.chapter,
     sources.chapter,
     streams.chapter,
+    hls.chapter,
     onvif.chapter,
     records.chapter,
     webrtc.chapter,

@@ -25,9 +25,11 @@ class Settings:
     login_lock_seconds: int = 300
     demo_source: bool = True  # add the looping demo clip on the very first start
     media_roots: list[str] = field(default_factory=list)  # where AddSrcFile may read files (+ media/)
-    hls: str = "v1,v2"  # which HLS flavours each ffmpeg writes: "", "v1", "v2" or "v1,v2"
-    hls_segment_num: int = 4
-    hls_duration: int = 2
+    hls: str = "v1,v2"  # which HLS flavours are served (made on demand): "", "v1", "v2" or "v1,v2"
+    hls_segment_num: int = 4  # segments a playlist lists
+    hls_duration: int = 2  # target segment length, seconds (segments are cut at the next keyframe)
+    hls_part_seconds: float = 0.2  # LL-HLS part length (v2): parts are ready this soon after the camera
+    hls_idle_seconds: float = 30.0  # HLS of a source stops this long after its last request
     rtsp_timeout: float = 5.0  # seconds ffmpeg waits on a silent camera before giving up
     stall_timeout: float = 10.0  # watchdog: kill an ffmpeg with no output for this long
     restart_min: float = 0.5  # backoff between restarts: min doubling to max

@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -256,8 +255,6 @@ class Registry:
                 raise NotFound(f"no such source: {token}")
             await self.db.execute("DELETE FROM sources WHERE token = ?", (token,))
         await self._stop_runtime(runtime)
-        for kind in ("v1", "v2"):
-            await asyncio.to_thread(shutil.rmtree, self.settings.hls_dir / kind / token, True)
         log.info("%s: source deleted", token)
 
     async def stop_all(self) -> None:
@@ -303,15 +300,10 @@ class Registry:
             else:
                 raw = cfg.url_sub if profile == "sub" and cfg.url_sub else cfg.url
                 url, is_file = with_credentials(raw, cfg.user, cfg.password), False
-            kinds = tuple(k for k in settings.hls.split(",") if k in ("v1", "v2"))
             return Plan(
                 url=url,
                 is_file=is_file,
                 audio=cfg.audio,
-                hls_dir=settings.hls_dir if profile == "main" and kinds else None,
-                hls_kinds=kinds,
-                hls_segment_num=settings.hls_segment_num,
-                hls_duration=settings.hls_duration,
                 timeout_s=settings.rtsp_timeout,
                 token=cfg.token,
             )

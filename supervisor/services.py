@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from supervisor.auth import Auth, User
     from supervisor.config import Settings
     from supervisor.db import Database
+    from supervisor.hls import HlsService
     from supervisor.metrics import LoopLag, RequestCounts
     from supervisor.recordings.service import Recordings
     from supervisor.registry import Registry
@@ -53,5 +54,6 @@ class Services:
     playback_ws: PlaybackHandler | None = None  # h5swsapi?playback=true, set by the recordings chapter
     playback: PlaybackServer | None = None  # playback into any sink (WebRTC's), set by the recordings chapter
     onvif: OnvifState | None = None  # the ONVIF chapter's device pool and last good URIs
+    hls: HlsService | None = None  # HLS made on demand, set by the hls chapter
     webrtc: WebRTCService | None = None  # None when WebRTC is turned off (settings.webrtc)
     loop_lag: LoopLag | None = None  # the observe chapter's event-loop lag monitor (/metrics, /healthz)

@@ -1,8 +1,9 @@
-"""HLS written by the source's own ffmpeg (read back by ffmpeg), and GetImage as real JPEGs from the hub."""
+"""HLS made on demand from the hub (read back by ffmpeg), and GetImage as real JPEGs from the hub."""
 
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import time
 
@@ -35,7 +36,7 @@ def test_hls_plays_in_ffmpeg(gateway: Gateway, version: str, segment: str) -> No
     segments = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert segments and all(s.endswith(f"{segment}?session={gateway.session}") for s in segments)
     if version == "v2":
-        assert f'#EXT-X-MAP:URI="init.mp4?session={gateway.session}"' in text
+        assert re.search(rf'#EXT-X-MAP:URI="init-[0-9a-f]{{6}}-\d+\.mp4\?session={gateway.session}"', text), text
     out = subprocess.run(
         [
             "ffmpeg",
@@ -45,7 +46,7 @@ def test_hls_plays_in_ffmpeg(gateway: Gateway, version: str, segment: str) -> No
             "-i",
             gateway.base + path,
             "-t",
-            "3",
+            "4",
             "-map",
             "0:v:0",
             "-f",
@@ -58,24 +59,26 @@ def test_hls_plays_in_ffmpeg(gateway: Gateway, version: str, segment: str) -> No
     )
     assert out.returncode == 0, out.stderr
     frames = [line for line in out.stdout.splitlines() if line and not line.startswith("#")]
-    assert len(frames) >= 50  # 3 s at 25 fps, decoded from the segments
+    assert len(frames) >= 95  # 4 s at 25 fps, decoded from the segments
 
 
 def test_hls_deletes_old_segments(gateway: Gateway) -> None:
-    """Only the playlist's segments (and one or two being written or just dropped) stay on disk."""
+    """v1: only the playlist's TS segments (and one or two being written or just dropped) stay on disk;
+    v2 is made in memory and writes nothing."""
     path = f"/hls/v1/demo/hls.m3u8?session={gateway.session}"
     deadline = time.monotonic() + 30
-    sequence = 0
-    while time.monotonic() < deadline and sequence < 4:
+    sequences: list[int] = []
+    while time.monotonic() < deadline and (len(sequences) < 2 or sequences[-1] - sequences[0] < 4):
         text = gateway.request(path)[2].decode()
-        sequence = int(
-            next((line.split(":")[1] for line in text.splitlines() if line.startswith("#EXT-X-MEDIA-SEQUENCE:")), "0")
+        sequences.append(
+            int(next((ln.split(":")[1] for ln in text.splitlines() if ln.startswith("#EXT-X-MEDIA-SEQUENCE:")), "0"))
         )
+        gateway.request(f"/hls/v2/demo/hls.m3u8?session={gateway.session}")
         time.sleep(1)
-    assert sequence >= 4, "the playlist did not roll over"
-    for version, suffix in (("v1", ".ts"), ("v2", ".m4s")):
-        segments = list((gateway.data_dir / "hls" / version / "demo").glob("*" + suffix))
-        assert 1 <= len(segments) <= 7, (version, sorted(p.name for p in segments))
+    assert sequences[-1] - sequences[0] >= 4, f"the playlist did not roll over: {sequences}"
+    segments = list((gateway.data_dir / "hls" / "v1" / "demo").glob("*.ts"))
+    assert 1 <= len(segments) <= 7, sorted(p.name for p in segments)
+    assert not list((gateway.data_dir / "hls").glob("v2/**/*.*"))
     assert "failed to delete old segment" not in gateway.log()
 
 
@@ -88,10 +91,15 @@ def test_hls_needs_a_session_and_stays_in_its_folder(gateway: Gateway) -> None:
         "/hls/v1/..%2fv2/hls.m3u8",
         "/hls/v1/demo/hls.sh",
         "/hls/v1/demo/.hidden.ts",
+        "/hls/v1/demo/hls1.m4s",
+        "/hls/v2/demo/seg-zzzzzz-1.m4s",
+        "/hls/v2/demo/part-abcdef-1.m4s",
+        "/hls/v2/demo/hls.m3u8?_HLS_msn=-1",
+        "/hls/v2/demo/hls.m3u8?_HLS_part=1",
     ):
-        status, _, body = gateway.request(bad + session)
+        status, _, body = gateway.request(bad + (session if "?" not in bad else "&" + session[1:]))
         assert status in (400, 404), bad
-        assert b"SQLite" not in body
+        assert b"SQLite" not in body and b'"bStatus":false' in body.replace(b" ", b""), body
     assert gateway.request("/hls/v1/nope/hls.m3u8" + session)[0] == 404
     status, _, _ = gateway.request("/hls/v1/demo/hls.m3u8", headers={"Cookie": f"h5gate_session={gateway.session}"})
     assert status == 200

@@ -2,16 +2,14 @@
 
 The command line is a plain argv list (no shell): the source URL is always exactly one element after
 `-i`, validated beforehand against a protocol allow-list, so no request can smuggle in an option.
-One ffmpeg per source writes three outputs from a single camera connection: the fMP4 pipe for the hub
-and the two HLS flavours.
+One ffmpeg per source writes one output from a single camera connection: the fMP4 pipe for the hub.
+HLS is made from the hub, and only while someone fetches it (workers/hls.py).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https")
 PIPE_MOVFLAGS = "empty_moov+default_base_moof+frag_every_frame+skip_trailer"
@@ -41,10 +39,6 @@ class Plan:
     transport: str = "tcp"  # rtsp transport for this attempt: tcp or udp
     video_mode: str = "copy"  # copy | h264
     audio_mode: str = "copy"  # copy | aac
-    hls_dir: Path | None = None  # where HLS goes (<hls_dir>/v1/<token>, <hls_dir>/v2/<token>), None = no HLS
-    hls_kinds: tuple[str, ...] = ("v1", "v2")
-    hls_segment_num: int = 4
-    hls_duration: int = 2
     timeout_s: float = 5.0
     token: str = ""
 
@@ -103,45 +97,4 @@ def build_command(binary: str, plan: Plan) -> list[str]:
     ]
     codec = _codec_args(plan)
     cmd += [*codec, "-f", "mp4", "-movflags", PIPE_MOVFLAGS, "-flush_packets", "1", "pipe:1"]
-    if plan.hls_dir is not None:
-        for kind in plan.hls_kinds:
-            # Absolute paths, no "file:" prefix: with one, ffmpeg cannot delete old segments and they pile
-            # up forever. The folder comes from the settings and the token is validated, never a request's.
-            out = (plan.hls_dir / kind / plan.token).absolute()
-            hls = [
-                "-f",
-                "hls",
-                "-hls_time",
-                str(plan.hls_duration),
-                "-hls_list_size",
-                str(plan.hls_segment_num),
-                "-hls_flags",
-                "delete_segments+independent_segments+omit_endlist",
-                "-hls_allow_cache",
-                "0",
-            ]
-            if kind == "v2":
-                hls += [
-                    "-hls_segment_type",
-                    "fmp4",
-                    "-hls_fmp4_init_filename",
-                    "init.mp4",
-                    "-hls_segment_filename",
-                    f"{out}/hls%d.m4s",
-                ]
-            else:
-                hls += ["-hls_segment_filename", f"{out}/hls%d.ts"]
-            cmd += [*codec, *hls, f"{out}/hls.m3u8"]
     return cmd
-
-
-def prepare_hls_dirs(plan: Plan) -> None:
-    """Empty the source's HLS folders so a playlist never points at segments of an older run."""
-    if plan.hls_dir is None:
-        return
-    for kind in plan.hls_kinds:
-        out = plan.hls_dir / kind / plan.token
-        out.mkdir(parents=True, exist_ok=True)
-        for old in out.iterdir():
-            if old.is_file():
-                os.unlink(old)

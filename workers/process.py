@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from workers.child import Child
 from workers.credentials import redact
-from workers.ffmpeg import MSE_AUDIO, MSE_VIDEO, Plan, build_command, prepare_hls_dirs
+from workers.ffmpeg import MSE_AUDIO, MSE_VIDEO, Plan, build_command
 from workers.fmp4 import InitInfo, Splitter, TimingRepair, parse_fragment, parse_init
 from workers.hub import StreamHub
 from workers.supervise import Backoff, RunState, Stalled, Supervisor, Watchdog
@@ -118,7 +118,6 @@ class FfmpegProcess:
         plan.transport = self._transport
         plan.video_mode = self.video_mode
         plan.audio_mode = self.audio_mode
-        await asyncio.to_thread(prepare_hls_dirs, plan)
         argv = build_command(self.binary, plan)
         log.info(
             "%s: starting ffmpeg (%s, video %s, audio %s)",

@@ -1,4 +1,4 @@
-"""Live video out: the vendor player's WebSocket (h5swsapi), its HLS keep-alive socket, HLS files, Status.
+"""Live video out: the vendor player's WebSocket (h5swsapi), its HLS keep-alive socket, Status (HLS: hls.py).
 
 A WS viewer gets, as the vendor player expects: the MIME string with codecs as the first binary message,
 the init segment, the cached GOP from the newest keyframe, then every live fragment as it arrives. Each
@@ -11,14 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -30,7 +27,6 @@ from supervisor.api.common import (
     TOKEN_RE,
     Chapter,
     endpoint,
-    fail,
     services,
     session_of,
 )
@@ -40,7 +36,6 @@ from workers.hub import HubClosed
 log = logging.getLogger("h5gate.ws")
 
 READY_TIMEOUT = 8.0  # how long a new viewer waits for a source that is (re)connecting
-HLS_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\.(m3u8|ts|m4s|mp4)$")
 
 
 class Viewers:
@@ -353,53 +348,10 @@ async def ws_status(request: Request, user: User) -> Any:
     }
 
 
-def _rewrite_playlist(text: str, session: str) -> str:
-    """Carry the session on every URI of the playlist, so segment requests are authorised too."""
-    out = []
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            line = f"{line}?session={session}"
-        elif line.startswith('#EXT-X-MAP:URI="'):
-            line = re.sub(r'URI="([^"]+)"', lambda m: f'URI="{m.group(1)}?session={session}"', line)
-        out.append(line)
-    return "\n".join(out) + "\n"
-
-
-async def hls_file(request: Request) -> Response:
-    """HLS written by the source's ffmpeg, behind the session (query, header or the console's cookie)."""
-    svc = services(request)
-    session_id = session_of(request)
-    if svc.auth.check(session_id) is None:
-        return fail("session is missing, invalid or expired", 401)
-    version = request.path_params["version"]
-    token = request.path_params["token"]
-    name = request.path_params["name"]
-    if version not in ("v1", "v2") or not TOKEN_RE.match(token) or not HLS_NAME_RE.match(name):
-        return fail("invalid HLS path", 400)
-    if svc.registry.get(token) is None:
-        return fail(f"no such source: {token}", 404)
-    path: Path = svc.settings.hls_dir / version / token / name
-    if name.endswith(".m3u8"):
-        try:
-            text = await asyncio.to_thread(path.read_text)
-        except FileNotFoundError:
-            return fail("playlist not ready yet", 404)
-        svc.hls_viewers.saw(token, session_id or "")
-        session = request.query_params.get("session")
-        if session:
-            text = _rewrite_playlist(text, session)
-        return Response(text, media_type="application/vnd.apple.mpegurl", headers={"Cache-Control": "no-cache"})
-    if not await asyncio.to_thread(path.is_file):
-        return fail("segment not found", 404)
-    kind = {"ts": "video/mp2t", "m4s": "video/iso.segment", "mp4": "video/mp4"}[name.rsplit(".", 1)[1]]
-    return FileResponse(path, media_type=kind, headers={"Cache-Control": "max-age=60"})
-
-
 routes = [
     WebSocketRoute("/api/v1/h5swsapi", h5swsapi),
     WebSocketRoute("/h5swsapi", h5swsapi),
     WebSocketRoute("/api/v1/h5swscmnapi", h5swscmnapi),
     Route("/api/v1/h5swsapi/Status", ws_status),
-    Route("/hls/{version}/{token}/{name}", hls_file),
 ]
 chapter = Chapter("streams", routes)

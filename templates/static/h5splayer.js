@@ -572,8 +572,11 @@ H5sPlayerHls.prototype._start = function () {
     this._onPlaying = onPlaying;
 
     if (window.Hls && window.Hls.isSupported()) {
+        /* v2 is LL-HLS (parts, blocking reload): hls.js then plays a part-hold-back behind the source
+         * instead of two whole segments; v1 (MPEG-TS) has no parts. */
+        var lowLatency = (this._conf.hlsver || 'v1') === 'v2';
         var hls = new window.Hls({
-            lowLatencyMode: false,
+            lowLatencyMode: lowLatency,
             liveSyncDurationCount: 2,
             enableWorker: true,
             manifestLoadingMaxRetry: 2,
