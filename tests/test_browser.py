@@ -361,6 +361,30 @@ def test_hls_player_plays_demo(page, gateway):
     assert page.page_errors == []
 
 
+def test_hls_player_plays_v2_low_latency(page, gateway):
+    """v2 is LL-HLS: hls.js loads parts and plays about a part-hold-back behind the source, which the
+    playlist's EXT-X-PROGRAM-DATE-TIME (when each segment's first frame reached the hub) lets us measure."""
+    blank_video_page(page, gateway, hls=True)
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    conf = player_conf(gateway).replace("hlsver: 'v1'", "hlsver: 'v2'")
+    page.evaluate(f"() => {{ window.player = new H5sPlayerHls({conf}); window.player.connect(); }}")
+    wait_advance(page, 4.0, 30.0)
+    latencies = []
+    for _ in range(8):
+        latencies.append(page.evaluate("() => (Date.now() - window.player._hls.playingDate.getTime()) / 1000"))
+        page.wait_for_timeout(250)
+    latencies.sort()
+    assert page.evaluate("() => window.player._hls.lowLatencyMode") is True
+    parts = [u for u in requests if "/hls/v2/demo/part-" in u]
+    assert len(parts) >= 5, requests[-10:]
+    assert any("_HLS_msn=" in u for u in requests), "no blocking playlist reload"
+    assert all(f"session={gateway.session}" in u for u in parts)
+    assert 0.0 < latencies[len(latencies) // 2] < 2.0, latencies
+    page.evaluate("() => window.player.disconnect()")
+    assert page.page_errors == []
+
+
 # --------------------------------------------------------------------------- (d) vendor-style player
 
 VENDOR_STYLE_PLAYER = """

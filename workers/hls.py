@@ -103,6 +103,7 @@ class FragmentedHls:
         self._shift = 0.0  # seconds subtracted from this run's decode times (a run that went back)
         self._shift_us = 0
         self._end = 0.0  # where the timeline has got to (end of the newest video frame)
+        self._run_start = 0.0  # decode time of the first keyframe of this run
         self._pending: list[bytes] = []
         self._pending_dur = 0.0
         self._pending_key = False
@@ -119,13 +120,15 @@ class FragmentedHls:
                 return  # a new run starts on a keyframe
             self._new_run(frag, init)
         if self._has_video and not frag.video:
-            if self._open is None or frag.dts - self._shift < self._open.start - 0.001:
-                return  # audio from before the first keyframe would land before the segment's start
+            if self._open is None or frag.dts - self._shift < self._run_start - 0.001:
+                return  # audio from before the run's first keyframe would land before the playlist's start
         dts = frag.dts - self._shift
         timed = frag.video or not self._has_video
         if timed and (frag.keyframe or not self._has_video):
             seg = self._open
             if seg is None or dts - seg.start >= self.target - 0.001:
+                if seg is None:
+                    self._run_start = dts
                 self._close_segment(dts)
                 wall = time.time() - (time.monotonic() - frag.arrived)
                 self._open = Segment(self.next_msn, frag.gen, dts, wall, self._discontinuity)
@@ -151,7 +154,7 @@ class FragmentedHls:
         """A new init (the source's ffmpeg restarted): new EXT-X-MAP, a discontinuity, a timeline that
         goes on from where it stopped if the new run's times start earlier."""
         first = self._gen is None
-        self._close_segment(self._end)
+        self._close_segment(self._end, carry_audio=False)  # the old run's audio needs the old init
         self._gen = frag.gen
         self.inits[frag.gen] = init
         self._has_video = init.video is not None
@@ -170,11 +173,16 @@ class FragmentedHls:
         seg.duration += part.duration
         self._pending, self._pending_dur, self._pending_key = [], 0.0, False
 
-    def _close_segment(self, end: float) -> None:
+    def _close_segment(self, end: float, carry_audio: bool = True) -> None:
         seg = self._open
         if seg is None:
             return
-        self._close_part()
+        if not self._pending_dur and self._has_video and carry_audio:
+            pass  # audio that came after the last frame goes on into the next segment's first part
+        else:
+            self._close_part()
+        if not carry_audio:
+            self._pending, self._pending_dur, self._pending_key = [], 0.0, False
         self._open = None
         if not seg.parts:
             return

@@ -566,23 +566,30 @@ H5sPlayerHls.prototype._start = function () {
         if (!self._stopped) {
             self._state = 'playing';
             self._error = '';
+            self._catchUp();
         }
     };
     video.addEventListener('playing', onPlaying);
     this._onPlaying = onPlaying;
 
     if (window.Hls && window.Hls.isSupported()) {
-        /* v2 is LL-HLS (parts, blocking reload): hls.js then plays a part-hold-back behind the source
-         * instead of two whole segments; v1 (MPEG-TS) has no parts. */
-        var lowLatency = (this._conf.hlsver || 'v1') === 'v2';
-        var hls = new window.Hls({
-            lowLatencyMode: lowLatency,
-            liveSyncDurationCount: 2,
+        /* v2 is LL-HLS (parts, blocking reload): hls.js then plays the playlist's PART-HOLD-BACK behind
+         * the source (a liveSync* setting would override that) and catches up a little when it falls
+         * behind; v1 (MPEG-TS) has no parts and plays two segments behind. */
+        var hlsConf = {
             enableWorker: true,
             manifestLoadingMaxRetry: 2,
             levelLoadingMaxRetry: 2,
             fragLoadingMaxRetry: 2
-        });
+        };
+        if ((this._conf.hlsver || 'v1') === 'v2') {
+            hlsConf.lowLatencyMode = true;
+            hlsConf.maxLiveSyncPlaybackRate = 1.1;
+        } else {
+            hlsConf.lowLatencyMode = false;
+            hlsConf.liveSyncDurationCount = 2;
+        }
+        var hls = new window.Hls(hlsConf);
         this._hls = hls;
         hls.on(window.Hls.Events.MANIFEST_PARSED, function () {
             H5sPlay(self);
@@ -645,11 +652,34 @@ H5sPlayerHls.prototype._reload = function () {
 };
 
 /* Every 3 s: currentTime unchanged more than 3 times in a row -> reload the playlist. */
+/* LL-HLS: hls.js starts at the keyframe before its target position, up to a GOP further back than the
+ * playlist's PART-HOLD-BACK, and a stall adds to that; once playing, jump forward to its live sync
+ * position when that is already buffered (no new download, no visible gap) and well ahead. */
+H5sPlayerHls.prototype._catchUp = function () {
+    var hls = this._hls;
+    var video = this._video;
+    if (!hls || !hls.lowLatencyMode || hls.targetLatency === null || hls.liveSyncPosition === null) {
+        return;
+    }
+    var target = hls.liveSyncPosition;
+    if (hls.latency < hls.targetLatency + 0.5 || target <= video.currentTime) {
+        return;
+    }
+    for (var i = 0; i < video.buffered.length; i++) {
+        if (video.buffered.start(i) <= target && target < video.buffered.end(i)) {
+            this._log('catching up with the live edge', (target - video.currentTime).toFixed(2), 's');
+            video.currentTime = target;
+            return;
+        }
+    }
+};
+
 H5sPlayerHls.prototype._check = function () {
     var video = this._video;
     if (this._stopped || this._reloadTimer) {
         return;
     }
+    this._catchUp();
     if (video.paused && video.readyState >= 3 /* HAVE_FUTURE_DATA: paused by the viewer */) {
         this._sameCount = 0;
         return;
