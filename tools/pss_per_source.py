@@ -45,15 +45,23 @@ def call(base: str, api: str, /, **params: str) -> dict[str, object]:
 
 def tree_pss(pid: int) -> tuple[float, int]:
     """Summed PSS in MiB of a process and all its descendants, and how many processes that was."""
+    parts = pss_by_kind(pid)
+    return sum(v for v, _ in parts.values()), sum(n for _, n in parts.values())
+
+
+def pss_by_kind(pid: int) -> dict[str, tuple[float, int]]:
+    """PSS in MiB and process count of the server itself, its source ffmpegs and any other children."""
     root = psutil.Process(pid)
-    total, count = 0, 0
+    out: dict[str, tuple[float, int]] = {}
     for proc in [root, *root.children(recursive=True)]:
         try:
-            total += proc.memory_full_info().pss
-            count += 1
+            pss = proc.memory_full_info().pss / (1024 * 1024)
+            kind = "server" if proc.pid == pid else "ffmpeg" if "ffmpeg" in proc.name() else "other"
         except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return total / (1024 * 1024), count
+            continue
+        total, count = out.get(kind, (0.0, 0))
+        out[kind] = (total + pss, count + 1)
+    return out
 
 
 def files_under(path: Path) -> dict[str, tuple[int, float]]:
@@ -105,7 +113,9 @@ def main() -> int:
                     break
                 except OSError:
                     time.sleep(0.2)
-            idle = settle_pss(server.pid, 3.0)
+            time.sleep(5.0)  # the WebRTC sidecar and the first imports settle
+            idle = settle_pss(server.pid, 5.0)
+            idle_server = pss_by_kind(server.pid)["server"][0]
             demo = str(Path(args.repo) / "media" / "demo.mp4")
             for i in range(args.sources):
                 call(base, "AddSrcFile", session=session, token=f"pss{i}", name=f"pss{i}", url=demo)
@@ -120,11 +130,15 @@ def main() -> int:
             loaded = settle_pss(server.pid, 10.0)
             after = files_under(data)
             _, procs = tree_pss(server.pid)
+            kinds = pss_by_kind(server.pid)
             written = sorted(k for k in after if before.get(k) != after[k] and not k.startswith("h5gate.db"))
             per = (loaded - idle) / args.sources
             print(f"server idle: {idle:.1f} MiB PSS")
             print(f"with {args.sources} file sources: {loaded:.1f} MiB PSS over {procs} processes")
             print(f"per source: {per:.2f} MiB PSS")
+            ff, n = kinds.get("ffmpeg", (0.0, 0))
+            print(f"  of which its ffmpeg: {ff / max(1, n):.2f} MiB PSS (mean of {n})")
+            print(f"  and the server process: {(kinds['server'][0] - idle_server) / args.sources:.2f} MiB PSS")
             print(f"files written under the data dir in 10 s with nobody watching: {len(written)} {written[:5]}")
         finally:
             server.send_signal(signal.SIGTERM)
