@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -236,3 +237,50 @@ def test_hls_of_deleted_source_stops(gw: Gateway) -> None:
         time.sleep(0.2)
     assert not list((gw.data_dir / "hls" / "v1").glob("gone/*"))
     assert gw.request(f"/hls/v2/gone/hls.m3u8?session={gw.session}")[0] == 404
+
+
+def source_ffmpeg(gateway: Gateway, needle: str) -> psutil.Process:
+    assert gateway.proc is not None
+    for child in psutil.Process(gateway.proc.pid).children(recursive=True):
+        cmd = child.cmdline()
+        if any(needle in part for part in cmd) and "pipe:0" not in cmd:
+            return child
+    raise AssertionError(f"no ffmpeg reading {needle}")
+
+
+def test_source_restart_gives_a_discontinuity_and_a_timeline_that_goes_on(gw: Gateway) -> None:
+    """The source's ffmpeg dies and comes back (a new init, decode times from zero again): the v2 playlist
+    marks the discontinuity and names the new init, its decode times keep going forward, and both
+    flavours still play in ffmpeg."""
+    text = playlist(gw)
+    uris(playlist(gw, "v1"))
+    first_map = re.search(r'#EXT-X-MAP:URI="([^"]+)"', text).group(1)  # type: ignore[union-attr]
+    info = parse_init(fetch(gw, "v2", first_map)[2])
+    assert info.video is not None
+    before = [u for u in uris(text) if u.startswith("seg-")]
+    last_end = max(t + d for t, d, _ in video_fragments(fetch(gw, "v2", before[-1])[2], info.video.track_id))
+    source_ffmpeg(gw, "demo.mp4").kill()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = playlist(gw)
+        uris(playlist(gw, "v1"))  # keep v1 fetched across the restart
+        maps = re.findall(r'#EXT-X-MAP:URI="([^"]+)"', text)
+        after = text.split("#EXT-X-DISCONTINUITY\n", 1)[-1]
+        if "#EXT-X-DISCONTINUITY\n" in text and len([u for u in uris(after) if u.startswith("seg-")]) >= 2:
+            break
+        time.sleep(0.5)
+    assert "#EXT-X-DISCONTINUITY\n" in text, text
+    assert len(set(maps)) == 2 and maps[0] == first_map, maps
+    new_init = parse_init(fetch(gw, "v2", maps[1])[2])
+    assert new_init.video is not None
+    later = [u for u in uris(after) if u.startswith("seg-")]
+    frames = video_fragments(fetch(gw, "v2", later[0])[2], new_init.video.track_id)
+    assert frames[0][2] and frames[0][0] >= last_end, (frames[0], last_end)
+    for version in ("v2", "v1"):
+        out = subprocess.run(
+            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", f"{gw.base}/hls/{version}/clip/hls.m3u8"
+             f"?session={gw.session}", "-t", "3", "-map", "0:v:0", "-f", "framemd5", "-"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert out.returncode == 0, (version, out.stderr)
+        assert len([ln for ln in out.stdout.splitlines() if ln and not ln.startswith("#")]) >= 70, version
