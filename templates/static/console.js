@@ -237,7 +237,7 @@ H5gateTile.prototype.conf = function () {
         host: window.location.host,
         rootpath: '/',
         token: this.token,
-        hlsver: 'v1',
+        hlsver: 'v2', /* fMP4 LL-HLS: under a second behind the camera, where v1 (TS) is several seconds */
         session: h5gateSession(),
         streamprofile: 'main',
         consolelog: 'false'
