@@ -16,6 +16,7 @@ from urllib.parse import quote
 import pytest
 
 from supervisor import onvif
+from supervisor.api.onvif_fields import device_fields, profile_label
 from supervisor.onvif import DeviceAddress, ProfileInfo
 from tests.camera import GstCamera, free_port, wait_until
 from tests.gateway import Gateway
@@ -141,7 +142,7 @@ def test_automatic_profiles_prefer_large_h264_main_and_small_sub() -> None:
     with pytest.raises(onvif.DeviceRefused, match="no profile 'nope'"):
         onvif.pick_profiles(profiles, "nope")
     assert (
-        ProfileInfo("t", codec="H264", width=1920, height=1080, fps=25, bitrate=3072).label
+        profile_label(ProfileInfo("t", codec="H264", width=1920, height=1080, fps=25, bitrate=3072))
         == "H264 1920 x 1080 25fps 3072bps"
     )
 
@@ -165,7 +166,7 @@ def test_probe_matches_parsing_ignores_junk_and_unrelated_answers() -> None:
         b"<d:XAddrs>http://[fe80::1]/onvif/device_service http://192.0.2.7:8080/onvif/dev</d:XAddrs>"
         b"</d:ProbeMatch></d:ProbeMatches></e:Body></e:Envelope>"
     )
-    found = onvif.parse_probe_matches(answer, "192.0.2.7", {"urn:uuid:1"})
+    found = [device_fields(d) for d in onvif.parse_probe_matches(answer, "192.0.2.7", {"urn:uuid:1"})]
     assert found == [
         {"strIp": "192.0.2.7", "strPort": "8080", "strOnvifAddr": "/onvif/dev", "strModel": "DS 2CD", "strName": "Gate"}
     ]
@@ -184,7 +185,7 @@ async def test_client_discovers_on_loopback_and_skips_garbage(vcam: VirtualOnvif
     faults.fault("garbage")
     found, took = await _timed_async(onvif.discover(f"{vcam.discovery},{faults.discovery}", 0.8))
     assert 0.7 < took < 2.0
-    assert [(d["strPort"], d["strModel"]) for d in found] == [(str(vcam.port), "H5G-Virtual-PTZ")]
+    assert [(d.port, d.model) for d in found] == [(vcam.port, "H5G-Virtual-PTZ")]
 
 
 async def test_client_probe_compensates_a_skewed_device_clock_and_sends_digests_only() -> None:

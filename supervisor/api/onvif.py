@@ -1,6 +1,6 @@
 """Manual §5.3/§5.4, ONVIF: OnvifSearch, OnvifProbe, AddSrcONVIF, Ptz, GetPresets, SetPreset, DelPreset.
 
-Device work goes through supervisor.onvif (async, deadline-bound), whose errors carry fixed,
+Device work goes through the supervisor.onvif client library (async, deadline-bound), whose errors carry fixed,
 credential-free messages; `device_errors()` turns them into domain errors (supervisor.errors), which
 become `{"bStatus": false, "strCode": ...}` in api/common. The chapter's `start` registers
 the URL resolver the registry calls before every ffmpeg (re)start, so a stream that fails is re-resolved
@@ -33,6 +33,7 @@ from supervisor.api.common import (
     param_token,
     services,
 )
+from supervisor.api.onvif_fields import device_fields, preset_fields, profile_fields
 from supervisor.api.sources import CONNECT_ALIASES, RTSP_TYPE_ALIASES
 from supervisor.onvif import (
     DEFAULT_ONVIF_ADDR,
@@ -42,6 +43,7 @@ from supervisor.onvif import (
     DeviceRefused,
     DeviceTimeout,
     NotSupported,
+    OnvifDevice,
     OnvifError,
     discover,
     pick_profiles,
@@ -140,12 +142,12 @@ async def resolve_url(state: OnvifState, cfg: SourceConfig, which: str) -> str:
     addr = address_of(cfg)
     device = await state.pool.get(cfg.token, addr)
     try:
-        profiles = await device.profiles(refresh=True)
+        profiles = await device.media.profiles(refresh=True)
         main, sub = pick_profiles(
             profiles, "" if cfg.profile_auto else cfg.profile_main, "" if cfg.profile_auto else cfg.profile_sub
         )
         chosen = sub if which == "sub" else main
-        uri = await device.stream_uri(chosen.token)
+        uri = await device.media.stream_uri(chosen.token)
     except OnvifError as e:
         last = state.last_uri.get((cfg.token, which))
         if last is None or last[0] != addr:
@@ -173,8 +175,8 @@ async def snapshot_fallback(state: OnvifState, cfg: SourceConfig) -> bytes | Non
             device = await state.pool.get(cfg.token, address_of(cfg))
             token = cfg.profile_main
             if not token:
-                token = pick_profiles(await device.profiles())[0].token
-            return await device.snapshot(token)
+                token = pick_profiles(await device.media.profiles())[0].token
+            return await device.media.snapshot(token)
     except (OnvifError, TimeoutError) as e:
         log.info("%s: no ONVIF snapshot (%s)", cfg.token, getattr(e, "message", "timed out"))
         return None
@@ -217,7 +219,7 @@ async def onvif_search(request: Request, user: Any) -> Any:
     except OSError as e:
         log.warning("ONVIF search via %s failed: %s", settings.onvif_discovery_target, e.strerror or e)
         raise errors.DeviceError(f"ONVIF search failed: {e.strerror or 'network error'}") from None
-    return {"device": devices}
+    return {"device": [device_fields(d) for d in devices]}
 
 
 @endpoint(role="Administrator")
@@ -225,7 +227,7 @@ async def onvif_probe(request: Request, user: Any) -> Any:
     addr = _device_params(request)
     with device_errors():
         profiles = await probe(addr, _timeout(services(request)))
-    return {"bStatus": True, "profile": [p.to_api() for p in profiles]}
+    return {"bStatus": True, "profile": [profile_fields(p) for p in profiles]}
 
 
 # -- §5.3 ONVIF sources ----------------------------------------------------------------------------------
@@ -287,14 +289,14 @@ async def _describe(request: Request, cfg: SourceConfig, addr: DeviceAddress) ->
     state = _state(request)
     device = await state.pool.get(cfg.token, addr)
     try:
-        profiles = await device.profiles(refresh=True)
+        profiles = await device.media.profiles(refresh=True)
         main, sub = pick_profiles(profiles, cfg.profile_main, cfg.profile_sub)
         cfg.profile_main = main.token
         if cfg.profile_auto or cfg.profile_sub:
             cfg.profile_sub = sub.token
-        cfg.url = strip_credentials(await device.stream_uri(main.token))
+        cfg.url = strip_credentials(await device.media.stream_uri(main.token))
         if cfg.profile_sub and sub.token != main.token:
-            cfg.url_sub = strip_credentials(await device.stream_uri(sub.token))
+            cfg.url_sub = strip_credentials(await device.media.stream_uri(sub.token))
     except (DeviceAuthError, DeviceRefused) as e:
         await state.pool.drop(cfg.token)
         raise domain_error(e) from None
@@ -318,7 +320,7 @@ def _onvif_source(request: Request) -> SourceConfig:
     return cfg
 
 
-async def _device(request: Request, cfg: SourceConfig) -> Any:
+async def _device(request: Request, cfg: SourceConfig) -> OnvifDevice:
     return await _state(request).pool.get(cfg.token, address_of(cfg))
 
 
@@ -340,16 +342,16 @@ async def ptz(request: Request, user: Any) -> Any:
     with device_errors():
         if action in MOVES:
             pan, tilt, zoom = (speed * d for d in MOVES[action])
-            await device.move(cfg.profile_main, pan, tilt, zoom)
+            await device.ptz.move(cfg.profile_main, pan, tilt, zoom)
         elif action == "stop":
             await device.stop(cfg.profile_main)
         elif action == "preset":
-            await device.goto_preset(cfg.profile_main, preset)
+            await device.ptz.goto_preset(cfg.profile_main, preset)
         elif action.startswith("focus"):
-            await device.focus(cfg.profile_main, speed if action == "focusin" else -speed)
+            await device.imaging.focus(cfg.profile_main, speed if action == "focusin" else -speed)
         else:
             step = 1.0 + 4.0 * speed  # dB per click
-            await device.iris(cfg.profile_main, step if action == "irisin" else -step)
+            await device.imaging.iris(cfg.profile_main, step if action == "irisin" else -step)
     log.info(
         "%s: ptz %s%s (%.0f ms)", cfg.token, action, f" {preset}" if preset else "", (time.monotonic() - started) * 1000
     )
@@ -361,8 +363,8 @@ async def get_presets(request: Request, user: Any) -> Any:
     cfg = _onvif_source(request)
     device = await _device(request, cfg)
     with device_errors():
-        presets = await device.presets(cfg.profile_main)
-    return {"bStatus": True, "preset": [{"strName": n, "strToken": t} for n, t in presets]}
+        presets = await device.ptz.presets(cfg.profile_main)
+    return {"bStatus": True, "preset": [preset_fields(p) for p in presets]}
 
 
 @endpoint(role="Operator")
@@ -372,7 +374,7 @@ async def set_preset(request: Request, user: Any) -> Any:
     token = param(request, "presettoken", required=False, maxlen=64, pattern=ONVIF_TOKEN_RE)
     device = await _device(request, cfg)
     with device_errors():
-        new_token = await device.set_preset(cfg.profile_main, name, token)
+        new_token = await device.ptz.set_preset(cfg.profile_main, name, token)
     log.info("%s: preset %s set (%s)", cfg.token, new_token, name or "no name")
     return ok("Set preset successfully", strToken=new_token)
 
@@ -383,7 +385,7 @@ async def del_preset(request: Request, user: Any) -> Any:
     token = param(request, "presettoken", maxlen=64, pattern=ONVIF_TOKEN_RE)
     device = await _device(request, cfg)
     with device_errors():
-        await device.remove_preset(cfg.profile_main, token)
+        await device.ptz.remove_preset(cfg.profile_main, token)
     log.info("%s: preset %s deleted", cfg.token, token)
     return ok("Delete preset successfully")
 
