@@ -10,8 +10,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.camera import GstCamera  # noqa: E402
-from tests.gateway import Gateway  # noqa: E402
+from tools.harness.camera import GstCamera  # noqa: E402
+from tools.harness.gateway import Gateway  # noqa: E402
 
 
 @pytest.fixture(scope="session")

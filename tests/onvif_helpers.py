@@ -7,7 +7,7 @@ import sys
 import urllib.request
 from typing import Any
 
-from tests.camera import HOST, TOOLS, _Tool
+from tools.harness.camera import HOST, TOOLS, _Tool
 
 
 class VirtualOnvif(_Tool):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway import ROOT, Gateway
+from tools.harness.gateway import ROOT, Gateway
 
 MD5_12345 = "827ccb0eea8a706c4c34a16891f84e7b"
 PROTECTED = [

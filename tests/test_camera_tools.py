@@ -17,7 +17,7 @@ from pathlib import Path
 import av
 import pytest
 
-from tests.camera import FaultProxy, GstCamera, SilentServer, wait_until
+from tools.harness.camera import FaultProxy, GstCamera, SilentServer, wait_until
 
 FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"
 MIN_FRAMES = 30  # 2 s at 25 fps is 50; 30 leaves room for the wait for a keyframe

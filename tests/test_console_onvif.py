@@ -16,9 +16,9 @@ from playwright.sync_api import Browser, Page
 
 from tests.browser import launch, new_page
 from tests.browser import screenshot as keep_screenshot
-from tests.camera import GstCamera, wait_until
-from tests.gateway import Gateway
 from tests.onvif_helpers import VirtualOnvif
+from tools.harness.camera import GstCamera, wait_until
+from tools.harness.gateway import Gateway
 
 USER, PASSWORD = "operator", "p@ss:w/rd%?#1"  # URL syntax in the password must survive the page's query
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.camera import FaultProxy, GstCamera, SilentServer, wait_until
-from tests.gateway import Gateway
 from tests.wsclient import check_playable, watch, watch_sync
+from tools.harness.camera import FaultProxy, GstCamera, SilentServer, wait_until
+from tools.harness.gateway import Gateway
 
 
 def ffmpeg_pids(gw: Gateway) -> list[int]:

@@ -10,8 +10,8 @@ import time
 import av
 import pytest
 
-from tests.camera import FaultProxy, GstCamera
-from tests.gateway import Gateway
+from tools.harness.camera import FaultProxy, GstCamera
+from tools.harness.gateway import Gateway
 
 
 def decode_jpeg(data: bytes) -> tuple[int, int]:

@@ -10,9 +10,9 @@ import time
 import pytest
 import websockets
 
-from tests.camera import GstCamera
-from tests.gateway import Gateway
 from tests.wsclient import check_playable, watch, watch_sync
+from tools.harness.camera import GstCamera
+from tools.harness.gateway import Gateway
 
 
 def test_demo_stream_protocol(gateway: Gateway) -> None:

@@ -18,9 +18,9 @@ import pytest
 from supervisor import onvif
 from supervisor.api.onvif_fields import device_fields, profile_label
 from supervisor.onvif import DeviceAddress, ProfileInfo
-from tests.camera import GstCamera, free_port, wait_until
-from tests.gateway import Gateway
 from tests.onvif_helpers import VirtualOnvif
+from tools.harness.camera import GstCamera, free_port, wait_until
+from tools.harness.gateway import Gateway
 
 # URL syntax inside the credentials: percent-encoding has to hold all the way to the RTSP camera.
 USER, PASSWORD = "ad min@x", "p@ss:w/rd%?#1"

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.camera import wait_until
-from tests.gateway import Gateway
 from tests.test_records import decode_errors, iso_time, manual_time, own_gateway, records
+from tools.harness.camera import wait_until
+from tools.harness.gateway import Gateway
 from workers.fmp4 import parse_fragment, parse_init
 
 FFPROBE = shutil.which("ffprobe") or "/usr/bin/ffprobe"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway import Gateway
 from tests.test_records import wait_closed
+from tools.harness.gateway import Gateway
 
 sync_api = pytest.importorskip("playwright.sync_api")
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from tests.camera import FaultProxy, GstCamera, wait_until
-from tests.gateway import Gateway
 from tests.wsclient import watch
+from tools.harness.camera import FaultProxy, GstCamera, wait_until
+from tools.harness.gateway import Gateway
 
 FFPROBE = shutil.which("ffprobe") or "/usr/bin/ffprobe"
 FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"

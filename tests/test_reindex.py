@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from supervisor.recordings.reindex import Unparsable, parse_path
-from tests.camera import wait_until
-from tests.gateway import Gateway
 from tests.test_records import iso_time, own_gateway, records, store_path, wait_closed
+from tools.harness.camera import wait_until
+from tools.harness.gateway import Gateway
 
 JUNK = b"this is not an MP4 file" * 10
 

@@ -1,6 +1,6 @@
 """WebRTC out (h5srtcapi): a real Chromium and aiortc viewers against the real gateway and its sidecar.
 
-Everything runs in a private network namespace that has only `lo` (tests/webrtc_viewer.py): there
+Everything runs in a private network namespace that has only `lo` (tools/harness/webrtc_viewer.py): there
 127.0.0.1 is the only address, so ICE works on loopback and nothing can leave the machine. Sources are
 clips made here with ffmpeg (H.264 without B-frames, which browsers' WebRTC decoders need; AAC audio) and
 the GStreamer RTSP camera (G.711 audio, H.265). The aiortc viewers keep what crossed the wire undecoded,
@@ -30,10 +30,10 @@ from playwright.sync_api import Page
 
 from supervisor.webrtc import parse_ice_servers
 from tests.browser import launch, new_page
-from tests.camera import GstCamera, wait_until
-from tests.gateway import ROOT, Gateway
 from tests.test_records import iso_time, manual_time, records
-from tests.webrtc_viewer import RtcViewer, private_network
+from tools.harness.camera import GstCamera, wait_until
+from tools.harness.gateway import ROOT, Gateway
+from tools.harness.webrtc_viewer import RtcViewer, private_network
 from workers.webrtc.media import START_CODE, to_annexb
 
 WEBRTC_ARGS = [
@@ -339,7 +339,12 @@ async def test_status_counts_viewers_and_a_vanished_viewer_is_cleaned_up(gw: Gat
     await _wait_count(gw, 1, 3)
 
     ghost = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.webrtc_viewer", rtc_url(gw, "clip"), cwd=ROOT, stdout=asyncio.subprocess.PIPE
+        sys.executable,
+        "-m",
+        "tools.harness.webrtc_viewer",
+        rtc_url(gw, "clip"),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
     )
     try:
         assert ghost.stdout is not None

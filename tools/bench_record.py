@@ -32,7 +32,7 @@ import websockets
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.gateway import Gateway  # noqa: E402
+from tools.harness.gateway import Gateway  # noqa: E402
 from workers.hub import StreamHub  # noqa: E402
 from workers.playback import read_entries  # noqa: E402
 from workers.recorder import RecFile, Recorder, index_file  # noqa: E402

@@ -29,9 +29,9 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.camera import wait_until  # noqa: E402
-from tests.gateway import Gateway  # noqa: E402
-from tests.webrtc_viewer import RtcViewer, private_network  # noqa: E402
+from tools.harness.camera import wait_until  # noqa: E402
+from tools.harness.gateway import Gateway  # noqa: E402
+from tools.harness.webrtc_viewer import RtcViewer, private_network  # noqa: E402
 
 
 def make_clip(path: Path, size: str, fps: int, gop: int, seconds: int) -> None:

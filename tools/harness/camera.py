@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import quote
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
+TOOLS = Path(__file__).resolve().parents[1]
 SYSTEM_PYTHON = "/usr/bin/python3"
 HOST = "127.0.0.1"
 
