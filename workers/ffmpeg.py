@@ -26,7 +26,7 @@ def find_ffmpeg(configured: str = "") -> str:
         return on_path
     import imageio_ffmpeg
 
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
 
 
 @dataclass

@@ -11,6 +11,7 @@ import fractions
 import logging
 
 import av
+from av.stream import Stream
 
 log = logging.getLogger("h5gate.webrtc")
 
@@ -37,8 +38,8 @@ class OpusTranscoder:
         self.pts = start_pts  # where the next packet goes: a continuous timeline across source restarts
         self.errors = 0
 
-    def transcode(self, sample: bytes) -> list[av.Packet]:
-        out: list[av.Packet] = []
+    def transcode(self, sample: bytes) -> list[av.Packet[Stream]]:
+        out: list[av.Packet[Stream]] = []
         try:
             frames = self._decoder.decode(av.Packet(sample))
         except av.FFmpegError as e:

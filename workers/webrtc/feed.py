@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import av
+from av.stream import Stream
 
 from workers.webrtc.audio import OpusTranscoder
 from workers.webrtc.media import (
@@ -38,9 +39,9 @@ class AccessUnit:
     data: bytes  # Annex B, SPS/PPS in front of every keyframe
     dts: int  # 90 kHz, continuous for the life of the feed
     keyframe: bool
-    _packet: av.Packet | None = field(default=None, repr=False)
+    _packet: av.Packet[Stream] | None = field(default=None, repr=False)
 
-    def packet(self, pts: int | None = None) -> av.Packet:
+    def packet(self, pts: int | None = None) -> av.Packet[Stream]:
         """The RTP sender's input; at the feed's own timestamp one shared object serves every viewer."""
         if pts is None or pts == self.dts:
             if self._packet is None:
@@ -49,7 +50,7 @@ class AccessUnit:
         return _video_packet(self.data, pts)
 
 
-def _video_packet(data: bytes, pts: int) -> av.Packet:
+def _video_packet(data: bytes, pts: int) -> av.Packet[Stream]:
     packet = av.Packet(data)
     packet.pts = packet.dts = pts
     packet.time_base = VIDEO_TIME_BASE

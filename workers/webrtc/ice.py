@@ -44,7 +44,7 @@ class PortRangeLoop(asyncio.SelectorEventLoop):
 
     async def create_datagram_endpoint(
         self,
-        protocol_factory: Callable[[], Any],  # type: ignore[override]
+        protocol_factory: Callable[[], Any],
         local_addr: Any = None,
         remote_addr: Any = None,
         **kwargs: Any,

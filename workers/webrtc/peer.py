@@ -52,7 +52,7 @@ def register_h264_profiles() -> None:
     """Let aiortc offer Main and High: passed-through video keeps the profile the camera chose."""
     video = CODECS["video"]
     known = {c.parameters.get("profile-level-id") for c in video if c.mimeType == "video/H264"}
-    payload_type = max(c.payloadType for codecs in CODECS.values() for c in codecs) + 1
+    payload_type = max(c.payloadType or 0 for codecs in CODECS.values() for c in codecs) + 1
     for profile_level_id in PROFILES.values():
         if profile_level_id in known:
             continue
@@ -199,8 +199,8 @@ class Peer:
             ) as e:  # what aiortc raises on SDP it cannot use
                 raise SignallingError(f"answer SDP not accepted: {e}"[:200]) from None
             pending, self._pending = self._pending, []
-            for candidate in pending:
-                await self.pc.addIceCandidate(candidate)
+            for queued in pending:
+                await self.pc.addIceCandidate(queued)
             return
         candidate = parse_candidate(message)
         if candidate is None:

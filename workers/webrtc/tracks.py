@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av.stream import Stream
 
 from workers.webrtc.feed import AccessUnit, Feed
 
@@ -45,6 +46,10 @@ class _FeedTrack(MediaStreamTrack):
             raise MediaStreamError
         return item
 
+    def push(self, item: object) -> None:
+        """Called by the feed for each unit it has for this track (None: the source has ended)."""
+        raise NotImplementedError
+
     def stop(self) -> None:
         if self.readyState == "live":
             self.feed.detach(self)
@@ -70,7 +75,7 @@ class VideoTrack(_FeedTrack):
             log.info("%s: a WebRTC sender fell behind, skipping to the next keyframe", self.feed.name)
         self._queue.put_nowait(item)
 
-    async def recv(self) -> av.Packet:
+    async def recv(self) -> av.Packet[Stream]:
         if self.readyState != "live":
             raise MediaStreamError
         if not self._attached:
@@ -116,7 +121,7 @@ class AudioTrack(_FeedTrack):
             self._queue.get_nowait()
         self._queue.put_nowait(item)
 
-    async def recv(self) -> av.Packet:
+    async def recv(self) -> av.Packet[Stream]:
         if self.readyState != "live":
             raise MediaStreamError
         if not self._attached:
