@@ -13,7 +13,6 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from typing import Any
 
 from starlette.requests import Request
 from starlette.routing import Route, WebSocketRoute
@@ -31,7 +30,10 @@ from supervisor.api.common import (
     session_of,
 )
 from supervisor.auth import User
-from workers.hub import HubClosed
+from supervisor.config import Settings
+from supervisor.registry import Stream
+from workers.fmp4 import InitInfo
+from workers.hub import HubClosed, StreamHub
 
 log = logging.getLogger("h5gate.ws")
 
@@ -173,7 +175,7 @@ async def h5swsapi(ws: WebSocket) -> None:
         stream.release()
 
 
-async def open_live(ws: WebSocket) -> Any:
+async def open_live(ws: WebSocket) -> Stream | None:
     """The live stream a viewer's query names, running and ready, with the socket accepted.
 
     None when it cannot be had: the socket has then been closed with the reason (unknown token or profile,
@@ -208,7 +210,7 @@ async def open_live(ws: WebSocket) -> Any:
     return stream
 
 
-def _families(init: Any) -> list[str]:
+def _families(init: InitInfo) -> list[str]:
     """Codec families of the tracks (avc1, hev1, mp4a...): a change between them needs a new SourceBuffer."""
     return sorted(t.codec[:4] for t in init.tracks.values())
 
@@ -225,9 +227,9 @@ class _Live:
         self.sending_since = 0.0  # time.monotonic() when the current send began; 0 when not sending
         self.stopping = False
         self.timed_out = False
-        self.task: asyncio.Task[Any] | None = None
+        self.task: asyncio.Task[tuple[int, str]] | None = None
 
-    async def stop(self, task: asyncio.Task[Any]) -> None:
+    async def stop(self, task: asyncio.Task[tuple[int, str]]) -> None:
         self.stopping = True
         if not self.sending_since:
             task.cancel()
@@ -241,7 +243,7 @@ BATCH_BYTES = 1 << 20  # what is already in the ring goes out in one message, up
 AUDIO_HOLD = 8  # audio fragments held at most while waiting for a video frame to ride with
 
 
-async def _send_live(ws: WebSocket, hub: Any, settings: Any, live: _Live) -> tuple[int, str]:
+async def _send_live(ws: WebSocket, hub: StreamHub, settings: Settings, live: _Live) -> tuple[int, str]:
     """The hot loop: one ring cursor; per message, the fragments that are ready. Returns close code, reason.
 
     Audio fragments ride along with the next video fragment (about 25 sends a second instead of 70 with
@@ -336,7 +338,7 @@ async def h5swscmnapi(ws: WebSocket) -> None:
 
 
 @endpoint()
-async def ws_status(request: Request, user: User) -> Any:
+async def ws_status(request: Request, user: User) -> dict[str, int]:
     svc = services(request)
     viewers = svc.viewers
     hubs = [s.hub for r in svc.registry.sources.values() for s in r.streams.values()]
