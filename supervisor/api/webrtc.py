@@ -225,7 +225,8 @@ async def _playback(ws: WebSocket, service: WebRTCService, handler: PlaybackServ
     pipe = WebRTCSink()
     player = asyncio.create_task(handler(pipe, ws.query_params, user))
     try:
-        await asyncio.wait({pipe.mime, pipe.closed, player}, timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        started: set[asyncio.Future[Any]] = {pipe.mime, pipe.closed, player}
+        await asyncio.wait(started, timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
         if pipe.closed.done():
             code, reason = pipe.closed.result()
             return await ws.close(code=code, reason=reason[:120])
