@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from starlette.types import ExceptionHandler
 
 from supervisor.api import common, hls, observe, onvif, records, sources, streams, system, webrtc
 from supervisor.auth import Auth
@@ -138,7 +139,8 @@ def create_app(settings: Settings) -> Starlette:
                 CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST"], allow_headers=["Authorization"]
             ),
         ],
-        exception_handlers={HTTPException: not_found, Exception: server_error},
+        # Starlette calls each handler with the exception class it is registered for.
+        exception_handlers={HTTPException: cast(ExceptionHandler, not_found), Exception: server_error},
     )
     return app
 

@@ -241,7 +241,8 @@ class Registry:
             runtime = self.sources.get(token)
             if runtime is None:
                 raise NotFound(f"no such source: {token}")
-            cfg = dataclasses.replace(runtime.config, **changes)
+            # Names were checked above; mypy cannot match dynamic keyword names to field types.
+            cfg = dataclasses.replace(runtime.config, **changes)  # type: ignore[arg-type]
             await self.db.execute("UPDATE sources SET config = ? WHERE token = ?", (cfg.to_json(), token))
             for name, value in changes.items():
                 setattr(runtime.config, name, value)

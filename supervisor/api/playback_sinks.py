@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any
 
 from starlette.websockets import WebSocket
 
@@ -21,7 +20,7 @@ from workers.playback import Command, Event, PlaybackSink
 from workers.webrtc import wire
 
 # What serves one playback request (supervisor/api/records.py): the sink, the request's query, its user.
-PlaybackServer = Callable[[PlaybackSink, Mapping[str, str], User], Coroutine[Any, Any, None]]
+PlaybackServer = Callable[[PlaybackSink, Mapping[str, str], User], Coroutine[object, object, None]]
 MediaOut = Callable[[int, bytes], Awaitable[None]]  # (wire.INIT | wire.FRAGMENT, data)
 TextOut = Callable[[str], Awaitable[None]]
 
