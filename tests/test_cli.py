@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.camera import free_port
-from tests.gateway import ROOT
+from tools.harness.camera import free_port
+from tools.harness.gateway import ROOT
 
 CLI = [sys.executable, "-m", "supervisor.cli"]
 

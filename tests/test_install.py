@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.camera import free_port
-from tests.gateway import ROOT
 from tests.wsclient import watch
+from tools.harness.camera import free_port
+from tools.harness.gateway import ROOT
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 

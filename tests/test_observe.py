@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway import Gateway
 from tests.wsclient import watch
+from tools.harness.gateway import Gateway
 
 TOKEN = "scrape-me-7f3a"
 SAMPLE = re.compile(r"^([a-z_:][a-z0-9_:]*)(?:\{(.*)\})? (\S+)$")

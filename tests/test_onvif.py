@@ -21,6 +21,7 @@ from supervisor.onvif import DeviceAddress, ProfileInfo
 from tests.onvif_helpers import VirtualOnvif
 from tools.harness.camera import GstCamera, free_port, wait_until
 from tools.harness.gateway import Gateway
+from workers import credentials
 
 # URL syntax inside the credentials: percent-encoding has to hold all the way to the RTSP camera.
 USER, PASSWORD = "ad min@x", "p@ss:w/rd%?#1"
@@ -116,13 +117,13 @@ def timed(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
 
 # -- pure functions ----------------------------------------------------------------------------------------
 def test_credentials_are_percent_encoded_and_replace_existing() -> None:
-    url = onvif.with_credentials("rtsp://old:pw@10.0.0.1:554/Streaming/101?transport=tcp", USER, PASSWORD)
+    url = credentials.with_credentials("rtsp://old:pw@10.0.0.1:554/Streaming/101?transport=tcp", USER, PASSWORD)
     assert url == "rtsp://ad%20min%40x:p%40ss%3Aw%2Frd%25%3F%231@10.0.0.1:554/Streaming/101?transport=tcp"
-    assert onvif.with_credentials("rtsp://[fe80::1]:554/a", "u", "") == "rtsp://u@[fe80::1]:554/a"
-    assert onvif.with_credentials("rtsp://h/a", "", "x") == "rtsp://h/a"
-    assert onvif.strip_credentials(url) == "rtsp://10.0.0.1:554/Streaming/101?transport=tcp"
-    assert onvif.redact_url(url) == "rtsp://***@10.0.0.1:554/Streaming/101?transport=tcp"
-    text = onvif.scrub(f"failed {url} and {PASSWORD}", PASSWORD)
+    assert credentials.with_credentials("rtsp://[fe80::1]:554/a", "u", "") == "rtsp://u@[fe80::1]:554/a"
+    assert credentials.with_credentials("rtsp://h/a", "", "x") == "rtsp://h/a"
+    assert credentials.strip_credentials(url) == "rtsp://10.0.0.1:554/Streaming/101?transport=tcp"
+    assert credentials.redact_url(url) == "rtsp://***@10.0.0.1:554/Streaming/101?transport=tcp"
+    text = credentials.redact(f"failed {url} and {PASSWORD}", PASSWORD)
     assert no_secret(text) and "***" in text
 
 

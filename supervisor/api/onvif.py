@@ -49,11 +49,10 @@ from supervisor.onvif import (
     pick_profiles,
     probe,
     start_prewarm,
-    strip_credentials,
-    with_credentials,
 )
 from supervisor.registry import RTSP_TYPES, SourceConfig
 from supervisor.services import Services
+from workers.credentials import strip_credentials, with_credentials
 
 log = logging.getLogger("h5gate.onvif")
 

@@ -19,8 +19,7 @@ from supervisor.onvif.errors import (
 from supervisor.onvif.media import ProfileInfo, pick_profiles
 from supervisor.onvif.ptz import Preset
 from supervisor.onvif.session import start_prewarm
-from supervisor.onvif.text import scrub
-from supervisor.onvif.urls import DEFAULT_ONVIF_ADDR, DeviceAddress, redact_url, strip_credentials, with_credentials
+from supervisor.onvif.urls import DEFAULT_ONVIF_ADDR, DeviceAddress
 
 __all__ = [
     "DEFAULT_ONVIF_ADDR",
@@ -43,9 +42,5 @@ __all__ = [
     "parse_targets",
     "pick_profiles",
     "probe",
-    "redact_url",
-    "scrub",
     "start_prewarm",
-    "strip_credentials",
-    "with_credentials",
 ]

@@ -15,7 +15,8 @@ from supervisor.onvif.imaging import Imaging
 from supervisor.onvif.media import Media, ProfileInfo
 from supervisor.onvif.ptz import Ptz
 from supervisor.onvif.session import DeviceSession, log
-from supervisor.onvif.urls import DeviceAddress, strip_credentials
+from supervisor.onvif.urls import DeviceAddress
+from workers.credentials import strip_credentials
 
 
 class OnvifDevice(DeviceSession):

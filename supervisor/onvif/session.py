@@ -32,8 +32,9 @@ from supervisor.onvif.errors import (
     NotSupported,
     OnvifError,
 )
-from supervisor.onvif.text import scrub, short
+from supervisor.onvif.text import short
 from supervisor.onvif.urls import DeviceAddress
+from workers.credentials import redact
 
 
 def _import_onvif() -> Any:
@@ -111,7 +112,7 @@ def translate(exc: BaseException, timeout: float, secrets: tuple[str, ...] = ())
     if isinstance(exc, zeep.exceptions.Fault):
         if is_auth_error(exc):
             return DeviceAuthError()
-        reason = short(scrub(stringify_onvif_error(exc), *secrets))
+        reason = short(redact(stringify_onvif_error(exc), *secrets))
         if "ActionNotSupported" in reason or "not supported" in reason.lower():
             return NotSupported(f"the device does not support this: {reason}")
         return DeviceRefused(f"the device refused: {reason}")
@@ -286,7 +287,7 @@ class DeviceSession:
             err = translate(exc, self.timeout, self.addr.secrets())
             if err.fatal:
                 self.broken = True
-            detail = short(scrub(f"{type(exc).__name__}: {exc}", *self.addr.secrets()), 200)
+            detail = short(redact(f"{type(exc).__name__}: {exc}", *self.addr.secrets()), 200)
             log.warning("onvif %s %s failed: %s (%s)", self.addr.label, what, err.message, detail)
             raise err from None
 

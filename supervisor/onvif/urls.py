@@ -1,14 +1,14 @@
 """Device and stream addresses: where a device lives, and the URLs it hands out.
 
-Why: cameras advertise stream URIs with 0.0.0.0 or loopback hosts that mean "me"; passwords may contain
-'@', ':' and '/', so userinfo is split from the right and percent-encoded when added.
+Why: cameras advertise stream URIs with 0.0.0.0 or loopback hosts that mean "me". Adding, stripping and
+redacting credentials is workers/credentials.py's job, with one meaning for the whole gateway.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_ONVIF_ADDR = "/onvif/device_service"
 
@@ -40,47 +40,13 @@ def bracket(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-def _split_netloc(netloc: str) -> tuple[str, str]:
-    """'user:pw@host:port' -> ('user:pw', 'host:port'); rpartition because passwords may contain '@'."""
-    userinfo, at, hostport = netloc.rpartition("@")
-    return (userinfo if at else ""), hostport
-
-
-def with_credentials(url: str, user: str, password: str) -> str:
-    """The URL with user/password percent-encoded into it, replacing any it had.
-
-    Percent-encoding (RFC 3986 userinfo) keeps '@', ':', '/' and friends in a password from being
-    read as URL syntax; ffmpeg URL-decodes the userinfo before it authenticates.
-    """
-    if not user:
-        return url
-    parts = urlsplit(url)
-    _, hostport = _split_netloc(parts.netloc)
-    userinfo = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
-    return urlunsplit(parts._replace(netloc=f"{userinfo}@{hostport}"))
-
-
-def strip_credentials(url: str) -> str:
-    """The URL without any userinfo: what GetSrc and the logs may show."""
-    parts = urlsplit(url)
-    userinfo, hostport = _split_netloc(parts.netloc)
-    return urlunsplit(parts._replace(netloc=hostport)) if userinfo else url
-
-
-def redact_url(url: str) -> str:
-    """rtsp://***@host/... : shows that credentials are there without showing them."""
-    parts = urlsplit(url)
-    userinfo, hostport = _split_netloc(parts.netloc)
-    return urlunsplit(parts._replace(netloc=f"***@{hostport}")) if userinfo else url
-
-
 def fix_stream_host(uri: str, device_ip: str) -> str:
     """Cameras sometimes advertise 0.0.0.0 or loopback in URIs; those mean 'me', i.e. the device's IP."""
     parts = urlsplit(uri)
     host = parts.hostname or ""
     loopback = host == "localhost" or is_loopback(host)
     if host in ("", "0.0.0.0") or (loopback and not is_loopback(device_ip)):
-        userinfo, _ = _split_netloc(parts.netloc)
+        userinfo = parts.netloc.rpartition("@")[0]  # kept as the device wrote it
         port = f":{parts.port}" if parts.port else ""
         netloc = (f"{userinfo}@" if userinfo else "") + bracket(device_ip) + port
         return urlunsplit(parts._replace(netloc=netloc))
