@@ -212,8 +212,8 @@ def test_grafana_dashboard_uses_only_metrics_the_server_exports(gw: Gateway) -> 
 
 def test_webrtc_viewer_is_counted(tmp_path: Path) -> None:
     """A real aiortc viewer (in a private network namespace, where 127.0.0.1 is the only ICE address)."""
-    from tests.camera import wait_until
-    from tests.webrtc_viewer import RtcViewer, private_network
+    from tools.harness.camera import wait_until
+    from tools.harness.webrtc_viewer import RtcViewer, private_network
 
     with private_network():
         gateway = Gateway(tmp_path / "gw", env={"H5GATE_METRICS_TOKEN": TOKEN}).start()

@@ -343,7 +343,7 @@ class G711Transcoder:
         self._reader = asyncio.create_task(self._run(), name=f"g711:{self.name}")
 
     async def _spawn(self) -> None:
-        from workers.process import set_pdeathsig  # the same child-process rules as every ffmpeg
+        from workers.child import set_pdeathsig  # the same child-process rules as every ffmpeg
 
         fmt = "alaw" if self.media.encoding == "PCMA" else "mulaw"
         argv = [
@@ -423,7 +423,7 @@ class G711Transcoder:
                 self.ended.set_result(f"exit code {rc}")
 
     async def stop(self) -> None:
-        from workers.process import stop_group
+        from workers.child import stop_group
 
         if self.proc is None and self._reader is not None:
             self._reader.cancel()  # still starting

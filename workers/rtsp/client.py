@@ -260,7 +260,7 @@ class RtspClient:
         for _ in range(50):
             probe = socket.socket(socket.AF_INET6 if ":" in local else socket.AF_INET, socket.SOCK_DGRAM)
             probe.bind((local, 0))
-            port = probe.getsockname()[1] & ~1
+            port: int = probe.getsockname()[1] & ~1
             probe.close()
             socks = []
             try:
