@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.gateway import Gateway
+from tools.harness.gateway import Gateway
 from workers.fmp4 import boxes, parse_init, read_traf
 
 IDLE = 3.0  # the gateway's hls_idle_seconds in these tests

@@ -4,7 +4,7 @@
 
 Needs root: it runs in a private network namespace with only `lo` (nothing leaves the machine, and the
 only ICE address is 127.0.0.1). It makes an H.264 + AAC clip with ffmpeg, starts a real gateway with it
-as a looping file source, then connects aiortc viewers that do not decode (tests/webrtc_viewer.py), so
+as a looping file source, then connects aiortc viewers that do not decode (tools/harness/webrtc_viewer.py), so
 the machine's CPU goes to the server side. Figures, from psutil on the sidecar (and the supervisor):
   - idle: sidecar with no viewer;   one: one viewer (with audio: includes the shared Opus encoder);
   - N viewers: total and per viewer, and the marginal cost of each viewer after the first;
