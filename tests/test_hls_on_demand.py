@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tools.harness.camera import GstCamera
 from tools.harness.gateway import Gateway
 from workers.fmp4 import boxes, parse_init, read_traf
 
@@ -284,3 +285,31 @@ def test_source_restart_gives_a_discontinuity_and_a_timeline_that_goes_on(gw: Ga
         )  # fmt: skip
         assert out.returncode == 0, (version, out.stderr)
         assert len([ln for ln in out.stdout.splitlines() if ln and not ln.startswith("#")]) >= 70, version
+
+
+@pytest.mark.parametrize("mount", ["h264", "h265"])
+def test_hls_from_a_camera(gw: Gateway, camera: GstCamera, mount: str) -> None:
+    """The GStreamer RTSP camera (90 kHz timestamps, H.264 or H.265): both flavours play in ffmpeg, and
+    each v2 segment starts on a keyframe."""
+    token = f"cam{mount}"
+    gw.ok("AddSrcRTSP", token=token, name=token, url=camera.url(mount), rtsptype="tcp")
+    try:
+        gw.wait_online(token, timeout=30)
+        status, _, body = gw.request(f"/hls/v2/{token}/hls.m3u8?session={gw.session}")
+        assert status == 200, body
+        text = body.decode()
+        init = parse_init(gw.request(f"/hls/v2/{token}/" + re.search(r'URI="(init-[^"]+)"', text).group(1))[2])  # type: ignore[union-attr]
+        assert init.video is not None and init.video.codec[:4] in (("avc1",) if mount == "h264" else ("hev1", "hvc1"))
+        for uri in [u for u in uris(text) if u.startswith("seg-")]:
+            frames = video_fragments(gw.request(f"/hls/v2/{token}/{uri}")[2], init.video.track_id)
+            assert frames and frames[0][2], uri
+        for version in ("v2", "v1"):
+            out = subprocess.run(
+                ["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", f"{gw.base}/hls/{version}/{token}/hls.m3u8"
+                 f"?session={gw.session}", "-t", "3", "-map", "0:v:0", "-f", "framemd5", "-"],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert out.returncode == 0, (version, out.stderr)
+            assert len([ln for ln in out.stdout.splitlines() if ln and not ln.startswith("#")]) >= 45, version
+    finally:
+        gw.ok("DelSrc", token=token)
