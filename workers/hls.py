@@ -135,6 +135,10 @@ class FragmentedHls:
                 self._discontinuity = False
                 self.next_msn += 1
                 self._pending_key = True
+            elif frag.video:  # a keyframe inside a segment starts a part a player can begin with
+                if self._pending_dur:
+                    self._close_part()
+                self._pending_key = True  # (audio held before it is independent too)
         if self._open is None:
             return
         duration = frag.end - frag.dts
