@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,7 +112,8 @@ class HlsService:
             run = _Running(token, version, stream, hls)
             run.task = asyncio.create_task(self._feed_when_ready(run, hls), name=f"hls-v2:{token}")
         else:
-            folder = settings.hls_dir / "v1" / token
+            # a folder per run: a run being stopped (and emptied) never touches its successor's files
+            folder = settings.hls_dir / "v1" / token / secrets.token_hex(4)
             ts = TsHls(token, self.ffmpeg, hub, folder, settings.hls_duration, settings.hls_segment_num)
             run = _Running(token, version, stream, ts)
             run.task = asyncio.create_task(self._ts_when_ready(run, ts), name=f"hls-v1:{token}")

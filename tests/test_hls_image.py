@@ -76,7 +76,7 @@ def test_hls_deletes_old_segments(gateway: Gateway) -> None:
         gateway.request(f"/hls/v2/demo/hls.m3u8?session={gateway.session}")
         time.sleep(1)
     assert sequences[-1] - sequences[0] >= 4, f"the playlist did not roll over: {sequences}"
-    segments = list((gateway.data_dir / "hls" / "v1" / "demo").glob("*.ts"))
+    segments = list((gateway.data_dir / "hls" / "v1" / "demo").rglob("*.ts"))
     assert 1 <= len(segments) <= 7, sorted(p.name for p in segments)
     assert not list((gateway.data_dir / "hls").glob("v2/**/*.*"))
     assert "failed to delete old segment" not in gateway.log()

@@ -399,7 +399,7 @@ class TsHls:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        await asyncio.to_thread(shutil.rmtree, self.folder, True)
+        await asyncio.to_thread(_remove, self.folder)
 
     async def _run(self) -> None:
         cursor = history_cursor(self.hub)
@@ -467,6 +467,15 @@ class TsHls:
             line = raw.decode("utf-8", "replace").rstrip()
             if "[error]" in line or "[fatal]" in line:
                 log.warning("%s: HLS v1: ffmpeg: %s", self.name, line)
+
+
+def _remove(folder: Path) -> None:
+    """Delete the run's folder, and the source's folder above it once no run has one there."""
+    shutil.rmtree(folder, True)
+    try:
+        folder.parent.rmdir()
+    except OSError:
+        pass  # another run's folder is still there
 
 
 def _empty(folder: Path) -> None:
