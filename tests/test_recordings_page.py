@@ -12,26 +12,11 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
+from playwright import sync_api
 
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.test_records import wait_closed
 from tools.harness.gateway import Gateway
-
-sync_api = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = os.environ.get("H5GATE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-pytestmark = pytest.mark.skipif(
-    not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)), reason=f"no Chromium at {CHROMIUM}"
-)
 
 
 def playhead(page) -> float:
