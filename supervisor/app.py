@@ -21,18 +21,34 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ExceptionHandler
 
-from supervisor.api import common, hls, observe, onvif, records, sources, streams, system, webrtc
+from supervisor.api import (
+    common,
+    hls,
+    observe,
+    onvif,
+    organisation,
+    records,
+    sources,
+    streams,
+    system,
+    unsupported,
+    users,
+    webrtc,
+)
+from supervisor.api.paths import VendorPaths
 from supervisor.auth import Auth
+from supervisor.conf_store import ConfStore
 from supervisor.config import Settings
 from supervisor.db import Database
 from supervisor.metrics import RequestCounter, RequestCounts
 from supervisor.registry import Registry
+from supervisor.restart import Restarter
 from supervisor.services import Services
 from supervisor.version import version
 from workers.ffmpeg import find_ffmpeg
@@ -41,17 +57,27 @@ from workers.snapshot import SnapshotCache
 log = logging.getLogger("h5gate")
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-PAGES = {"/": "index.html", "/login": "login.html", "/addcamera": "addcamera.html", "/recordings": "recordings.html"}
+CONSOLE = "/console"  # h5gate's own console; `/` is the web root (a vendor console) when one is set
+PAGES = {
+    f"{CONSOLE}/": "index.html",
+    f"{CONSOLE}/login": "login.html",
+    f"{CONSOLE}/addcamera": "addcamera.html",
+    f"{CONSOLE}/recordings": "recordings.html",
+}
+OLD_PAGES = {"/login": f"{CONSOLE}/login", "/addcamera": f"{CONSOLE}/addcamera", "/recordings": f"{CONSOLE}/recordings"}
 # The manual's chapters, in the order their routes are matched and their steps run.
 CHAPTERS: tuple[common.Chapter, ...] = (
     system.chapter,
+    users.chapter,
     sources.chapter,
+    organisation.chapter,
     streams.chapter,
     hls.chapter,
     onvif.chapter,
     records.chapter,
     webrtc.chapter,
     observe.chapter,
+    unsupported.chapter,
 )
 
 
@@ -65,10 +91,21 @@ def _host_id(data_dir: Path) -> str:
     return value
 
 
-def create_app(settings: Settings) -> Starlette:
+def web_root(settings: Settings) -> Path | None:
+    """The folder served at `/`, or None; a setting naming no folder stops the start with the reason."""
+    if not settings.web_root:
+        return None
+    root = Path(settings.web_root).expanduser().resolve()
+    if not root.is_dir():
+        raise ValueError(f"web_root {settings.web_root!r} is not a folder")
+    return root
+
+
+def create_app(settings: Settings, restarter: Restarter | None = None) -> Starlette:
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     release = version()
     request_counts = RequestCounts()  # filled by the middleware, read by /metrics
+    root = web_root(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -76,7 +113,8 @@ def create_app(settings: Settings) -> Starlette:
         settings.media_store.mkdir(parents=True, exist_ok=True)
         db = Database(settings.db_path)
         await db.open()
-        auth = Auth(db, settings.login_timeout, settings.login_max_faults, settings.login_lock_seconds)
+        conf = ConfStore(db)
+        auth = Auth(db, settings.login_timeout, settings.login_max_faults, settings.login_lock_seconds, conf)
         await auth.load()
         ffmpeg = find_ffmpeg(settings.ffmpeg)
         log.info("using ffmpeg %s", ffmpeg)
@@ -93,7 +131,10 @@ def create_app(settings: Settings) -> Starlette:
             run_info=system.RunInfo(),
             hls_viewers=streams.HlsViewers(max(15.0, 2.0 * settings.hls_duration * settings.hls_segment_num)),
             requests=request_counts,
+            conf=conf,
+            restart=restarter or Restarter(),
         )
+        services.registry.on_delete.append(auth.forget_cam)  # a deleted camera leaves every role
         app.state.services = services
         for chapter in CHAPTERS:
             await chapter.start(services)
@@ -116,24 +157,39 @@ def create_app(settings: Settings) -> Starlette:
 
     async def page(request: Request) -> Response:
         path = request.url.path
-        return templates.TemplateResponse(request, PAGES[path], {"version": release, "page": path})
+        return templates.TemplateResponse(request, PAGES[path], {"version": release, "page": path, "base": CONSOLE})
+
+    async def moved(request: Request) -> Response:
+        """The console's old addresses (before the web root took `/`) still lead to its pages."""
+        target = OLD_PAGES.get(request.url.path, f"{CONSOLE}/")
+        query = request.url.query
+        return RedirectResponse(target + (f"?{query}" if query else ""), status_code=307)
 
     async def not_found(request: Request, exc: HTTPException) -> Response:
-        return common.fail(exc.detail if exc.status_code != 404 else "not found", exc.status_code)
+        answer = common.fail(exc.detail if exc.status_code != 404 else "not found", exc.status_code)
+        return common.vendor_status(request, answer) if request.url.path.startswith("/api/") else answer
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
         return common.fail("internal error", 500)
 
+    own_static = StaticFiles(directory=str(TEMPLATES_DIR / "static"))
     routes: list[Any] = [
         *(route for chapter in CHAPTERS for route in chapter.routes),
         *(Route(path, page) for path in PAGES),
-        Mount("/static", StaticFiles(directory=str(TEMPLATES_DIR / "static")), name="static"),
+        Route(CONSOLE, moved),
+        *(Route(path, moved) for path in OLD_PAGES),
+        Mount(f"{CONSOLE}/static", own_static, name="static"),
     ]
+    if root is not None:  # the web root owns every other path, `/static/...` of a vendor console included
+        routes.append(Mount("/", StaticFiles(directory=str(root), html=True), name="webroot"))
+    else:
+        routes += [Route("/", moved), Mount("/static", own_static, name="old-static")]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         middleware=[
+            Middleware(VendorPaths),  # first: every later layer sees the mended path
             Middleware(RequestCounter, counts=request_counts),
             Middleware(
                 CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST"], allow_headers=["Authorization"]

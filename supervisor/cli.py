@@ -113,8 +113,10 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(settings: Settings) -> int:
     from supervisor.app import create_app
+    from supervisor.restart import Restarter
     from supervisor.ws_protocol import media_ws_protocol
 
+    restarter = Restarter()
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -126,7 +128,7 @@ def serve(settings: Settings) -> int:
         print(f"h5gate: cannot listen on {settings.host}:{settings.port}: {e.strerror or e}", file=sys.stderr)
         return EXIT_RUNTIME
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, restarter),
         host=settings.host,
         port=settings.port,
         # No permessage-deflate: compressing every video fragment for every viewer costs CPU for nothing.
@@ -138,6 +140,7 @@ def serve(settings: Settings) -> int:
     )
     server = _Server(config, settings)
     server.run(sockets=[sock])
+    restarter.exec_if_requested()  # Restart (or a configuration restore) asked for a fresh start
     return 0 if server.started else EXIT_RUNTIME
 
 

@@ -21,7 +21,7 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("h5gate")))
     ffmpeg: str = ""  # explicit ffmpeg binary; empty = PATH, then imageio-ffmpeg
     login_timeout: int = 600  # session idle timeout, seconds (H5Stream nLoginTimeout)
-    login_max_faults: int = 5  # failed logins before a lockout
+    login_max_faults: int = 4  # failed logins before a lockout (the consoles show "3 - n tries left")
     login_lock_seconds: int = 300
     demo_source: bool = True  # add the looping demo clip on the very first start
     media_roots: list[str] = field(default_factory=list)  # where AddSrcFile may read files (+ media/)
@@ -57,6 +57,10 @@ class Settings:
     webrtc_keepalive_timeout: float = 15.0  # close a WebRTC session whose player sent nothing for this long
     metrics_token: str = ""  # bearer token for /metrics (a scraper); a logged-in session works too
     log_level: str = "INFO"
+    web_root: str = ""  # a folder served at / (a vendor console dist, your own pages); our console: /console/
+    https_port: int = 0  # HTTPS on this port too (0 = off; SetHTTPConf can turn it on), with the cert and key below
+    https_cert: str = ""  # PEM certificate (chain) for HTTPS; empty = data_dir/certificate/server.crt
+    https_key: str = ""  # PEM private key for HTTPS; empty = data_dir/certificate/server.key
 
     @property
     def db_path(self) -> Path:

@@ -76,6 +76,46 @@ MIGRATIONS: list[str] = [
         args TEXT NOT NULL
     );
     """,
+    # The vendor consoles' model (issue #10): roles with per-camera rights, settings pages' values,
+    # regions and saved live views, transcoding profiles. A user's `role` names a row of `roles`.
+    """
+    CREATE TABLE roles (
+        token TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        all_cams INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE role_cams (
+        role TEXT NOT NULL,
+        cam TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (role, cam)
+    );
+    CREATE TABLE conf (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE regions (
+        token TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        parent TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE TABLE region_cams (
+        region TEXT NOT NULL,
+        cam TEXT NOT NULL,
+        PRIMARY KEY (region, cam)
+    );
+    CREATE TABLE views (
+        token TEXT PRIMARY KEY,
+        config TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE TABLE trans_profiles (
+        token TEXT PRIMARY KEY,
+        config TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    """,
 ]
 
 

@@ -178,6 +178,7 @@ class Registry:
         self.sources: dict[str, SourceRuntime] = {}
         self.url_resolvers: dict[str, UrlResolver] = {}
         self.snapshot_fallbacks: dict[str, SnapshotFallback] = {}
+        self.on_delete: list[Callable[[str], Awaitable[None]]] = []  # told each deleted token (roles, regions)
         self._lock = asyncio.Lock()
 
     @property
@@ -256,6 +257,8 @@ class Registry:
                 raise NotFound(f"no such source: {token}")
             await self.db.execute("DELETE FROM sources WHERE token = ?", (token,))
         await self._stop_runtime(runtime)
+        for forget in self.on_delete:
+            await forget(token)
         log.info("%s: source deleted", token)
 
     async def stop_all(self) -> None:

@@ -22,12 +22,15 @@ if TYPE_CHECKING:
     from supervisor.api.streams import HlsViewers, Viewers
     from supervisor.api.system import RunInfo
     from supervisor.auth import Auth, User
+    from supervisor.conf_store import ConfStore
     from supervisor.config import Settings
     from supervisor.db import Database
     from supervisor.hls import HlsService
     from supervisor.metrics import LoopLag, RequestCounts
+    from supervisor.organisation import Organisation
     from supervisor.recordings.service import Recordings
     from supervisor.registry import Registry
+    from supervisor.restart import Restarter
     from supervisor.webrtc import WebRTCService
     from workers.snapshot import SnapshotCache
 
@@ -50,6 +53,8 @@ class Services:
     run_info: RunInfo  # GetRunInfo's CPU/network rate state
     hls_viewers: HlsViewers  # who read a playlist lately (HLS has no connection to count)
     requests: RequestCounts  # HTTP answers by status, WebSocket handshakes by path (the app's middleware)
+    conf: ConfStore  # values the consoles' settings pages change at run time
+    restart: Restarter  # Restart and a configuration restore: the server re-executes itself
     recordings: Recordings | None = None  # the recordings chapter's service
     playback_ws: PlaybackHandler | None = None  # h5swsapi?playback=true, set by the recordings chapter
     playback: PlaybackServer | None = None  # playback into any sink (WebRTC's), set by the recordings chapter
@@ -57,3 +62,4 @@ class Services:
     hls: HlsService | None = None  # HLS made on demand, set by the hls chapter
     webrtc: WebRTCService | None = None  # None when WebRTC is turned off (settings.webrtc)
     loop_lag: LoopLag | None = None  # the observe chapter's event-loop lag monitor (/metrics, /healthz)
+    organisation: Organisation | None = None  # regions and saved views, set by the organisation chapter

@@ -29,7 +29,7 @@ def page(browser: Browser) -> Iterator[Page]:
 
 def blank_video_page(page, gateway, *, hls: bool = False) -> None:
     """A page on the gateway's origin with one <video id=v> and our player script loaded."""
-    page.goto(gateway.base + "/login")
+    page.goto(gateway.base + "/console/login")
     page.evaluate(
         """() => {
             document.body.innerHTML = '<video id="v" muted playsinline width="640" height="360"></video>';
@@ -37,8 +37,8 @@ def blank_video_page(page, gateway, *, hls: bool = False) -> None:
         }"""
     )
     if hls:
-        page.add_script_tag(url="/static/vendor/hls.min.js")
-    page.add_script_tag(url="/static/h5splayer.js")
+        page.add_script_tag(url="/console/static/vendor/hls.min.js")
+    page.add_script_tag(url="/console/static/h5splayer.js")
 
 
 def player_conf(gateway) -> str:
@@ -77,11 +77,11 @@ def wait_advance(page, seconds: float, deadline_s: float) -> tuple[float, float]
 
 
 def test_login_form_then_console_shows_demo(page, gateway):
-    page.goto(gateway.base + "/login")
+    page.goto(gateway.base + "/console/login")
     page.fill("input[name=user]", "admin")
     page.fill("input[name=password]", "12345")
     page.click("button[type=submit]")
-    page.wait_for_url(gateway.base + "/", timeout=10_000)
+    page.wait_for_url(gateway.base + "/console/", timeout=10_000)
     session = page.evaluate("() => sessionStorage.getItem('h5gate_session')")
     assert session
     tile = page.locator(".tile[data-token=demo]")
@@ -99,7 +99,7 @@ def test_login_form_then_console_shows_demo(page, gateway):
 
     # log out: back to /login, and the server no longer knows the session
     page.click("#logout")
-    page.wait_for_url(gateway.base + "/login", timeout=10_000)
+    page.wait_for_url(gateway.base + "/console/login", timeout=10_000)
     assert page.evaluate("() => sessionStorage.getItem('h5gate_session')") is None
     status, _ = gateway.get("GetSrc", session=session)
     assert status == 401
@@ -107,7 +107,7 @@ def test_login_form_then_console_shows_demo(page, gateway):
 
 
 def test_login_wrong_password_shows_error(page, gateway):
-    page.goto(gateway.base + "/login")
+    page.goto(gateway.base + "/console/login")
     page.fill("input[name=user]", "admin")
     page.fill("input[name=password]", "definitely-wrong")
     page.click("button[type=submit]")
@@ -119,18 +119,18 @@ def test_login_wrong_password_shows_error(page, gateway):
 
 
 def test_console_without_session_goes_to_login(page, gateway):
-    page.goto(gateway.base + "/")
-    page.wait_for_url(gateway.base + "/login", timeout=10_000)
+    page.goto(gateway.base + "/console/")
+    page.wait_for_url(gateway.base + "/console/login", timeout=10_000)
 
 
 def login_console(page, gateway) -> None:
     """Open the console with the fixture's session (as the login page would leave it)."""
-    page.goto(gateway.base + "/login")
+    page.goto(gateway.base + "/console/login")
     page.evaluate(
         "(s) => { sessionStorage.setItem('h5gate_session', s); sessionStorage.setItem('h5gate_user', 'admin'); }",
         gateway.session,
     )
-    page.goto(gateway.base + "/")
+    page.goto(gateway.base + "/console/")
     page.locator(".tile[data-token=demo]").wait_for(state="visible", timeout=10_000)
 
 

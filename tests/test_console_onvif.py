@@ -77,7 +77,7 @@ def screenshot(page: Page, name: str) -> None:
 
 def open_as_admin(page, gw: Gateway, path: str) -> None:
     """Open a console page with the gateway's admin session, as the login page would leave it."""
-    page.goto(gw.base + "/login")
+    page.goto(gw.base + "/console/login")
     page.evaluate(
         "(s) => { sessionStorage.setItem('h5gate_session', s); sessionStorage.setItem('h5gate_user', 'admin'); }",
         gw.session,
@@ -108,10 +108,10 @@ def hold(page, button, seconds: float) -> None:
 
 # -- (a) the add-camera page -------------------------------------------------------------------------------
 def test_add_camera_page_searches_probes_and_adds(page, gw: Gateway, vcam: VirtualOnvif) -> None:
-    open_as_admin(page, gw, "/")
+    open_as_admin(page, gw, "/console/")
     page.locator("#empty").wait_for(state="visible", timeout=10_000)
     page.click("#add-camera-link")
-    page.wait_for_url(gw.base + "/addcamera", timeout=10_000)
+    page.wait_for_url(gw.base + "/console/addcamera", timeout=10_000)
 
     page.select_option("#search-timeout", "1")
     page.click("#search")
@@ -157,7 +157,7 @@ def test_add_camera_page_searches_probes_and_adds(page, gw: Gateway, vcam: Virtu
     page.click("#add-camera")
     tile = page.locator(".tile[data-token=lobby]")
     tile.wait_for(state="visible", timeout=15_000)
-    assert page.url == gw.base + "/"
+    assert page.url == gw.base + "/console/"
     assert 'Camera "Lobby PTZ" added' in page.locator("#notice").inner_text()
     src = gw.source("lobby")
     assert src["nType"] == "H5_ONVIF" and src["strName"] == "Lobby PTZ"
@@ -172,7 +172,7 @@ def test_add_camera_page_shows_the_server_error(page, gw: Gateway, vcam: Virtual
     """A token already in use: AddSrcONVIF's strCode is shown and the page stays."""
     gw.ok("AddSrcRTSP", token="taken", url="rtsp://127.0.0.1:9/none", connecttype="H5_ONDEMAND")
     try:
-        open_as_admin(page, gw, "/addcamera")
+        open_as_admin(page, gw, "/console/addcamera")
         form = page.locator("#probe-form")
         form.locator("input[name=ip]").fill("127.0.0.1")
         form.locator("input[name=port]").fill(str(vcam.port))
@@ -187,7 +187,7 @@ def test_add_camera_page_shows_the_server_error(page, gw: Gateway, vcam: Virtual
             "() => document.getElementById('onvif-add-message').textContent.length > 0", timeout=10_000
         )
         assert page.locator("#onvif-add-message").inner_text() == "token already exists: taken"
-        assert page.url == gw.base + "/addcamera"
+        assert page.url == gw.base + "/console/addcamera"
         # editing the connection invalidates the profiles shown
         form.locator("input[name=port]").fill("1")
         assert page.locator("#profiles-card").is_hidden()
@@ -198,7 +198,7 @@ def test_add_camera_page_shows_the_server_error(page, gw: Gateway, vcam: Virtual
 
 # -- (b) the PTZ pad and presets -----------------------------------------------------------------------------
 def test_ptz_pad_hold_moves_release_stops(page, gw: Gateway, vcam: VirtualOnvif, ptz_src: str) -> None:
-    open_as_admin(page, gw, "/")
+    open_as_admin(page, gw, "/console/")
     tile = page.locator(f".tile[data-token={ptz_src}]")
     tile.locator(".ptz").wait_for(state="visible", timeout=10_000)
     assert tile.locator(".ptz-speed-value").inner_text() == "0.5"
@@ -249,7 +249,7 @@ def test_ptz_pad_hold_moves_release_stops(page, gw: Gateway, vcam: VirtualOnvif,
 
 
 def test_presets_save_go_delete_and_errors(page, gw: Gateway, vcam: VirtualOnvif, ptz_src: str) -> None:
-    open_as_admin(page, gw, "/")
+    open_as_admin(page, gw, "/console/")
     tile = page.locator(f".tile[data-token={ptz_src}]")
     presets = tile.locator(".preset-list")
     presets.locator("li").first.wait_for(state="visible", timeout=10_000)

@@ -42,12 +42,12 @@ def test_recordings_page_plays_pauses_seeks_and_speeds(gateway: Gateway, tmp_pat
             page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(gw.base + "/login")
+            page.goto(gw.base + "/console/login")
             page.evaluate(
                 f"() => {{ sessionStorage.setItem('h5gate_session', '{gw.session}');"
                 " sessionStorage.setItem('h5gate_user', 'admin'); }"
             )
-            page.goto(gw.base + "/recordings?token=demo")
+            page.goto(gw.base + "/console/recordings?token=demo")
             page.wait_for_function("() => H5gateRecordings.records.length > 0", timeout=10_000)
             assert page.locator("#timeline .span").count() >= 1
             page.wait_for_function(

@@ -159,9 +159,9 @@ PAGE_STATS = """async () => {
 
 
 def test_console_tile_switches_between_websocket_and_webrtc(gw: Gateway, page: Page) -> None:
-    page.goto(gw.base + "/login")
+    page.goto(gw.base + "/console/login")
     page.evaluate("(s) => { sessionStorage.setItem('h5gate_session', s); localStorage.clear(); }", gw.session)
-    page.goto(gw.base + "/")
+    page.goto(gw.base + "/console/")
     info = "document.querySelector('.tile[data-token=clip] .tile-info').textContent"
     page.wait_for_function(f"{info}.startsWith('WS · playing')", timeout=15_000)
     page.locator(".tile[data-token=clip] button.seg", has_text="RTC").click()
@@ -176,9 +176,9 @@ def test_console_tile_switches_between_websocket_and_webrtc(gw: Gateway, page: P
 
 
 def test_browser_plays_h264_over_webrtc_and_reconnects_after_a_sidecar_crash(gw: Gateway, page: Page) -> None:
-    page.goto(gw.base + "/login")
+    page.goto(gw.base + "/console/login")
     page.set_content('<video id="v" muted playsinline></video>')
-    page.add_script_tag(url=gw.base + "/static/h5splayer.js")
+    page.add_script_tag(url=gw.base + "/console/static/h5splayer.js")
     started = time.monotonic()
     page.evaluate(
         """(session) => {

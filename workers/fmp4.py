@@ -60,6 +60,7 @@ class Track:
     codec: str  # RFC 6381 string, e.g. avc1.640029 or mp4a.40.2
     width: int = 0
     height: int = 0
+    channels: int = 0  # audio: the sample entry's channel count
 
 
 @dataclass
@@ -200,6 +201,15 @@ def _sample_entry_codec(buf: bytes, stsd_pos: int, stsd_header: int, stsd_size: 
     return "", 0, 0
 
 
+def _audio_channels(buf: bytes, stsd_pos: int, stsd_header: int, stsd_size: int) -> int:
+    """channelcount of the first (audio) sample entry: after 6 reserved, data_reference_index, 8 reserved."""
+    for _, pos, header, size in boxes(buf, stsd_pos + stsd_header + 8, stsd_pos + stsd_size):
+        if size >= header + 18:
+            return int(struct.unpack_from(">H", buf, pos + header + 16)[0])
+        return 0
+    return 0
+
+
 def parse_init(data: bytes) -> InitInfo:
     """Tracks of an init segment (ftyp+moov): id, handler, timescale and codec string."""
     info = InitInfo(data)
@@ -213,11 +223,13 @@ def parse_init(data: bytes) -> InitInfo:
         timescale = struct.unpack_from(">I", data, mdhd[0] + mdhd[1] + (20 if mver else 12))[0]
         hdlr = next(find(data, [b"mdia", b"hdlr"], body, end))
         handler = data[hdlr[0] + hdlr[1] + 8 : hdlr[0] + hdlr[1] + 12].decode("latin-1")
-        codec, width, height = "", 0, 0
+        codec, width, height, channels = "", 0, 0, 0
         for spos, shead, ssize in find(data, [b"mdia", b"minf", b"stbl", b"stsd"], body, end):
             codec, width, height = _sample_entry_codec(data, spos, shead, ssize)
+            if handler == "soun":
+                channels = _audio_channels(data, spos, shead, ssize)
         if handler in ("vide", "soun"):
-            info.tracks[track_id] = Track(track_id, handler, timescale, codec, width, height)
+            info.tracks[track_id] = Track(track_id, handler, timescale, codec, width, height, channels)
     return info
 
 

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
 from supervisor import errors
+from supervisor.api.paths import VENDOR_FORM
 from supervisor.services import Services
 
 log = logging.getLogger("h5gate.api")
@@ -32,7 +33,7 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_UNKNOWN = 4404  # unknown token or profile
 CLOSE_UNSUPPORTED = 4415  # what was asked for cannot be served this way (codec, feature turned off)
 
-ROLES = ("Viewer", "Operator", "Administrator")  # each role may do what the ones before it may
+ROLES = ("Viewer", "Operator", "Administrator")  # role kinds: each may do what the ones before it may
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -118,12 +119,32 @@ def session_of(conn: HTTPConnection) -> str | None:
 
 def require_user(conn: HTTPConnection, role: str = "Viewer") -> Any:
     """The logged-in user of this request or ApiError(401/403); renews the session's idle timer."""
-    user = services(conn).auth.check(session_of(conn))
+    auth = services(conn).auth
+    user = auth.check(session_of(conn))
     if user is None:
         raise ApiError("session is missing, invalid or expired", 401)
-    if ROLES.index(user.role) < ROLES.index(role):
+    if not auth.may(user, role):
         raise ApiError(f"this needs the {role} role", 403)
     return user
+
+
+def require_camera(conn: HTTPConnection, user: Any, token: str) -> None:
+    """errors.NotFound unless the user's role has camera `token`: to them, a camera they may not see is absent."""
+    if not services(conn).auth.sees(user, token):
+        raise errors.NotFound(f"no such source: {token}")
+
+
+def camera_param(conn: HTTPConnection, user: Any, name: str = "token") -> str:
+    """A required camera token parameter that the user's role may see."""
+    token = param_token(conn, name)
+    require_camera(conn, user, token)
+    return token
+
+
+def visible(conn: HTTPConnection, user: Any, tokens: Any) -> list[str]:
+    """The tokens of `tokens` that the user's role may see, in order."""
+    auth = services(conn).auth
+    return [t for t in tokens if auth.sees(user, t)]
 
 
 Handler = Callable[[Request, Any], Awaitable[dict[str, Any] | Response]]
@@ -139,17 +160,28 @@ def endpoint(role: str | None = "Viewer") -> Callable[[Handler], Callable[[Reque
                 user = require_user(request, role) if role else None
                 result = await fn(request, user)
             except ApiError as e:
-                return fail(e.code, e.status)
+                return vendor_status(request, fail(e.code, e.status))
             except errors.DomainError as e:
-                return answer(e)
+                return vendor_status(request, answer(e))
             except Exception:
                 log.exception("endpoint %s failed", request.url.path)
-                return fail("internal error", 500)
-            return result if isinstance(result, Response) else JSONResponse(result)
+                return vendor_status(request, fail("internal error", 500))
+            return vendor_status(request, result if isinstance(result, Response) else JSONResponse(result))
 
         return run
 
     return wrap
+
+
+def vendor_status(conn: HTTPConnection, response: Response) -> Response:
+    """A failure in the vendor consoles' request form answers 200 (bStatus false carries it), except 401.
+
+    Their axios interceptor rejects every other non-200 answer, and the page then shows nothing instead
+    of its own message ("wrong password", "add failed"); 401 is what sends them to their login page.
+    """
+    if conn.scope.get(VENDOR_FORM) and response.status_code >= 400 and response.status_code != 401:
+        response.status_code = 200
+    return response
 
 
 def param(

@@ -18,7 +18,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from supervisor.api.common import TOKEN_RE, ApiError, Chapter, endpoint, services, session_of
-from supervisor.auth import User
 from supervisor.hls import HlsService
 from supervisor.services import Services
 from workers.hls import FragmentedHls
@@ -52,15 +51,18 @@ def _rewrite_ts_playlist(text: str, query: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-@endpoint()
-async def hls_file(request: Request, user: User) -> Response:
+@endpoint(role=None)
+async def hls_file(request: Request, _: None) -> Response:
+    svc = services(request)
+    user = svc.auth.viewer(session_of(request))  # a session, or the anonymous viewer when that is on
+    if user is None:
+        raise ApiError("session is missing, invalid or expired", 401)
     version = request.path_params["version"]
     token = request.path_params["token"]
     name = request.path_params["name"]
     if version not in ("v1", "v2") or not TOKEN_RE.match(token):
         raise ApiError("invalid HLS path")
-    svc = services(request)
-    if svc.registry.get(token) is None or svc.hls is None:
+    if svc.registry.get(token) is None or svc.hls is None or not svc.auth.sees(user, token):
         raise ApiError(f"no such source: {token}", 404)
     if name == "hls.m3u8":  # HLS has no connection to count: who reads playlists is who watches
         svc.hls_viewers.saw(token, session_of(request) or "")

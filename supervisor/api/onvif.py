@@ -25,6 +25,7 @@ from supervisor import errors
 from supervisor.api.common import (
     ApiError,
     Chapter,
+    camera_param,
     endpoint,
     ok,
     param,
@@ -308,8 +309,8 @@ async def _describe(request: Request, cfg: SourceConfig, addr: DeviceAddress) ->
         )
 
 
-def _onvif_source(request: Request) -> SourceConfig:
-    token = param_token(request)
+def _onvif_source(request: Request, user: Any) -> SourceConfig:
+    token = camera_param(request, user)
     runtime = services(request).registry.get(token)
     if runtime is None:
         raise errors.NotFound(f"no such source: {token}")
@@ -325,7 +326,7 @@ async def _device(request: Request, cfg: SourceConfig) -> OnvifDevice:
 
 @endpoint(role="Operator")
 async def ptz(request: Request, user: Any) -> Any:
-    cfg = _onvif_source(request)
+    cfg = _onvif_source(request, user)
     action = param(request, "action", maxlen=16).lower()
     if action in UNSUPPORTED_ACTIONS:
         raise ApiError(f"action {action} is not supported for ONVIF cameras")
@@ -359,7 +360,7 @@ async def ptz(request: Request, user: Any) -> Any:
 
 @endpoint()
 async def get_presets(request: Request, user: Any) -> Any:
-    cfg = _onvif_source(request)
+    cfg = _onvif_source(request, user)
     device = await _device(request, cfg)
     with device_errors():
         presets = await device.ptz.presets(cfg.profile_main)
@@ -368,7 +369,7 @@ async def get_presets(request: Request, user: Any) -> Any:
 
 @endpoint(role="Operator")
 async def set_preset(request: Request, user: Any) -> Any:
-    cfg = _onvif_source(request)
+    cfg = _onvif_source(request, user)
     name = param(request, "presetname", required=False, maxlen=64)
     token = param(request, "presettoken", required=False, maxlen=64, pattern=ONVIF_TOKEN_RE)
     device = await _device(request, cfg)
@@ -380,7 +381,7 @@ async def set_preset(request: Request, user: Any) -> Any:
 
 @endpoint(role="Operator")
 async def del_preset(request: Request, user: Any) -> Any:
-    cfg = _onvif_source(request)
+    cfg = _onvif_source(request, user)
     token = param(request, "presettoken", maxlen=64, pattern=ONVIF_TOKEN_RE)
     device = await _device(request, cfg)
     with device_errors():

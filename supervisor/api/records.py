@@ -30,6 +30,7 @@ from supervisor.api.common import (
     TOKEN_RE,
     ApiError,
     Chapter,
+    camera_param,
     endpoint,
     fail,
     ok,
@@ -37,8 +38,10 @@ from supervisor.api.common import (
     param_bool,
     param_number,
     param_token,
+    require_camera,
     services,
     session_of,
+    visible,
 )
 from supervisor.api.playback_sinks import WebSocketSink
 from supervisor.auth import User
@@ -103,7 +106,7 @@ def _started(session: Session, message: str) -> dict[str, Any]:
 
 @endpoint(role="Operator")
 async def record(request: Request, user: User) -> Any:
-    token = param_token(request)
+    token = camera_param(request, user)
     duration = _duration(request)
     name = _filename(request, False) or str(int(time.time()))
     stem = f"{storage.dated_dir('record', token, time.time())}/{name}"
@@ -113,7 +116,7 @@ async def record(request: Request, user: User) -> Any:
 
 @endpoint(role="Operator")
 async def manual_record_start(request: Request, user: User) -> Any:
-    token = param_token(request)
+    token = camera_param(request, user)
     duration = _duration(request, required=False)
     service = _service(request)
     session = service.running_session(token, "ManualRecordStart")
@@ -126,7 +129,7 @@ async def manual_record_start(request: Request, user: User) -> Any:
 
 @endpoint(role="Operator")
 async def manual_record_stop(request: Request, user: User) -> Any:
-    token = param_token(request)
+    token = camera_param(request, user)
     stopped = await _service(request).stop_manual(token)
     files = [storage.http_path(f) for s in stopped for f in s.recorder.files]
     return ok("Record stop successfully" if stopped else "Not recording", strPath=files)
@@ -134,7 +137,7 @@ async def manual_record_stop(request: Request, user: User) -> Any:
 
 @endpoint(role="Operator")
 async def path_record(request: Request, user: User) -> Any:
-    token = param_token(request)
+    token = camera_param(request, user)
     stem = f"{_path_dir(request, 'record', token)}/{_filename(request, True)}"
     duration = _duration(request)
     assert duration is not None
@@ -172,14 +175,14 @@ async def _snapshot(request: Request, token: str, stem: str) -> dict[str, Any]:
 
 @endpoint(role="Operator")
 async def snapshot(request: Request, user: User) -> Any:
-    token = param_token(request)
+    token = camera_param(request, user)
     name = _filename(request, False) or str(int(time.time() * 1000))
     return await _snapshot(request, token, f"{storage.dated_dir('snapshot', token, time.time())}/{name}")
 
 
 @endpoint(role="Operator")
 async def path_snapshot(request: Request, user: User) -> Any:
-    token = param_token(request)
+    token = camera_param(request, user)
     stem = f"{_path_dir(request, 'snapshot', token)}/{_filename(request, True)}"
     return await _snapshot(request, token, stem)
 
@@ -213,6 +216,9 @@ async def search(request: Request, user: User) -> Any:
     offset = offset if offset is not None else end_offset
     if end <= start:
         raise ApiError("end must be after start")
+    if token:
+        require_camera(request, user, token)
+    auth = services(request).auth
     service = _service(request)
     if kind == "snapshot":
         found = [
@@ -224,9 +230,11 @@ async def search(request: Request, user: User) -> Any:
                 "nStartTimeMs": math.floor(r.taken * 1000),
             }
             for r in await service.snapshots(token, start, end)
+            if auth.sees(user, r.token)
         ]
         return {"record": found, "snapshot": found}
-    return {"record": [_describe(r, offset) for r in await service.recordings(token, start, end)]}
+    rows = await service.recordings(token, start, end)
+    return {"record": [_describe(r, offset) for r in rows if auth.sees(user, r.token)]}
 
 
 def _describe(rec: Recording, offset: int | None) -> dict[str, Any]:
@@ -267,7 +275,7 @@ def _status(status: RecordStatus) -> dict[str, Any]:
 
 @endpoint(role="Administrator")
 async def set_record(request: Request, user: User) -> Any:
-    token = param_token(request)
+    token = camera_param(request, user)
     enable = param_bool(request, "enable", True)
     registry = services(request).registry
     if registry.get(token) is None:
@@ -280,8 +288,10 @@ async def set_record(request: Request, user: User) -> Any:
 @endpoint()
 async def get_record_status(request: Request, user: User) -> Any:
     token = param_token(request, required=False)
+    if token:
+        require_camera(request, user, token)
     service = _service(request)
-    tokens = [token] if token else list(services(request).registry.sources)
+    tokens = [token] if token else visible(request, user, services(request).registry.sources)
     runtimes = [service.source(t) for t in tokens]
     out = []
     for t, runtime in zip(tokens, runtimes, strict=True):
@@ -293,7 +303,7 @@ async def get_record_status(request: Request, user: User) -> Any:
 
 @endpoint(role="Administrator")
 async def set_record_schedule(request: Request, user: User) -> Any:
-    token = param_token(request)
+    token = camera_param(request, user)
     text = param(request, "schedule", required=False, maxlen=1024)
     await _service(request).set_policy(token, schedule=text)
     return ok("Schedule set" if text else "Schedule removed")
@@ -301,7 +311,7 @@ async def set_record_schedule(request: Request, user: User) -> Any:
 
 @endpoint(role="Administrator")
 async def set_record_quota(request: Request, user: User) -> Any:
-    token = param_token(request)
+    token = camera_param(request, user)
     megabytes = param_number(request, "quota", low=0, high=2**30)
     await _service(request).set_policy(token, quota=int(megabytes * 2**20))
     return ok("Quota set" if megabytes else "Quota removed")
@@ -415,7 +425,7 @@ def _clock_time(request: Request) -> float:
 
 @endpoint(role="Operator")
 async def archive(request: Request, user: User) -> Any:
-    token = param_token(request)
+    token = camera_param(request, user)
     begin = _clock_time(request)
     duration = _duration(request)
     assert duration is not None
@@ -424,7 +434,7 @@ async def archive(request: Request, user: User) -> Any:
 
 @endpoint(role="Operator")
 async def export_clip_call(request: Request, user: User) -> Any:
-    token = param_token(request)
+    token = camera_param(request, user)
     begin = _time(request, "start", None)[0]
     end = _time(request, "end", None)[0]
     return await _export(request, token, begin, end)
@@ -432,7 +442,7 @@ async def export_clip_call(request: Request, user: User) -> Any:
 
 @endpoint()
 async def get_archive_status(request: Request, user: User) -> Any:
-    token = param_token(request)
+    token = camera_param(request, user)
     name = param(request, "filename", maxlen=120)
     progress = _service(request).export_progress(token, name)
     if progress is None:
@@ -453,12 +463,18 @@ MEDIA_TYPES = {".mp4": "video/mp4", ".jpg": "image/jpeg"}
 
 
 async def media_file(request: Request) -> Response:
-    """/mediastore/<path> exactly as Search returns it, behind the session, with byte ranges."""
-    if services(request).auth.check(session_of(request)) is None:
+    """/mediastore/<path> exactly as Search returns it, behind the session and the camera's rights, with ranges."""
+    auth = services(request).auth
+    user = auth.check(session_of(request))
+    if user is None:
         return fail("session is missing, invalid or expired", 401)
+    rel = request.path_params["path"]
+    token = rel.split("/")[1] if rel.count("/") >= 2 else ""
+    if not auth.sees(user, token):
+        return fail("file not found", 404)  # a camera the user may not see has no files for them
     root = _service(request).root
     try:
-        path = await asyncio.to_thread(storage.resolve, root, request.path_params["path"])
+        path = await asyncio.to_thread(storage.resolve, root, rel)
     except BadValue:
         return fail("invalid path", 400)
     if path.suffix not in MEDIA_TYPES or not await asyncio.to_thread(path.is_file):
@@ -469,7 +485,10 @@ async def media_file(request: Request) -> Response:
 async def playback_ws(ws: WebSocket, user: User) -> None:
     """h5swsapi?playback=true&serverpb=true&token&begintime&endtime[&filename]: recordings as live video."""
     await ws.accept()
-    await serve_playback(_service(ws), WebSocketSink(ws), ws.query_params, user)
+    sink = WebSocketSink(ws)
+    if not services(ws).auth.sees(user, ws.query_params.get("token", "")):
+        return await sink.close(4404, "unknown token")
+    await serve_playback(_service(ws), sink, ws.query_params, user)
 
 
 async def serve_playback(service: Recordings, sink: PlaybackSink, q: Mapping[str, str], user: User) -> None:
@@ -548,6 +567,8 @@ async def start(svc: Services) -> None:
     svc.playback_ws = playback_ws
 
     async def play(sink: PlaybackSink, query: Mapping[str, str], user: User) -> None:
+        if not svc.auth.sees(user, query.get("token", "")):
+            return await sink.close(4404, "unknown token")
         await serve_playback(service, sink, query, user)
 
     svc.playback = play  # playback over WebRTC (api/webrtc.py) plays into its own sink

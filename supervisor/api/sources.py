@@ -10,7 +10,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from supervisor.api.common import ApiError, Chapter, endpoint, ok, param, param_bool, param_token, services
+from supervisor.api.common import (
+    ApiError,
+    Chapter,
+    endpoint,
+    ok,
+    param,
+    param_bool,
+    param_token,
+    require_camera,
+    services,
+    session_of,
+)
 from supervisor.auth import User
 from supervisor.errors import NotFound
 from supervisor.registry import (
@@ -61,8 +72,12 @@ def describe(runtime: SourceRuntime, host_id: str) -> dict[str, Any]:
         "strSnapshotUrl": f"/api/v1/GetImage?token={cfg.token}",
         "bRec": cfg.record,
         "strServerToken": "",
-        "strOriginalToken": cfg.token,
-        "strServerUuid": host_id,
+        # a source of an edge server registered here would carry its token there and that server's id;
+        # a local source has neither (the manual's form)
+        "strOriginalToken": "",
+        "strServerUuid": "",
+        "nOriginalType": "H5_CH_SRC",
+        "bDisable": False,
         "strUrlSub": cfg.url_sub,
         "bEnableUrlSub": bool(cfg.url_sub),
         # h5gate additions: why a source is offline, and what the supervisor did about it
@@ -75,11 +90,13 @@ def describe(runtime: SourceRuntime, host_id: str) -> dict[str, Any]:
     }
 
 
-@endpoint()
-async def get_src(request: Request, user: User) -> Any:
-    token = param_token(request, required=False)
+def listed_sources(request: Request, user: User, filters: bool = True) -> list[dict[str, Any]]:
+    """GetSrc's list: the sources the user's role may see, filtered by `token`, `type` and `getonline`."""
     svc = services(request)
-    runtimes = list(svc.registry.sources.values())
+    runtimes = [r for t, r in svc.registry.sources.items() if svc.auth.sees(user, t)]
+    if not filters:
+        return [describe(r, svc.host_id) for r in runtimes]
+    token = param_token(request, required=False)
     if token:
         runtimes = [r for r in runtimes if r.config.token == token]
         if not runtimes:
@@ -87,7 +104,14 @@ async def get_src(request: Request, user: User) -> Any:
     kind = param(request, "type", required=False, maxlen=32)
     if kind:
         runtimes = [r for r in runtimes if r.config.kind == kind]
-    return {"src": [describe(r, svc.host_id) for r in runtimes]}
+    if param_bool(request, "getonline", False):
+        runtimes = [r for r in runtimes if r.online]
+    return [describe(r, svc.host_id) for r in runtimes]
+
+
+@endpoint()
+async def get_src(request: Request, user: User) -> Any:
+    return {"src": listed_sources(request, user)}
 
 
 def _common(request: Request) -> tuple[str, str, bool, str]:
@@ -151,10 +175,14 @@ def placeholder() -> Response:
     )
 
 
-@endpoint()
-async def get_image(request: Request, user: User) -> Any:
+@endpoint(role=None)
+async def get_image(request: Request, _: None) -> Any:
     token = param_token(request)
     svc = services(request)
+    user = svc.auth.viewer(session_of(request))  # a session, or the anonymous viewer when that is on
+    if user is None:
+        raise ApiError("session is missing, invalid or expired", 401)
+    require_camera(request, user, token)
     runtime = svc.registry.get(token)
     if runtime is None:
         raise NotFound(f"no such source: {token}")

@@ -116,14 +116,16 @@ async def _read_commands(ws: WebSocket) -> None:
 
 async def h5swsapi(ws: WebSocket) -> None:
     svc = services(ws)
-    user = svc.auth.check(session_of(ws))
+    playback = ws.query_params.get("playback", "").lower() == "true"
+    # live video may be watched without a session when anonymous view is on; playback needs one
+    user = svc.auth.check(session_of(ws)) if playback else svc.auth.viewer(session_of(ws))
     if user is None:
         return await _reject(ws, CLOSE_UNAUTHORIZED, "session is missing, invalid or expired")
-    if ws.query_params.get("playback", "").lower() == "true":
+    if playback:
         if svc.playback_ws is None:
             return await _reject(ws, CLOSE_UNSUPPORTED, "playback is not available on this server")
         return await svc.playback_ws(ws, user)
-    stream = await open_live(ws)
+    stream = await open_live(ws, user)
     if stream is None:
         return
     hub = stream.hub
@@ -175,14 +177,17 @@ async def h5swsapi(ws: WebSocket) -> None:
         stream.release()
 
 
-async def open_live(ws: WebSocket) -> Stream | None:
+async def open_live(ws: WebSocket, user: User) -> Stream | None:
     """The live stream a viewer's query names, running and ready, with the socket accepted.
 
     None when it cannot be had: the socket has then been closed with the reason (unknown token or profile,
-    source deleted, source offline) and nothing is held. Otherwise the caller must `release()` the stream.
+    a camera the user's role may not see, source deleted, source offline) and nothing is held. Otherwise
+    the caller must `release()` the stream.
     """
     token = ws.query_params.get("token", "")
-    runtime = services(ws).registry.get(token) if TOKEN_RE.match(token) else None
+    svc = services(ws)
+    visible = TOKEN_RE.match(token) and svc.auth.sees(user, token)
+    runtime = svc.registry.get(token) if visible else None
     if runtime is None:
         await _reject(ws, CLOSE_UNKNOWN, f"unknown token: {token[:64]}")
         return None
@@ -320,10 +325,11 @@ async def _send_live(ws: WebSocket, hub: StreamHub, settings: Settings, live: _L
 async def h5swscmnapi(ws: WebSocket) -> None:
     """HLS players hold this socket open to keep an on-demand source running; we ignore what they send."""
     svc = services(ws)
-    if svc.auth.check(session_of(ws)) is None:
+    user = svc.auth.viewer(session_of(ws))
+    if user is None:
         return await _reject(ws, CLOSE_UNAUTHORIZED, "session is missing, invalid or expired")
     token = ws.query_params.get("token", "")
-    runtime = svc.registry.get(token) if TOKEN_RE.match(token) else None
+    runtime = svc.registry.get(token) if TOKEN_RE.match(token) and svc.auth.sees(user, token) else None
     if runtime is None:
         return await _reject(ws, CLOSE_UNKNOWN, f"unknown token: {token[:64]}")
     stream = runtime.main

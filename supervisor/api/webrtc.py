@@ -173,18 +173,19 @@ async def _serve(
 
 async def h5srtcapi(ws: WebSocket) -> None:
     svc = services(ws)
-    user = svc.auth.check(session_of(ws))
+    playback = ws.query_params.get("playback", "").lower() == "true"
+    user = svc.auth.check(session_of(ws)) if playback else svc.auth.viewer(session_of(ws))
     if user is None:
         return await _reject(ws, CLOSE_UNAUTHORIZED, "session is missing, invalid or expired")
     service = svc.webrtc
     if service is None:
         return await _reject(ws, CLOSE_UNSUPPORTED, "WebRTC is turned off on this server")
-    if ws.query_params.get("playback", "").lower() == "true":
+    if playback:
         handler = svc.playback
         if handler is None:
             return await _reject(ws, CLOSE_UNSUPPORTED, "playback is not available on this server")
         return await _playback(ws, service, handler, user)
-    stream = await open_live(ws)
+    stream = await open_live(ws, user)
     if stream is None:
         return
     hub, profile = stream.hub, stream.profile

@@ -73,8 +73,8 @@ function h5gateSession() {
 
 function h5gateGoLogin() {
     sessionStorage.removeItem(H5GATE_SESSION_KEY);
-    if (window.location.pathname !== '/login') {
-        window.location.href = '/login';
+    if (window.location.pathname !== '/console/login') {
+        window.location.href = '/console/login';
     }
 }
 
@@ -143,7 +143,7 @@ function h5gateLoginPage() {
                 if (res.bStatus && res.strSession) {
                     sessionStorage.setItem(H5GATE_SESSION_KEY, res.strSession);
                     sessionStorage.setItem(H5GATE_USER_KEY, user);
-                    window.location.href = '/';
+                    window.location.href = '/console/';
                     return;
                 }
                 var text = res.strCode || 'login failed';
@@ -669,7 +669,7 @@ var H5gateConsole = {
         });
         var done = function () {
             sessionStorage.removeItem(H5GATE_SESSION_KEY);
-            window.location.href = '/login';
+            window.location.href = '/console/login';
         };
         h5gateApi('Logout', {}).then(done, done);
     }
@@ -928,7 +928,7 @@ var H5gateAddCamera = {
                 message.textContent = res.strCode || 'add failed';
                 return;
             }
-            window.location.href = '/?added=' + encodeURIComponent(params.token);
+            window.location.href = '/console/?added=' + encodeURIComponent(params.token);
         }).catch(function (err) {
             message.textContent = 'cannot reach the server: ' + err.message;
         }).then(function () {
@@ -951,7 +951,7 @@ function h5gateAddCameraPage() {
     page.el('logout').addEventListener('click', function () {
         var done = function () {
             sessionStorage.removeItem(H5GATE_SESSION_KEY);
-            window.location.href = '/login';
+            window.location.href = '/console/login';
         };
         h5gateApi('Logout', {}).then(done, done);
     });

@@ -359,7 +359,7 @@ function h5gateRecordingsPage() {
         page.stop();
         var done = function () {
             sessionStorage.removeItem(H5GATE_SESSION_KEY);
-            window.location.href = '/login';
+            window.location.href = '/console/login';
         };
         h5gateApi('Logout', {}).then(done, done);
     });
