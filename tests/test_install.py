@@ -99,7 +99,7 @@ def test_installed_command_reports_its_version(installed: Installed) -> None:
 
 
 def test_installed_server_plays_the_demo(installed: Installed) -> None:
-    status, page = installed.get("/login")
+    status, page = installed.get("/console/login")
     assert status == 200 and b"password" in page.lower()
     status, body = installed.get("/api/v1/Login?user=admin&password=12345")
     session = json.loads(body)["strSession"]

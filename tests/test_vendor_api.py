@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import websockets
-from tests.gateway import Gateway
+from tools.harness.gateway import Gateway
 
 from tests.wsclient import watch_sync
 
