@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf", b"mvex", b"edts", b"dinf"}
@@ -481,3 +481,61 @@ class Splitter:
         if len(self._buf) > self._limit:
             raise ValueError("MP4 box larger than 64 MiB: not a live stream")
         return out
+
+
+def retime_fragment(
+    data: bytes, info: FragInfo, tfdt: int, fix_duration: Callable[[int], int]
+) -> tuple[bytes, FragInfo]:
+    """This moof+mdat with its decode time set to `tfdt` and each sample duration passed through `fix_duration`.
+
+    The owned timeline (workers/timeline.py) decides the decode time; the durations that ffmpeg derived
+    from the camera's next timestamp are wrong exactly when those timestamps broke (1 tick after a clamp,
+    an hour after a jump forward), so each goes through the timeline's plausibility check. Returns the
+    input object unchanged when nothing moved (the common case costs no copy).
+    """
+    out: bytearray | None = None
+    total = 0
+    samples = 0
+    moof = next(find(data, [b"moof"]), None)
+    traf = next(find(data, [b"traf"], moof[0] + moof[1], moof[0] + moof[2]), None) if moof else None
+    if traf is not None:
+        body, end = traf[0] + traf[1], traf[0] + traf[2]
+        tfhd = next(find(data, [b"tfhd"], body, end))
+        p = tfhd[0] + tfhd[1]
+        tf_flags = int.from_bytes(data[p + 1 : p + 4], "big")
+        p += 8 + (8 if tf_flags & 0x1 else 0) + (4 if tf_flags & 0x2 else 0)
+        default_duration, default_pos = 0, -1
+        if tf_flags & 0x8:
+            default_duration, default_pos = struct.unpack_from(">I", data, p)[0], p
+        for pos, head, _ in find(data, [b"trun"], body, end):
+            p = pos + head
+            tr_flags = int.from_bytes(data[p + 1 : p + 4], "big")
+            count = struct.unpack_from(">I", data, p + 4)[0]
+            p += 8 + (4 if tr_flags & 0x1 else 0) + (4 if tr_flags & 0x4 else 0)
+            stride = 4 * bin(tr_flags & 0xF00).count("1")
+            for _ in range(count):
+                samples += 1
+                if tr_flags & 0x100:
+                    dur = struct.unpack_from(">I", data, p)[0]
+                    fixed = fix_duration(dur)
+                    if fixed != dur:
+                        out = out if out is not None else bytearray(data)
+                        struct.pack_into(">I", out, p, fixed)
+                    total += fixed
+                else:
+                    total += default_duration
+                p += stride
+            if not tr_flags & 0x100 and default_pos >= 0 and count:
+                fixed = fix_duration(default_duration)
+                if fixed != default_duration:
+                    out = out if out is not None else bytearray(data)
+                    struct.pack_into(">I", out, default_pos, fixed)
+                    total += (fixed - default_duration) * count
+    if tfdt != info.tfdt and info.tfdt_pos >= 0:
+        out = out if out is not None else bytearray(data)
+        out[info.tfdt_pos : info.tfdt_pos + info.tfdt_size] = (tfdt & ((1 << (8 * info.tfdt_size)) - 1)).to_bytes(
+            info.tfdt_size, "big"
+        )
+    if out is None:
+        return data, info
+    return bytes(out), dataclasses.replace(info, tfdt=tfdt, duration=total if samples else info.duration)

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from workers.child import Child
 from workers.credentials import redact
 from workers.ffmpeg import MSE_AUDIO, MSE_VIDEO, Plan, build_command
-from workers.fmp4 import InitInfo, Splitter, TimingRepair, parse_fragment, parse_init
+from workers.fmp4 import InitInfo, Splitter, TimingRepair, parse_fragment, parse_init, retime_fragment
 from workers.hub import StreamHub
 from workers.supervise import Backoff, RunState, Stalled, Supervisor, Watchdog
+from workers.timeline import SourceTimeline, TrackTimeline
 
 log = logging.getLogger("h5gate.process")
 
@@ -89,6 +90,8 @@ class FfmpegProcess:
             on_end=self._ended,
             logger=log,
         )
+        # Outlives every ffmpeg run: consumers see one timeline across restarts; ffmpeg's tracks share a clock.
+        self.timeline = SourceTimeline(name, common_clock=True)
 
     @property
     def online(self) -> bool:
@@ -147,6 +150,7 @@ class FfmpegProcess:
         assert proc.stdout is not None
         splitter = Splitter()
         repair = TimingRepair()
+        tracks: dict[int, TrackTimeline] = {}
         first_media = 0.0
         hub = self.hub
         watchdog = Watchdog(self.stall_timeout)
@@ -169,15 +173,30 @@ class FfmpegProcess:
                         self._restart_now()
                         return first_media
                     hub.set_init(data, init)
+                    tracks = self._timelines(init)
                     log.info("%s: stream %s", self.name, init.mime)
                     continue
+                arrival = time.monotonic()
                 for fixed, info in repair.push(data, parse_fragment(data)):
+                    tl = tracks.get(info.track_id)
+                    if tl is not None:  # the decode time consumers see is ours, not the camera's
+                        fixed, info = retime_fragment(fixed, info, tl.map(info.tfdt, arrival), tl.duration)
                     frag = hub.publish(fixed, info)
                     if frag is not None and not first_media:
                         first_media = time.monotonic()
                         self.state.online = True
                         self.state.last_error = ""
                         log.info("%s: online", self.name)
+
+    def _timelines(self, init: InitInfo) -> dict[int, TrackTimeline]:
+        """A new ffmpeg run: its decode times start over, the owned timeline carries on."""
+        self.timeline.new_run()
+        kinds = {"vide": "video", "soun": "audio"}
+        return {
+            t.track_id: self.timeline.track(kinds[t.handler], t.timescale)
+            for t in init.tracks.values()
+            if t.handler in kinds
+        }
 
     async def _read_stderr(self, proc: asyncio.subprocess.Process, plan: Plan) -> None:
         assert proc.stderr is not None

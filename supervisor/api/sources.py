@@ -83,6 +83,7 @@ def describe(runtime: SourceRuntime, host_id: str) -> dict[str, Any]:
         # h5gate additions: why a source is offline, and what the supervisor did about it
         "strLastError": state.last_error,
         "nRestarts": state.restarts,
+        "nTimelineResets": sum(s.process.timeline.resets for s in runtime.streams.values()),
         "strTransport": state.transport,
         "strVideoCodec": state.video_codec,
         "strAudioCodec": state.audio_codec,
