@@ -17,6 +17,7 @@ from pathlib import Path
 import av
 import pytest
 
+from tests.rtp_client import RtspReader
 from tools.harness.camera import FaultProxy, GstCamera, SilentServer, wait_until
 
 FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"
@@ -169,8 +170,13 @@ def test_auth_rejects_wrong_password_and_accepts_right_one(tmp_path: Path, auth:
         assert_live_video(tmp_path / "right.mp4", "h264")
 
 
+def basic(proxy: FaultProxy) -> dict[str, object]:
+    status = proxy.status()
+    return {k: status[k] for k in ("mode", "connections", "accepted")}
+
+
 def test_proxy_normal_forwards_media(proxy: FaultProxy, tmp_path: Path) -> None:
-    assert proxy.status() == {"mode": "normal", "connections": 0, "accepted": 0}
+    assert basic(proxy) == {"mode": "normal", "connections": 0, "accepted": 0}
     res = ffmpeg_capture(proxy.url("h264"), tmp_path / "p.mp4")
     assert res.returncode == 0, res.stderr
     assert_live_video(tmp_path / "p.mp4", "h264")
@@ -206,7 +212,7 @@ def test_proxy_drop_ends_running_input_then_serves_again(proxy: FaultProxy, tmp_
         assert elapsed < 3.0  # EOF, well before the 5 s read timeout
     finally:
         ff.kill()
-    assert proxy.status() == {"mode": "normal", "connections": 0, "accepted": 1}
+    assert basic(proxy) == {"mode": "normal", "connections": 0, "accepted": 1}
     assert_live_video(tmp_path / "d.mp4", "h264", min_frames=10)
     res = ffmpeg_capture(proxy.url("h264_noaudio"), tmp_path / "again.mp4", seconds=1)
     assert res.returncode == 0, res.stderr
@@ -221,7 +227,7 @@ def test_proxy_refuse_fails_new_connections_fast(proxy: FaultProxy, tmp_path: Pa
     assert res.returncode != 0
     assert elapsed < 2.0, elapsed
     assert not (tmp_path / "r.mp4").exists() or (tmp_path / "r.mp4").stat().st_size == 0
-    assert proxy.status() == {"mode": "refuse", "connections": 0, "accepted": 1}
+    assert basic(proxy) == {"mode": "refuse", "connections": 0, "accepted": 1}
 
 
 def test_silent_server_trips_ffmpeg_timeout(tmp_path: Path) -> None:
@@ -231,3 +237,66 @@ def test_silent_server_trips_ffmpeg_timeout(tmp_path: Path) -> None:
         elapsed = time.monotonic() - t0
     assert res.returncode != 0
     assert 0.8 <= elapsed <= 4.0, elapsed
+
+
+def steps(ts: list[int]) -> list[int]:
+    """Signed 32-bit differences between consecutive RTP timestamps."""
+    return [((b - a + (1 << 31)) & 0xFFFFFFFF) - (1 << 31) for a, b in zip(ts, ts[1:], strict=False)]
+
+
+def test_proxy_rewrites_rtp_timestamps_per_channel(proxy: FaultProxy) -> None:
+    """jump_back / jump_forward on one channel move only its timestamps (and its sender reports)."""
+    reader = RtspReader(proxy.url("h264")).start()
+    try:
+        cap = reader.read_for(1.5)
+        assert cap.kinds == {0: "video", 2: "audio"} and cap.rates[0] == 90000
+        rate_a = cap.rates[2]
+        v0, a0 = len(cap.timestamps(0)), len([p for p in cap.packets if p.channel == 2])
+        assert v0 >= 25 and a0 >= 20
+        proxy.set_mode("jump_back", channel=0)
+        reader.read_for(1.5)
+        proxy.set_mode("jump_forward", channel=2)
+        reader.read_for(1.5)
+    finally:
+        reader.close()
+    video = steps(cap.timestamps(0))
+    audio = steps([p.timestamp for p in cap.packets if p.channel == 2])
+    frame = 90000 // 25
+    back = [s for s in video if s < 0]
+    assert len(back) == 1 and abs(back[0] - (-10 * 90000 + frame)) <= frame, back
+    assert all(0 < s <= 3 * frame for s in video if s >= 0)
+    forward = [s for s in audio if s > rate_a]
+    assert len(forward) == 1, forward
+    assert abs(forward[0] - 3600 * rate_a) <= rate_a // 10
+    assert all(0 <= s <= rate_a // 10 for s in audio if s != forward[0])
+    status = proxy.status()
+    assert status["shift"] == {"0": -10.0, "2": 3600.0} and status["rewritten"] > 0
+    # sender reports moved with their stream: each lies within 2 s of that stream's packets around it
+    for ch, sr in cap.sender_reports:
+        nearest = min(abs(steps([p.timestamp, sr])[0]) for p in cap.packets if p.channel == ch)
+        assert nearest <= 2 * cap.rates[ch], (ch, sr, nearest)
+
+
+def test_proxy_wrap_and_jitter(proxy: FaultProxy) -> None:
+    proxy.set_mode("wrap")  # connections made from now on start 3 s before the 32-bit wrap
+    proxy.set_mode("jitter", channel=0)
+    reader = RtspReader(proxy.url("h264_noaudio")).start()
+    try:
+        cap = reader.read_for(5.0)
+    finally:
+        reader.close()
+    ts = cap.timestamps(0)
+    assert ts[0] >= (1 << 32) - 3 * 90000 - 90000 // 5, ts[0]  # starts just before the wrap
+    assert any(b < a for a, b in zip(ts, ts[1:], strict=False)), "never wrapped"
+    video = steps(ts)
+    frame = 90000 // 25
+    assert all(frame - 2 * 720 <= s <= frame + 2 * 720 for s in video), video  # ±8 ms either side, no jump
+    assert len(set(video)) > 5, "no jitter"
+    frame_ts: set[int] = set()
+    for p in cap.packets:  # every packet of a frame carries the frame's one timestamp
+        frame_ts.add(p.timestamp)
+        if p.marker:
+            assert len(frame_ts) == 1, frame_ts
+            frame_ts = set()
+    proxy.set_mode("normal")
+    assert proxy.status()["jitter"] == {}

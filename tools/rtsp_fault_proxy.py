@@ -11,6 +11,21 @@ camera and switches behaviour at runtime over a tiny HTTP control endpoint:
     GET /mode?set=drop     -> close every current connection, then act as normal
     GET /mode?set=refuse   -> accept new connections and close them at once
 
+A camera's clock misbehaving (reboot, NTP step, a restarted pipeline) is simulated by rewriting RTP
+timestamps in flight, in the interleaved ($-framed) RTP and the RTCP sender reports beside it, on every
+connection (and on later ones), for all RTP channels or for one (``&channel=N``, N = the interleaved RTP
+channel, e.g. 0 for video and 2 for audio), so audio and video can jump separately:
+
+    GET /mode?set=jump_back[&channel=N]     -> the channel's clock goes back 10 s (one-shot, stays shifted)
+    GET /mode?set=jump_forward[&channel=N]  -> the channel's clock goes forward 1 h (one-shot, stays shifted)
+    GET /mode?set=wrap[&channel=N]          -> shift so the 32-bit timestamp wraps 3 s later; a connection
+                                               made afterwards starts 3 s before the wrap (no jump)
+    GET /mode?set=jitter[&channel=N]        -> every frame's timestamp moves by up to ±8 ms (same value for
+                                               all packets of one frame); ``set=normal`` stops the jitter
+                                               but keeps the shifts, as a camera's clock would
+
+The clock rate of each channel comes from the SDP (a=rtpmap) and the SETUP exchange (interleaved=).
+
 RTSP works through it with interleaved transport only (``-rtsp_transport tcp``).
 ``--silent`` instead runs a server that accepts TCP and never answers (for client
 ``-timeout`` tests). Everything binds to loopback only.
@@ -26,14 +41,21 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import random
+import re
 import signal
 import socket
 import struct
 import sys
+from collections.abc import Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
-MODES = ("normal", "freeze", "drop", "refuse")
+MODES = ("normal", "freeze", "drop", "refuse", "jump_back", "jump_forward", "wrap", "jitter")
+JUMPS = {"jump_back": -10.0, "jump_forward": 3600.0}  # seconds added to a channel's clock
+WRAP_AFTER = 3.0  # seconds before the 32-bit wrap that `wrap` puts a channel's timestamps
+JITTER = 0.008  # seconds, either way
 CHUNK = 65536
+ALL = -1  # "every channel" in the per-channel tables
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
@@ -72,10 +94,11 @@ async def _finish(handlers: set[asyncio.Task[None]], timeout: float = 2.0) -> No
 class _Conn:
     """One client<->upstream pair and its two pump tasks."""
 
-    def __init__(self, client: asyncio.StreamWriter) -> None:
+    def __init__(self, client: asyncio.StreamWriter, proxy: RtspFaultProxy) -> None:
         self.client = client
         self.upstream: asyncio.StreamWriter | None = None
         self.tasks: list[asyncio.Task[None]] = []
+        self.rtp = _RtpRewriter(proxy)
 
     def close(self) -> None:
         for t in self.tasks:
@@ -83,6 +106,118 @@ class _Conn:
         _abort(self.client)
         if self.upstream is not None:
             _abort(self.upstream)
+
+
+def _messages(buf: bytearray) -> Iterator[tuple[bool, bytes]]:
+    """Cut complete pieces off an RTSP-over-TCP byte stream: (True, $-frame) or (False, RTSP message)."""
+    while buf:
+        if buf[0] == 0x24:
+            if len(buf) < 4:
+                return
+            end = 4 + struct.unpack_from(">H", buf, 2)[0]
+            if len(buf) < end:
+                return
+            yield True, bytes(buf[:end])
+        else:
+            head = buf.find(b"\r\n\r\n")
+            if head < 0:
+                if len(buf) > CHUNK:  # not RTSP at all: pass it on untouched
+                    end = len(buf)
+                    yield False, bytes(buf[:end])
+                    del buf[:end]
+                return
+            m = re.search(rb"(?im)^content-length:\s*(\d+)", buf[:head])
+            end = head + 4 + (int(m.group(1)) if m else 0)
+            if len(buf) < end:
+                return
+            yield False, bytes(buf[:end])
+        del buf[:end]
+
+
+class _RtpRewriter:
+    """Per connection: learns each interleaved channel's clock rate and rewrites its RTP/RTCP timestamps."""
+
+    def __init__(self, proxy: RtspFaultProxy) -> None:
+        self.proxy = proxy
+        self.down = bytearray()  # camera -> client, not yet complete
+        self.up = bytearray()  # client -> camera
+        self.controls: list[tuple[str, int]] = []  # (a=control, clock rate) per SDP media section
+        self.setups: dict[str, str] = {}  # CSeq -> SETUP url
+        self.rates: dict[int, int] = {}  # RTP channel -> clock rate
+        self.wrap_seen: dict[int, int] = {}  # RTP channel -> wrap requests already applied
+        self.extra: dict[int, int] = {}  # RTP channel -> ticks from `wrap`
+        self.last_ts: dict[int, int] = {}  # RTP channel -> last timestamp as sent
+
+    def from_client(self, data: bytes) -> None:
+        """Watch the requests: a SETUP's URL is paired with its response by CSeq."""
+        self.up += data
+        for frame, msg in _messages(self.up):
+            if frame:
+                continue
+            lines = msg.split(b"\r\n")
+            if lines[0].upper().startswith(b"SETUP "):
+                m = re.search(rb"(?im)^cseq:\s*(\d+)", msg)
+                if m:
+                    self.setups[m.group(1).decode()] = lines[0].split()[1].decode("latin-1")
+
+    def from_camera(self, data: bytes) -> bytes:
+        """The bytes to forward: complete pieces, timestamps rewritten; a partial piece waits for the rest."""
+        self.down += data
+        out = bytearray()
+        for frame, msg in _messages(self.down):
+            out += self._frame(msg) if frame else self._response(msg)
+        return bytes(out)
+
+    def _response(self, msg: bytes) -> bytes:
+        body = msg.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in msg else b""
+        if b"m=" in body:  # the SDP of DESCRIBE
+            self.controls = []
+            for section in body.split(b"\nm=")[1:]:
+                rate = re.search(rb"a=rtpmap:\d+ [^/\s]+/(\d+)", section)
+                control = re.search(rb"a=control:(\S+)", section)
+                self.controls.append(
+                    (control.group(1).decode("latin-1") if control else "", int(rate.group(1)) if rate else 90000)
+                )
+        cseq = re.search(rb"(?im)^cseq:\s*(\d+)", msg)
+        ch = re.search(rb"(?i)interleaved=(\d+)", msg)
+        if cseq and ch and cseq.group(1).decode() in self.setups:
+            url = self.setups.pop(cseq.group(1).decode())
+            clock = next((r for c, r in self.controls if c and (url == c or url.endswith("/" + c))), 90000)
+            self.rates[int(ch.group(1))] = clock
+        return msg
+
+    def _shift(self, channel: int, ts: int, rate: int) -> int:
+        """Ticks to add to this channel's timestamps now (jumps and wrap; jitter is added per frame)."""
+        p = self.proxy
+        ticks = round((p.shift.get(ALL, 0.0) + p.shift.get(channel, 0.0)) * rate)
+        wraps = p.wraps.get(ALL, 0) + p.wraps.get(channel, 0)
+        if wraps != self.wrap_seen.get(channel, 0):
+            self.wrap_seen[channel] = wraps
+            current = (ts + ticks + self.extra.get(channel, 0)) & 0xFFFFFFFF
+            self.extra[channel] = self.extra.get(channel, 0) + ((1 << 32) - round(WRAP_AFTER * rate) - current)
+        return ticks + self.extra.get(channel, 0)
+
+    def _frame(self, frame: bytes) -> bytes:
+        channel = frame[1]
+        rtp = channel - (channel & 1)
+        rate = self.rates.get(rtp)
+        if rate is None or len(frame) < 12:
+            return frame
+        if channel & 1:  # RTCP: the sender report's RTP timestamp moves with its stream's clock
+            if frame[5] != 200 or len(frame) < 24 or rtp not in self.last_ts:
+                return frame
+            ts = struct.unpack_from(">I", frame, 20)[0]
+            new = (ts + self._shift(rtp, ts, rate)) & 0xFFFFFFFF
+            return frame[:20] + struct.pack(">I", new) + frame[24:]
+        ts = struct.unpack_from(">I", frame, 8)[0]
+        new = ts + self._shift(rtp, ts, rate)
+        if self.proxy.jitter.get(ALL) or self.proxy.jitter.get(rtp):
+            spread = round(JITTER * rate)
+            new += random.Random(ts).randint(-spread, spread)  # seeded by the timestamp: one value per frame
+        new &= 0xFFFFFFFF
+        self.last_ts[rtp] = new
+        self.proxy.rewritten += new != ts
+        return frame[:8] + struct.pack(">I", new) + frame[12:]
 
 
 class RtspFaultProxy:
@@ -99,18 +234,45 @@ class RtspFaultProxy:
         self._flowing.set()
         self._servers: list[asyncio.Server] = []
         self._handlers: set[asyncio.Task[None]] = set()
+        self.shift: dict[int, float] = {}  # channel (or ALL) -> seconds added to its clock
+        self.wraps: dict[int, int] = {}  # channel (or ALL) -> wrap requests
+        self.jitter: dict[int, bool] = {}  # channel (or ALL) -> jitter on
+        self.rewritten = 0  # RTP packets whose timestamp was changed
 
     @property
     def connections(self) -> int:
         return len(self._conns)
 
     def status(self) -> dict[str, object]:
-        return {"mode": self.mode, "connections": self.connections, "accepted": self.accepted}
+        def names(table: dict[int, object]) -> dict[str, object]:
+            return {("all" if k == ALL else str(k)): v for k, v in table.items()}
 
-    def set_mode(self, mode: str) -> None:
-        """Switch behaviour; 'drop' is a one-shot action that leaves the proxy in 'normal'."""
+        return {
+            "mode": self.mode,
+            "connections": self.connections,
+            "accepted": self.accepted,
+            "shift": names(dict(self.shift)),
+            "wraps": names(dict(self.wraps)),
+            "jitter": names(dict(self.jitter)),
+            "rewritten": self.rewritten,
+        }
+
+    def set_mode(self, mode: str, channel: int | None = None) -> None:
+        """Switch behaviour; 'drop' and the clock jumps are one-shot actions that leave the mode as it was."""
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
+        key = ALL if channel is None else channel
+        if mode in JUMPS:
+            self.shift[key] = self.shift.get(key, 0.0) + JUMPS[mode]
+            return
+        if mode == "wrap":
+            self.wraps[key] = self.wraps.get(key, 0) + 1
+            return
+        if mode == "jitter":
+            self.jitter[key] = True
+            mode = "normal"
+        elif mode == "normal":
+            self.jitter.clear()
         if mode == "drop":
             for conn in list(self._conns):
                 conn.close()
@@ -146,7 +308,7 @@ class RtspFaultProxy:
         if self.mode == "refuse":
             _abort(writer, reset=True)
             return
-        conn = _Conn(writer)
+        conn = _Conn(writer, self)
         self._conns.add(conn)
         try:
             try:
@@ -154,8 +316,8 @@ class RtspFaultProxy:
             except OSError:
                 return  # upstream down: the client just sees the connection close
             conn.tasks = [
-                asyncio.create_task(self._pump(reader, conn.upstream)),
-                asyncio.create_task(self._pump(up_reader, writer)),
+                asyncio.create_task(self._pump(reader, conn.upstream, conn.rtp.from_client)),
+                asyncio.create_task(self._pump(up_reader, writer, conn.rtp.from_camera)),
             ]
             # Either side closing ends the pair, like a real TCP hop would.
             await asyncio.wait(conn.tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -163,17 +325,29 @@ class RtspFaultProxy:
             conn.close()
             self._conns.discard(conn)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Copy until EOF; while frozen, hold the data (TCP backpressure stalls the sender)."""
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        through: Callable[[bytes], bytes | None],
+    ) -> None:
+        """Copy until EOF; while frozen, hold the data (TCP backpressure stalls the sender).
+
+        `through` sees every chunk: it returns the bytes to send instead (RTP timestamps rewritten), or
+        None to send the chunk as it is (it only watches).
+        """
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while True:
                 await self._flowing.wait()
                 data = await reader.read(CHUNK)
                 if not data:
                     return
+                changed = through(data)
+                data = data if changed is None else changed
                 await self._flowing.wait()
-                writer.write(data)
-                await writer.drain()
+                if data:
+                    writer.write(data)
+                    await writer.drain()
 
     async def _on_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -199,12 +373,19 @@ class RtspFaultProxy:
             return 404, "text/plain", "not found\n"
         if method != "GET":
             return 405, "text/plain", "GET only\n"
-        wanted = parse_qs(url.query).get("set")
+        query = parse_qs(url.query)
+        wanted = query.get("set")
         if not wanted:
             return 200, "application/json", json.dumps(self.status()) + "\n"
         if wanted[0] not in MODES:
             return 400, "text/plain", f"mode must be one of {', '.join(MODES)}\n"
-        self.set_mode(wanted[0])
+        channel = None
+        if "channel" in query:
+            text = query["channel"][0]
+            if not text.isdigit() or int(text) > 254 or int(text) % 2:
+                return 400, "text/plain", "channel must be an even interleaved RTP channel, 0-254\n"
+            channel = int(text)
+        self.set_mode(wanted[0], channel)
         return 200, "text/plain", f"mode {self.mode}\n"
 
 

@@ -46,6 +46,7 @@ log = logging.getLogger("h5gate.timeline")
 MAX_AHEAD = 2.0  # seconds an input step may run ahead of the arrival clock before it is a jump forward
 MIN_STEP = 0.2  # an input step below this fraction of the frame interval is ffmpeg's clamping (or a jump back)
 MAX_DURATION = 2.0  # seconds beyond the frame interval a sample's duration may reach (a real pause)
+FLOOR = 0.6  # while re-anchored, the smallest output step as a fraction of the frame interval
 RECOVER = 4  # plausible steps in a row after which a re-anchored track follows its input again
 LAG_WINDOW = 64  # samples whose arrival lag tells where to re-anchor (the minimum: delays are one-sided)
 MERGE_SECONDS = 2.0  # tracks that break within this long of each other count as one reset
@@ -89,13 +90,14 @@ class TrackTimeline:
                     out = inp + self.offset
                     self._learn(step_in)
                 else:
-                    self.lag = self._lag_estimate()
+                    # Continue one frame on (or after the real pause, if the arrival gap says so), and
+                    # keep that relation to arrival time: this track's lag behind the clock stays as it was.
+                    out = self.last_out + round(step_wall if step_wall > 1.5 * self.interval else self.interval)
+                    self.lag = arrival - src.origin - out / self.timescale
                     self.wall, self._good = True, 0
-                    out = self._wall_out(arrival)
                     src._reset(self._why(step_in, step_wall), arrival)
             else:
                 out = self._wall_out(arrival)
-                self._learn(out - self.last_out)  # the real pace, should the camera's rate have changed
                 self._good = self._good + 1 if plausible else 0
                 if self._good >= RECOVER:
                     self.wall = False
@@ -151,10 +153,20 @@ class TrackTimeline:
         return out
 
     def _wall_out(self, arrival: float) -> int:
-        """Output time from arrival time, at least half a frame after the previous one."""
+        """Output time from arrival time, but at least FLOOR of a frame after the previous one.
+
+        Arrival times jitter and come in bursts (after a stall upstream): steps are kept within FLOOR..2-FLOOR
+        frames, so the output converges on the arrival clock at a pace players and recordings tolerate
+        (±50 %); only a real pause (a gap in arrivals) makes a longer step. The interval is not learned
+        from these steps: the clamp would feed back into itself.
+        """
         assert self.last_out is not None
         target = round((arrival - self.source.origin - self.lag) * self.timescale)
-        return max(target, self.last_out + max(1, round(self.interval * 0.5)))
+        step = target - self.last_out
+        if step > 1.5 * self.interval and arrival - self._arrival > 1.5 * self.interval / self.timescale:
+            return target  # a real pause upstream: the output pauses as long
+        low, high = self.interval * FLOOR, self.interval * (2 - FLOOR)
+        return self.last_out + max(1, round(min(max(step, low), high)))
 
     def _learn(self, step: float) -> None:
         """Follow the frame interval slowly; a single odd step (a dropped frame) moves it little."""

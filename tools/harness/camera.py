@@ -183,8 +183,9 @@ class FaultProxy(_Tool):
         with urllib.request.urlopen(f"http://{HOST}:{self.control_port}/mode{query}", timeout=5) as resp:
             return resp.read().decode()
 
-    def set_mode(self, mode: str) -> None:
-        self._get(f"?set={mode}")
+    def set_mode(self, mode: str, channel: int | None = None) -> None:
+        """A mode or action; `channel` (an interleaved RTP channel) limits a clock fault to that stream."""
+        self._get(f"?set={mode}" + (f"&channel={channel}" if channel is not None else ""))
 
     def status(self) -> dict[str, object]:
         return json.loads(self._get(""))
