@@ -204,7 +204,7 @@ class _RtpRewriter:
         if rate is None or len(frame) < 12:
             return frame
         if channel & 1:  # RTCP: the sender report's RTP timestamp moves with its stream's clock
-            if frame[5] != 200 or len(frame) < 24 or rtp not in self.last_ts:
+            if frame[5] != 200 or len(frame) < 24:
                 return frame
             ts = struct.unpack_from(">I", frame, 20)[0]
             new = (ts + self._shift(rtp, ts, rate)) & 0xFFFFFFFF

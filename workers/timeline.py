@@ -47,6 +47,8 @@ MAX_AHEAD = 2.0  # seconds an input step may run ahead of the arrival clock befo
 MIN_STEP = 0.2  # an input step below this fraction of the frame interval is ffmpeg's clamping (or a jump back)
 MAX_DURATION = 2.0  # seconds beyond the frame interval a sample's duration may reach (a real pause)
 FLOOR = 0.6  # while re-anchored, the smallest output step as a fraction of the frame interval
+PAUSE = 1.0  # seconds without a sample that count as a real pause while re-anchored
+SETTLE = 3  # a run's first samples: an odd step there is start-up noise, fixed without counting a reset
 RECOVER = 4  # plausible steps in a row after which a re-anchored track follows its input again
 LAG_WINDOW = 64  # samples whose arrival lag tells where to re-anchor (the minimum: delays are one-sided)
 MERGE_SECONDS = 2.0  # tracks that break within this long of each other count as one reset
@@ -71,6 +73,7 @@ class TrackTimeline:
         self._in = 0  # previous unwrapped input
         self._arrival = 0.0
         self._lags: deque[float] = deque(maxlen=LAG_WINDOW)
+        self._run_samples = 0  # samples of this track in the current run
 
     # -- the API ------------------------------------------------------------------------------------------
     def map(self, ts: int, arrival: float) -> int:
@@ -92,10 +95,14 @@ class TrackTimeline:
                 else:
                     # Continue one frame on (or after the real pause, if the arrival gap says so), and
                     # keep that relation to arrival time: this track's lag behind the clock stays as it was.
-                    out = self.last_out + round(step_wall if step_wall > 1.5 * self.interval else self.interval)
+                    pause = step_wall > PAUSE * self.timescale
+                    out = self.last_out + round(step_wall if pause else self.interval)
                     self.lag = arrival - src.origin - out / self.timescale
                     self.wall, self._good = True, 0
-                    src._reset(self._why(step_in, step_wall), arrival)
+                    if self._run_samples >= SETTLE:
+                        src._reset(self._why(step_in, step_wall), arrival)
+                    else:  # ffmpeg's first packets of a run often repeat a decode time: start-up, not a break
+                        log.debug("%s: timeline: %s settled at start", src.name, self._why(step_in, step_wall))
             else:
                 out = self._wall_out(arrival)
                 self._good = self._good + 1 if plausible else 0
@@ -106,6 +113,7 @@ class TrackTimeline:
         if not self.wall:
             self._lags.append(arrival - src.origin - out / self.timescale)
         self._in, self._arrival, self.last_out = inp, arrival, out
+        self._run_samples += 1
         return out
 
     def duration(self, duration: int) -> int:
@@ -149,22 +157,23 @@ class TrackTimeline:
         if src.common_clock and src.run_base is None:
             src.run_base = out / self.timescale - inp / self.timescale
         self.offset = out - inp
-        self.in_run, self.wall, self._good = True, False, 0
+        self.in_run, self.wall, self._good, self._run_samples = True, False, 0, 0
         return out
 
     def _wall_out(self, arrival: float) -> int:
         """Output time from arrival time, but at least FLOOR of a frame after the previous one.
 
-        Arrival times jitter and come in bursts (after a stall upstream): steps are kept within FLOOR..2-FLOOR
-        frames, so the output converges on the arrival clock at a pace players and recordings tolerate
-        (±50 %); only a real pause (a gap in arrivals) makes a longer step. The interval is not learned
-        from these steps: the clamp would feed back into itself.
+        Arrival times jitter and come in bursts (a loaded host, a stall upstream): steps are kept within
+        FLOOR..2-FLOOR frames, so the output converges on the arrival clock at a pace players and
+        recordings tolerate (±50 %), and leaves no hole in a browser's buffer (Chromium stops at a gap of
+        a few frames). Only a real pause (no sample for PAUSE seconds) makes a longer step. The interval
+        is not learned from these steps: the clamp would feed back into itself.
         """
         assert self.last_out is not None
         target = round((arrival - self.source.origin - self.lag) * self.timescale)
         step = target - self.last_out
-        if step > 1.5 * self.interval and arrival - self._arrival > 1.5 * self.interval / self.timescale:
-            return target  # a real pause upstream: the output pauses as long
+        if arrival - self._arrival > PAUSE:
+            return max(target, self.last_out + round(self.interval))  # a real pause: the output pauses as long
         low, high = self.interval * FLOOR, self.interval * (2 - FLOOR)
         return self.last_out + max(1, round(min(max(step, low), high)))
 
