@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page
@@ -99,7 +98,9 @@ def test_ws_viewer_sees_a_steady_timeline_through_clock_faults(gw: Gateway, came
         finally:
             gw.ok("DelSrc", token=token)
     assert rewritten
-    steps = check_viewer_timeline(got, min_frames=200)
+    # ffmpeg's muxer holds back the track whose clock runs ahead (it interleaves by decode time) until the
+    # other one's next RTCP report: a source with audio may deliver only the frames before the fault
+    steps = check_viewer_timeline(got, min_frames=250 if mount == "h264_noaudio" else 100)
     if re_anchors:
         assert n >= 1, "the camera's clock broke but no reset was counted"
         assert f"{token}/main: timeline reset:" in gw.log()
@@ -205,7 +206,7 @@ def test_chromium_keeps_playing_through_a_jump_back(gw: Gateway, camera: GstCame
             page.goto(gw.base + "/login")
             page.evaluate(
                 "() => { document.body.innerHTML ="
-                " '<video id=\"v\" muted playsinline width=\"640\" height=\"360\"></video>'; }"
+                ' \'<video id="v" muted playsinline width="640" height="360"></video>\'; }'
             )
             page.add_script_tag(url="/static/h5splayer.js")
             conf = (
