@@ -13,11 +13,11 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from tests.browser import launch, new_page
-from tests.camera import FaultProxy, GstCamera, wait_until
-from tests.gateway import Gateway
 from tests.rtp_client import RtspReader
 from tests.test_records import records, store_path, video_seconds
 from tests.wsclient import Received, watch_sync
+from tools.harness.camera import FaultProxy, GstCamera, wait_until
+from tools.harness.gateway import Gateway
 
 FRAME_MS = 40.0  # the test camera runs at 25 fps
 
