@@ -46,7 +46,7 @@ def check_viewer_timeline(got: Received, *, min_frames: int) -> list[float]:
     """Decode times per track never go back; every video step is the frame interval within ±50 %, unless
     the viewer itself waited that long for the frame (a real pause upstream). Returns the video steps (ms).
 
-    The cached GOP a viewer gets first (its first half second) is history: it holds whatever the camera sent
+    The cached GOP a viewer gets first (its first second) is history: it holds whatever the camera sent
     before, frames the camera itself dropped while starting included, so its steps are not judged.
     """
     assert got.close_code is None, (got.close_code, got.close_reason)
@@ -65,7 +65,7 @@ def check_viewer_timeline(got: Received, *, min_frames: int) -> list[float]:
     for i, ((a, ta), (b, tb)) in enumerate(zip(video, video[1:], strict=False)):
         step = (b.tfdt - a.tfdt) / scale * 1000
         steps.append(step)
-        if tb - got.first_at < 0.5:
+        if tb - got.first_at < 1.0:
             continue
         waited = (tb - ta) * 1000
         if not (0.5 * FRAME_MS <= step <= 1.5 * FRAME_MS or (step > FRAME_MS and step <= waited + 1.5 * FRAME_MS)):
@@ -159,7 +159,7 @@ def test_gstreamer_client_joining_the_mount(gw: Gateway) -> None:
             n = resets(gw, "tl_join")
         finally:
             gw.ok("DelSrc", token="tl_join")
-    check_viewer_timeline(got, min_frames=200)
+    check_viewer_timeline(got, min_frames=150)  # ffmpeg's muxer holds a track while the clocks disagree
     assert n >= 1 and "tl_join/main: timeline reset:" in gw.log()
 
 
