@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 import websockets
-from tools.harness.gateway import Gateway
 
 from tests.wsclient import watch_sync
+from tools.harness.gateway import Gateway
 
 MD5 = lambda text: hashlib.md5(text.encode()).hexdigest()  # noqa: E731 - as the consoles' $.md5
 DEMO = str(Path(__file__).resolve().parents[1] / "media" / "demo.mp4")
