@@ -89,6 +89,7 @@ def test_metrics_with_a_source_and_a_ws_viewer(gw: Gateway) -> None:
         before, "h5gate_source_received_bytes_total", token="demo"
     )
     assert value(m, "h5gate_source_restarts_total", token="demo") == 0
+    assert value(m, "h5gate_source_timeline_resets_total", token="demo") == gw.source("demo")["nTimelineResets"]
     assert value(m, "h5gate_ffmpeg_cpu_seconds_total", token="demo", profile="main") > 0
     assert value(m, "h5gate_ffmpeg_resident_memory_bytes", token="demo", profile="main") > 5e6
     assert value(m, "process_resident_memory_bytes") > 20e6
@@ -205,8 +206,7 @@ def test_grafana_dashboard_uses_only_metrics_the_server_exports(gw: Gateway) -> 
     used = {name for e in exprs for name in re.findall(r"\b((?:h5gate|process)_[a-z_]+)\b", e)}
     status, _, body = gw.request("/metrics", {"Authorization": f"Bearer {TOKEN}"})
     exported = set(re.findall(r"^# TYPE (\S+) ", body.decode(), re.M))
-    # Timeline resets appear once the hub counts them; every other name must be there now.
-    missing = used - exported - {"h5gate_source_timeline_resets_total"}
+    missing = used - exported
     assert len(used) >= 15 and not missing, missing
 
 

@@ -94,9 +94,7 @@ async def metrics(request: Request) -> Response:
         received.append((label, sum(s.hub.bytes_in for s in runtime.streams.values())))
         restarts.append((label, sum(s.process.state.restarts for s in runtime.streams.values())))
         skips.append((label, sum(s.hub.skips for s in runtime.streams.values())))
-        timeline = [getattr(getattr(s.process, "timeline", None), "resets", None) for s in runtime.streams.values()]
-        if all(v is not None for v in timeline):
-            resets.append((label, sum(v for v in timeline if v is not None)))
+        resets.append((label, sum(s.process.timeline.resets for s in runtime.streams.values())))
         for protocol, counts in (("ws", ws_by_token), ("webrtc", rtc_by_token), ("hls", hls_by_token)):
             viewers.append(({"token": token, "protocol": protocol}, counts.get(token, 0)))
         u = usage.get(token, {})
@@ -112,8 +110,7 @@ async def metrics(request: Request) -> Response:
     out.family("h5gate_source_received_bytes_total", "counter", "Media bytes received from the source.", received)
     out.family("h5gate_source_viewers", "gauge", "Live viewers by protocol (ws, webrtc, hls).", viewers)
     out.family("h5gate_source_restarts_total", "counter", "Restarts of the source's ffmpeg.", restarts)
-    if resets:  # from hubs that own their timeline (nTimelineResets in GetSrc)
-        out.family("h5gate_source_timeline_resets_total", "counter", "Source timestamp breaks re-anchored.", resets)
+    out.family("h5gate_source_timeline_resets_total", "counter", "Source timestamp breaks re-anchored.", resets)
     out.family("h5gate_source_viewer_skips_total", "counter", "Viewers moved to the newest keyframe (too slow).", skips)
     out.family("h5gate_source_recording_bytes", "gauge", "Bytes of this source's recordings on disk.", rec_bytes)
     out.family("h5gate_source_snapshot_bytes", "gauge", "Bytes of this source's snapshots on disk.", snap_bytes)
