@@ -27,8 +27,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ExceptionHandler
 
+from supervisor import rtmp_push
 from supervisor.api import (
     common,
+    flv,
     hls,
     observe,
     onvif,
@@ -76,6 +78,8 @@ CHAPTERS: tuple[common.Chapter, ...] = (
     onvif.chapter,
     records.chapter,
     webrtc.chapter,
+    rtmp_push.chapter,
+    flv.chapter,
     observe.chapter,
     unsupported.chapter,
 )

@@ -25,10 +25,11 @@ from workers.credentials import redact_url, with_credentials
 from workers.ffmpeg import STREAM_SCHEMES, Plan
 from workers.hub import StreamHub
 from workers.process import FfmpegProcess
+from workers.push_source import PushInput
 
 log = logging.getLogger("h5gate.registry")
 
-KINDS = ("H5_STREAM", "H5_FILE", "H5_ONVIF")
+KINDS = ("H5_STREAM", "H5_FILE", "H5_ONVIF", "H5_RTMP_PUSH")
 RTSP_TYPES = ("H5_RTSP_AUTO", "H5_RTSP_TCP", "H5_RTSP_UDP")
 CONNECT_TYPES = ("H5_AUTO", "H5_ONDEMAND", "H5_ALWAYS")
 IDLE_STOP_SECONDS = 30.0
@@ -42,7 +43,7 @@ class SourceConfig:
     kind: str
     url: str
     user: str = ""
-    password: str = ""
+    password: str = ""  # the camera's; for H5_RTMP_PUSH the publish key, kept where camera secrets are kept
     audio: bool = True
     rtsp_type: str = "H5_RTSP_AUTO"
     connect_type: str = "H5_ALWAYS"
@@ -97,10 +98,10 @@ def check_file_path(path: str, roots: list[Path]) -> Path:
 
 
 class Stream:
-    """One profile of a source: its ffmpeg and its hub, with a count of who uses it."""
+    """One profile of a source: its ffmpeg (or, pushed, its PushInput) and its hub, with a count of who uses it."""
 
     def __init__(
-        self, runtime: SourceRuntime, profile: str, hub: StreamHub, process: FfmpegProcess, always: bool
+        self, runtime: SourceRuntime, profile: str, hub: StreamHub, process: FfmpegProcess | PushInput, always: bool
     ) -> None:
         self.runtime = runtime
         self.profile = profile
@@ -219,6 +220,8 @@ class Registry:
                 check_stream_url(cfg.url_sub)
         elif cfg.kind == "H5_FILE":
             check_file_path(cfg.url, self.media_roots)
+        elif cfg.kind == "H5_RTMP_PUSH" and len(cfg.password) < 16:
+            raise BadValue("an RTMP push source needs its publish key")
 
     async def add(self, cfg: SourceConfig) -> SourceRuntime:
         self.validate(cfg)
@@ -271,6 +274,12 @@ class Registry:
 
     def _start(self, cfg: SourceConfig) -> SourceRuntime:
         runtime = SourceRuntime(cfg)
+        if cfg.kind == "H5_RTMP_PUSH":  # nothing to pull: it waits for an encoder (supervisor/rtmp_push.py)
+            hub = StreamHub(f"{cfg.token}/main", self.settings.ring_seconds)
+            runtime.streams["main"] = Stream(runtime, "main", hub, PushInput(cfg.token, hub, audio=cfg.audio), True)
+            self.sources[cfg.token] = runtime
+            runtime.main.start()
+            return runtime
         has_sub = bool(cfg.url_sub) or (cfg.kind == "H5_ONVIF" and (cfg.profile_sub or cfg.profile_auto))
         for profile in ("main", "sub") if has_sub else ("main",):
             hub = StreamHub(f"{cfg.token}/{profile}", self.settings.ring_seconds)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from starlette.websockets import WebSocket
 
+    from supervisor.api.flv import FlvListener
     from supervisor.api.onvif import OnvifState
     from supervisor.api.playback_sinks import PlaybackServer
     from supervisor.api.streams import HlsViewers, Viewers
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from supervisor.registry import Registry
     from supervisor.restart import Restarter
     from supervisor.webrtc import WebRTCService
+    from workers.rtmp.server import RtmpServer
     from workers.snapshot import SnapshotCache
 
 # h5swsapi?playback=true hands its socket to this, when the recordings chapter runs (WebRTC playback uses
@@ -63,3 +65,5 @@ class Services:
     webrtc: WebRTCService | None = None  # None when WebRTC is turned off (settings.webrtc)
     loop_lag: LoopLag | None = None  # the observe chapter's event-loop lag monitor (/metrics, /healthz)
     organisation: Organisation | None = None  # regions and saved views, set by the organisation chapter
+    flv: FlvListener | None = None  # the HTTP-FLV listener on flv_port; None when 0 or it could not listen
+    rtmp: RtmpServer | None = None  # RTMP push-in; None when rtmp_port = 0 or it could not listen

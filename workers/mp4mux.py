@@ -143,9 +143,25 @@ TFDT_POS = 60  # where the 64-bit decode time sits in a fragment (for FragInfo w
 DURATION_POS = 88  # where the sample duration sits
 
 
-def fragment(seq: int, track_id: int, tfdt: int, duration: int, data: bytes, keyframe: bool) -> bytes:
-    """One moof+mdat holding one sample."""
+def fragment(seq: int, track_id: int, tfdt: int, duration: int, data: bytes, keyframe: bool, cts: int = 0) -> bytes:
+    """One moof+mdat holding one sample; `cts` is its composition offset (B-frames), in the track's clock.
+
+    Without a composition offset the layout is the one TFDT_POS and DURATION_POS describe; with one the
+    trun (version 1, signed offsets) is 4 bytes longer, and those positions still hold.
+    """
     flags = KEY_FLAGS if keyframe else DELTA_FLAGS
+    if cts:
+        head = struct.pack(
+            ">I4s" "I4sII" "I4s" "I4sII" "I4sIQ" "I4sIIiIIIi" "I4s",
+            MOOF_SIZE + 4, b"moof",
+            16, b"mfhd", 0, seq & 0xFFFFFFFF,
+            TRAF_SIZE + 4, b"traf",
+            16, b"tfhd", 0x020000, track_id,
+            20, b"tfdt", 0x01000000, tfdt,
+            36, b"trun", 0x01000F01, 1, MOOF_SIZE + 12, duration, len(data), flags, cts,
+            8 + len(data), b"mdat",
+        )  # fmt: skip
+        return head + data
     head = struct.pack(
         ">I4s" "I4sII" "I4s" "I4sII" "I4sIQ" "I4sIIiIII" "I4s",
         MOOF_SIZE, b"moof",

@@ -31,6 +31,8 @@ from supervisor.registry import (
     SourceRuntime,
     check_file_path,
 )
+from supervisor.rtmp_push import KIND as PUSH_KIND
+from supervisor.rtmp_push import new_key, publish_url
 from workers.credentials import split_credentials
 from workers.snapshot import SnapshotError
 
@@ -41,11 +43,20 @@ RTSP_TYPE_ALIASES = {"auto": "H5_RTSP_AUTO", "tcp": "H5_RTSP_TCP", "udp": "H5_RT
 CONNECT_ALIASES = {"always": "H5_ALWAYS", "ondemand": "H5_ONDEMAND", "auto": "H5_AUTO"}
 
 
-def describe(runtime: SourceRuntime, host_id: str) -> dict[str, Any]:
-    """One source in GetSrc's shape; credentials are never part of it."""
+def describe(
+    runtime: SourceRuntime, host_id: str, reveal: bool = False, *, rtmp_host: str = "", rtmp_port: int = 0
+) -> dict[str, Any]:
+    """One source in GetSrc's shape; credentials are never part of it.
+
+    A push source's strUrl is the URL its encoder publishes to, with the publish key only where `reveal`
+    (an Administrator, who could make a new source and key anyway); it is empty while rtmp_port is 0.
+    """
     cfg = runtime.config
     state = runtime.main.process.state
-    parts = urlsplit(cfg.url) if cfg.kind != "H5_FILE" else None
+    url = cfg.url
+    if cfg.kind == PUSH_KIND:
+        url = publish_url(rtmp_host, rtmp_port, cfg.token, cfg.password if reveal else None)
+    parts = urlsplit(cfg.url) if cfg.kind not in ("H5_FILE", PUSH_KIND) else None
     try:
         port = str(parts.port or "") if parts else ""
     except ValueError:
@@ -54,7 +65,7 @@ def describe(runtime: SourceRuntime, host_id: str) -> dict[str, Any]:
         "nType": cfg.kind,
         "strName": cfg.name,
         "strToken": cfg.token,
-        "strUrl": cfg.url.removeprefix("file:") if cfg.kind == "H5_FILE" else cfg.url,
+        "strUrl": cfg.url.removeprefix("file:") if cfg.kind == "H5_FILE" else url,
         "strUser": cfg.user,
         "strPasswd": "*****",
         "bPasswdEncrypt": False,
@@ -95,8 +106,14 @@ def listed_sources(request: Request, user: User, filters: bool = True) -> list[d
     """GetSrc's list: the sources the user's role may see, filtered by `token`, `type` and `getonline`."""
     svc = services(request)
     runtimes = [r for t, r in svc.registry.sources.items() if svc.auth.sees(user, t)]
+    reveal = svc.auth.may(user, "Administrator")  # a push source's key, in its publish URL
+    host, port = request.url.hostname or "127.0.0.1", svc.settings.rtmp_port
+
+    def entry(r: SourceRuntime) -> dict[str, Any]:
+        return describe(r, svc.host_id, reveal, rtmp_host=host, rtmp_port=port)
+
     if not filters:
-        return [describe(r, svc.host_id) for r in runtimes]
+        return [entry(r) for r in runtimes]
     token = param_token(request, required=False)
     if token:
         runtimes = [r for r in runtimes if r.config.token == token]
@@ -107,7 +124,7 @@ def listed_sources(request: Request, user: User, filters: bool = True) -> list[d
         runtimes = [r for r in runtimes if r.config.kind == kind]
     if param_bool(request, "getonline", False):
         runtimes = [r for r in runtimes if r.online]
-    return [describe(r, svc.host_id) for r in runtimes]
+    return [entry(r) for r in runtimes]
 
 
 @endpoint()
@@ -163,6 +180,18 @@ async def add_src_file(request: Request, user: User) -> Any:
 
 
 @endpoint(role="Administrator")
+async def add_rtmp_push(request: Request, user: User) -> Any:
+    """A source an encoder publishes to over RTMP; the answer carries the publish URL with its new key."""
+    token, name, audio, _ = _common(request)
+    key = new_key()
+    svc = services(request)
+    cfg = SourceConfig(token=token, name=name, kind=PUSH_KIND, url="", password=key, audio=audio)
+    await svc.registry.add(cfg)
+    url = publish_url(request.url.hostname or "127.0.0.1", svc.settings.rtmp_port, token, key)
+    return ok("Add successfully", strUrl=url)
+
+
+@endpoint(role="Administrator")
 async def del_src(request: Request, user: User) -> Any:
     token = param_token(request)
     await services(request).registry.delete(token)
@@ -211,6 +240,7 @@ routes = [
     Route("/api/v1/GetSrc", get_src),
     Route("/api/v1/AddSrcRTSP", add_src_rtsp),
     Route("/api/v1/AddSrcFile", add_src_file),
+    Route("/api/v1/AddRTMPPush", add_rtmp_push),
     Route("/api/v1/DelSrc", del_src),
     Route("/api/v1/GetImage", get_image),
     Route("/api/v1/GetLoadingImage", get_loading_image),

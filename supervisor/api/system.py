@@ -167,13 +167,14 @@ async def get_device_summary(request: Request, user: User) -> Any:
 
     rtsp_total, rtsp_online = count(("H5_STREAM", "H5_FILE"))
     onvif_total, onvif_online = count(("H5_ONVIF",))
+    push_total, push_online = count(("H5_RTMP_PUSH",))
     summary: dict[str, Any] = {
         "nRTSPRTMPTotal": rtsp_total,
         "nRTSPRTMPOnline": rtsp_online,
         "nONVIFTotal": onvif_total,
         "nONVIFOnline": onvif_online,
-        "nRTMPPushTotal": 0,
-        "nRTMPPushOnline": 0,
+        "nRTMPPushTotal": push_total,
+        "nRTMPPushOnline": push_online,
         "nCloudTotal": 0,
         "nCloudOnline": 0,
         "nTotal": len(runtimes),

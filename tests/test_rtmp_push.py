@@ -1,0 +1,309 @@
+"""RTMP push-in: ffmpeg publishes the demo clip with `-f flv` to an H5_RTMP_PUSH source of a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.wsclient import Received, check_playable, watch, watch_sync
+from tools.harness.camera import free_port
+from tools.harness.gateway import ROOT, Gateway
+from workers.push_source import PushClock
+
+DEMO = ROOT / "media" / "demo.mp4"
+
+
+class Ports:
+    def __init__(self) -> None:
+        self.rtmp = free_port()
+        self.flv = free_port()
+
+
+@pytest.fixture(scope="module")
+def push_gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A server with RTMP and HTTP-FLV on free ports, and a Viewer user made before it starts."""
+    data = tmp_path_factory.mktemp("push")
+    data.joinpath("gw").mkdir()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "supervisor.cli",
+            "passwd",
+            "watcher",
+            "--role",
+            "Viewer",
+            "--data-dir",
+            str(data / "gw"),
+        ],
+        input=b"watch1234\n",
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    ports = Ports()
+    env = {"H5GATE_RTMP_PORT": str(ports.rtmp), "H5GATE_FLV_PORT": str(ports.flv), "H5GATE_SEND_TIMEOUT": "3"}
+    gw = Gateway(data / "gw", extra_args=["--no-demo"], env=env).start()
+    gw.ports = ports  # type: ignore[attr-defined]
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+def publish(url: str, *extra: str, loop: bool = True) -> subprocess.Popen[bytes]:
+    """ffmpeg pushing the demo clip in real time, as an encoder would."""
+    return subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re"]
+        + (["-stream_loop", "-1"] if loop else [])
+        + ["-i", str(DEMO), *(extra or ("-c", "copy")), "-f", "flv", url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def refused(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> str:
+    """The publisher's error output once it gave up; fails if it is still publishing."""
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop(proc)
+        raise AssertionError("the publisher was not refused") from None
+    assert proc.returncode != 0
+    return err.decode(errors="replace")
+
+
+def wait_log(gw: Gateway, text: str, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = gw.log()
+        if text in log:
+            return log
+        time.sleep(0.2)
+    raise AssertionError(f"not logged: {text!r}")
+
+
+def add_push(gw: Gateway, token: str, **extra: str) -> str:
+    answer = gw.ok("AddRTMPPush", token=token, name=f"Push {token}", **extra)
+    url = answer["strUrl"]
+    port = gw.ports.rtmp  # type: ignore[attr-defined]
+    assert url.startswith(f"rtmp://127.0.0.1:{port}/live/{token}?key=") and len(url.split("key=")[1]) == 32
+    return str(url)
+
+
+def frames_in(path: Path) -> int:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries"]
+        + ["stream=nb_read_frames,codec_name", "-of", "json", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stream = json.loads(out.stdout)["streams"][0]
+    assert stream["codec_name"] == "h264"
+    return int(stream["nb_read_frames"])
+
+
+def test_publish_view_record_snapshot_stop_resume(push_gw: Gateway) -> None:
+    gw = push_gw
+    url = add_push(gw, "push1")
+    src = gw.source("push1")
+    assert src["nType"] == "H5_RTMP_PUSH" and src["strUrl"] == url and not src["bOnline"]
+    assert src["strPasswd"] == "*****" and "waiting for an encoder" in src["strLastError"]
+    encoder = publish(url)
+    try:
+        src = gw.wait_online("push1", timeout=15)
+        assert (src["strVideoCodec"], src["strAudioCodec"], src["strTransport"]) == ("h264", "aac", "rtmp")
+
+        # a WebSocket viewer: codec string, init, a keyframe first, tracks continuous
+        got = watch_sync(gw.ws_url("push1"), frames=40)
+        assert got.mime == 'video/mp4; codecs="avc1.4d401e, mp4a.40.2"'
+        assert (got.inits[0].video.width, got.inits[0].video.height) == (640, 360)
+        check_playable(got)
+        video = got.video()
+        steps = [b.tfdt - a.tfdt for a, b in zip(video, video[1:], strict=False)]
+        assert all(3000 <= s <= 4200 for s in steps), steps  # 25 fps on a 90 kHz clock, from RTMP milliseconds
+
+        # a snapshot from the pushed stream (a real JPEG, not the "connecting" picture)
+        status, headers, body = gw.request(f"/api/v1/GetImage?token=push1&session={gw.session}")
+        assert status == 200 and body[:2] == b"\xff\xd8" and "x-h5gate-image" not in headers
+        shot = gw.ok("Snapshot", token="push1")
+        assert shot["strPath"].endswith(".jpg")
+        assert (gw.data_dir / "mediastore" / shot["strPath"].removeprefix("/mediastore/")).read_bytes()[
+            :2
+        ] == b"\xff\xd8"
+
+        # a recording of it
+        rec = gw.ok("ManualRecordStart", token="push1")
+        time.sleep(3)
+        gw.ok("ManualRecordStop", token="push1")
+        path = gw.data_dir / "mediastore" / rec["strPath"].removeprefix("/mediastore/")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not path.exists():
+            time.sleep(0.2)
+        assert frames_in(path) >= 50  # 3 s at 25 fps plus pre-record
+    finally:
+        stop(encoder)
+
+    src = gw.wait_online("push1", online=False, timeout=10)
+    assert src["strLastError"] in ("encoder stopped publishing", "encoder closed the connection"), src
+    wait_log(gw, "push1: RTMP publisher")
+
+    # resume: the same URL and key work again, the source comes back online with the timeline going forward
+    encoder = publish(url)
+    try:
+        src = gw.wait_online("push1", timeout=15)
+        assert src["nRestarts"] == 1
+        got = watch_sync(gw.ws_url("push1"), frames=30)
+        check_playable(got)
+    finally:
+        stop(encoder)
+
+
+def test_viewer_resumes_across_a_publish_gap(push_gw: Gateway) -> None:
+    """A viewer that stays connected while the encoder stops and starts gets a new init, and decode times
+    that keep going forward (the encoder's own clock starts again at zero)."""
+    gw = push_gw
+    url = add_push(gw, "push2", audio="false")
+    encoder = publish(url)
+    try:
+        gw.wait_online("push2", timeout=15)
+
+        async def run() -> Received:
+            task = asyncio.create_task(watch(gw.ws_url("push2"), stop_after=14))
+            await asyncio.sleep(4)
+            await asyncio.to_thread(stop, encoder)
+            await asyncio.sleep(2)
+            again = await asyncio.to_thread(publish, url)
+            try:
+                return await task
+            finally:
+                await asyncio.to_thread(stop, again)
+
+        got = asyncio.run(run())
+    finally:
+        stop(encoder)
+    assert got.mime == 'video/mp4; codecs="avc1.4d401e"'  # audio=false: video only
+    runs = {i for i, _, _ in got.fragments}
+    assert runs == {0, 1}, runs  # the second publish came as a new init
+    video = [f for i, f, _ in got.fragments]
+    assert all(b.tfdt > a.tfdt for a, b in zip(video, video[1:], strict=False))
+    second_run = [f for i, f, _ in got.fragments if i == 1]
+    assert second_run[0].keyframe and len(second_run) >= 50
+
+
+def test_push_clock_goes_forward_across_publishes() -> None:
+    """The source's timeline: a new publish (the encoder's clock at zero again) goes on after the real pause;
+    a jump of the encoder's clock is re-anchored on arrival time and counted."""
+    clock = PushClock("t")
+    assert [clock.map(ts, 100 + ts / 1000) for ts in (0, 40, 80)] == [0, 40, 80]
+    clock.new_session()
+    assert clock.map(0, 102.08) == 2080  # 2 s after the last frame, not back at 0
+    assert clock.map(40, 102.12) == 2120
+    assert clock.resets == 0
+    assert clock.map(600_000, 102.16) == 2160  # ten minutes ahead of the wall clock: re-anchored
+    assert clock.map(600_040, 102.2) == 2200 and clock.resets == 1
+    assert clock.map(0xFFFFFFF0, 102.24) < 2200 + 5000 and clock.resets == 2  # far back: re-anchored again
+    clock.new_session()
+    wrap = [clock.map(ts & 0xFFFFFFFF, 103 + i * 0.04) for i, ts in enumerate(range(0xFFFFFFD8, 0x100000050, 40))]
+    assert all(b - a == 40 for a, b in zip(wrap, wrap[1:], strict=False)), wrap  # 32-bit wrap unwrapped
+
+
+def test_bad_publishers_are_refused_and_logged(push_gw: Gateway) -> None:
+    gw = push_gw
+    url = add_push(gw, "push3")
+    base, _, key = url.partition("?key=")
+    wrong = publish(f"{base}?key={'0' * 32}", loop=False)
+    assert "error" in refused(wrong).lower()
+    wait_log(gw, "push3: RTMP publish from 127.0.0.1")
+    wait_log(gw, "refused: wrong key")
+    nokey = publish(base, loop=False)
+    refused(nokey)
+    wait_log(gw, "refused: no key")
+    port = gw.ports.rtmp  # type: ignore[attr-defined]
+    unknown = publish(f"rtmp://127.0.0.1:{port}/live/nosuch?key={key}", loop=False)
+    refused(unknown)
+    wait_log(gw, "nosuch: RTMP publish from 127.0.0.1")
+    wait_log(gw, "refused: unknown token: nosuch")
+    other_app = publish(f"rtmp://127.0.0.1:{port}/vod/push3?key={key}", loop=False)
+    refused(other_app)
+    wait_log(gw, "refused: unknown application 'vod'")
+    # a file source's token is no push target, whatever key comes with it
+    gw.ok("AddSrcFile", token="file1", name="File", url="demo.mp4")
+    try:
+        refused(publish(f"rtmp://127.0.0.1:{port}/live/file1?key={key}", loop=False))
+        wait_log(gw, "refused: unknown token: file1")
+    finally:
+        gw.ok("DelSrc", token="file1")
+    assert key not in gw.log(), "the publish key was written to the log"
+    assert not gw.source("push3")["bOnline"]
+
+    first = publish(url)
+    try:
+        gw.wait_online("push3", timeout=15)
+        second = publish(url, loop=False)
+        refused(second)
+        wait_log(gw, "refused: already published by 127.0.0.1:")
+        time.sleep(1)
+        assert first.poll() is None and gw.source("push3")["bOnline"], "the first publisher was disturbed"
+        # deleting the source ends its publisher
+        gw.ok("DelSrc", token="push3")
+        first.wait(10)
+        assert first.returncode is not None
+        wait_log(gw, "push3: RTMP publisher 127.0.0.1")
+    finally:
+        stop(first)
+
+
+def test_publish_url_shown_to_administrators_only(push_gw: Gateway) -> None:
+    gw = push_gw
+    url = add_push(gw, "push4")
+    status, body = gw.get("Login", session=None, user="watcher", password="watch1234")
+    assert status == 200 and body["bStatus"], body
+    viewer = body["strSession"]
+    src = gw.ok("GetSrc", token="push4", session=viewer)["src"][0]
+    assert src["strUrl"] == url.split("?")[0] and "key" not in json.dumps(src)
+    assert gw.get("AddRTMPPush", session=viewer, token="push5", name="x")[0] == 403
+    assert gw.get("AddRTMPPush", token="push4", name="again")[0] == 409
+    assert gw.get("AddRTMPPush", token="bad/token", name="x")[0] == 400
+    assert gw.get("AddRTMPPush", token="push6", name="x", audio="maybe")[0] == 400
+    assert gw.get("AddRTMPPush", name="x")[0] == 400
+
+
+def test_ports_closed_when_off(tmp_path: Path) -> None:
+    """rtmp_port = 0 and flv_port = 0: the server listens on its main port only."""
+    gw = Gateway(tmp_path / "gw", extra_args=["--no-demo"], env={"H5GATE_RTMP_PORT": "0", "H5GATE_FLV_PORT": "0"})
+    gw.start()
+    try:
+        assert gw.proc is not None
+        listening = {
+            c.laddr.port for c in psutil.Process(gw.proc.pid).net_connections(kind="tcp") if c.status == "LISTEN"
+        }
+        assert listening == {gw.port}, listening
+        assert "RTMP push-in off (rtmp_port = 0)" in gw.log()
+        answer = gw.ok("AddRTMPPush", token="p0", name="Off")
+        assert answer["strUrl"] == "" and gw.source("p0")["strUrl"] == ""
+        # the main port still serves HTTP-FLV
+        status, _, _ = gw.request(f"/live/p0.flv?{urllib.parse.urlencode({'session': 'nope'})}")
+        assert status == 401
+    finally:
+        gw.stop()

@@ -1,0 +1,293 @@
+"""A pushed source: an encoder publishes over RTMP, and its FLV tags become the hub's init and fragments.
+
+Where an RTSP camera is pulled by a supervised worker, a push source waits: `PushInput` stands where an
+FfmpegProcess stands for pulled sources (the registry starts and stops it, GetSrc reads its state) and
+takes at most one publisher at a time. No ffmpeg runs: an FLV AVC sequence header is already the avcC
+record an MP4 sample entry holds, its NAL units are already length-prefixed, and AAC frames are raw, so
+each tag is one fMP4 fragment (workers/mp4mux.py) written the moment it arrives.
+
+Time: RTMP gives one millisecond clock for audio and video. `PushClock` turns it into the source's output
+timeline, which only goes forward: a new publish (an encoder stopped and started again, its clock back
+at zero) continues where the last one ended plus the real time that passed, and a jump of the encoder's
+clock (back, or far ahead of the wall clock) is re-anchored on arrival time and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from workers.flv import CODEC_AVC, SOUND_AAC, SOUND_FORMATS, VIDEO_CODECS, FlvError, avcc_sps, parse_audio, parse_video
+from workers.fmp4 import FragInfo, InitInfo, parse_init
+from workers.hub import StreamHub
+from workers.mp4mux import (
+    AUDIO_TRACK,
+    DURATION_POS,
+    TFDT_POS,
+    VIDEO_TRACK,
+    AudioSpec,
+    VideoSpec,
+    fragment,
+    init_segment,
+)
+from workers.process import State
+from workers.rtmp.server import Refused
+from workers.rtp.aac import asc_info
+from workers.rtp.h264 import sps_size
+
+log = logging.getLogger("h5gate.push")
+
+ONLINE_WINDOW = 3.0  # seconds without media after which a source is reported offline
+VIDEO_RATE = 90000
+AAC_SAMPLES = 1024
+JUMP_BACK_MS = 1000  # audio and video interleave loosely: only a bigger step back is a clock reset
+JUMP_AHEAD_MS = 5000  # input time running this far ahead of the wall clock is a jump forward
+
+
+def _signed32(value: int) -> int:
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= 0x80000000 else value
+
+
+class PushClock:
+    """RTMP milliseconds -> output milliseconds, monotonic across publishes; see the module docstring."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.resets = 0
+        self.last_out = -1  # newest output time, ms
+        self._last_arrival = 0.0
+        self._last_in: int | None = None
+        self._ext = 0  # the input, unwrapped past 2^32 ms
+        self._offset = 0
+
+    def new_session(self) -> None:
+        self._last_in = None
+
+    def _anchor(self, now: float) -> None:
+        if self.last_out < 0:
+            self._offset = -self._ext
+        else:
+            elapsed = max(1, round((now - self._last_arrival) * 1000))
+            self._offset = self.last_out + elapsed - self._ext
+
+    def map(self, ts: int, now: float) -> int:
+        if self._last_in is None:
+            self._ext = ts
+            self._anchor(now)
+        else:
+            self._ext += _signed32(ts - self._last_in)
+        self._last_in = ts
+        out = self._ext + self._offset
+        if self.last_out >= 0:
+            wall = self.last_out + (now - self._last_arrival) * 1000
+            if out < self.last_out - JUMP_BACK_MS or out > wall + JUMP_AHEAD_MS:
+                why = "went back" if out < self.last_out else "ran ahead of the clock"
+                self._anchor(now)
+                out = self._ext + self._offset
+                self.resets += 1
+                log.warning("%s: timeline reset: encoder timestamps %s", self.name, why)
+        if out > self.last_out:
+            self.last_out = out
+            self._last_arrival = now
+        return out
+
+
+class PushSession:
+    """One publish: FLV tags in, fMP4 init and fragments out into the source's hub."""
+
+    def __init__(self, source: PushInput, peer: str, kick: Callable[[], None]) -> None:
+        self.source = source
+        self.name = source.name
+        self.peer = peer
+        self.kick = kick
+        self.hub = source.hub
+        self.avcc: bytes | None = None
+        self.asc: bytes | None = None
+        self.video_spec: VideoSpec | None = None
+        self.audio_spec: AudioSpec | None = None
+        self.init: InitInfo | None = None
+        self.init_dirty = True  # a config changed: the next keyframe starts a new init
+        self.framerate = 0.0
+        self.interval = 0  # last video frame interval, 90 kHz ticks
+        self.last_video_dts = -1
+        self.next_audio = -1  # where the next AAC frame is due, in the audio clock
+        self.seq = 0
+        self.warned: set[str] = set()
+        self.ended = False
+
+    # -- Publisher ------------------------------------------------------------------------------------------
+    def on_metadata(self, meta: dict[str, Any]) -> None:
+        rate = meta.get("framerate") or meta.get("videoframerate")
+        if isinstance(rate, float) and 0 < rate <= 240:
+            self.framerate = rate
+
+    def on_bytes(self, count: int) -> None:
+        self.source.state.bytes_in += count
+
+    def on_video(self, timestamp: int, body: bytes) -> None:
+        try:
+            tag = parse_video(body)
+        except FlvError as e:
+            return self._warn("video", f"unreadable video tag: {e}")
+        if tag.codec_id != CODEC_AVC:
+            codec = VIDEO_CODECS.get(tag.codec_id, f"codec id {tag.codec_id}")
+            self.source.state.video_codec = codec
+            self.source.state.last_error = f"video is {codec}: publish H.264"
+            return self._warn("video", f"video is {codec}: only H.264 is taken, publish H.264")
+        self.source.state.video_codec = "h264"
+        if tag.packet_type == 0:
+            self._video_config(tag.data)
+        elif tag.packet_type == 1 and tag.data:
+            self._video_frame(timestamp, tag.keyframe, tag.cts, tag.data)
+
+    def on_audio(self, timestamp: int, body: bytes) -> None:
+        if not self.source.audio:
+            return
+        try:
+            tag = parse_audio(body)
+        except FlvError as e:
+            return self._warn("audio", f"unreadable audio tag: {e}")
+        if tag.sound_format != SOUND_AAC:
+            codec = SOUND_FORMATS.get(tag.sound_format, f"format {tag.sound_format}")
+            self.source.state.audio_codec = codec
+            return self._warn("audio", f"audio is {codec}: only AAC is taken, the stream goes on without sound")
+        self.source.state.audio_codec = "aac"
+        if tag.packet_type == 0:
+            self._audio_config(tag.data)
+        elif tag.packet_type == 1 and tag.data:
+            self._audio_frame(timestamp, tag.data)
+
+    def end(self, why: str) -> None:
+        self.ended = True
+        self.source._ended(self, why)
+
+    # -- media --------------------------------------------------------------------------------------------
+    def _warn(self, key: str, message: str) -> None:
+        if key not in self.warned:
+            self.warned.add(key)
+            log.warning("%s: %s", self.name, message)
+
+    def _video_config(self, avcc: bytes) -> None:
+        try:
+            width, height = sps_size(avcc_sps(avcc))
+        except (FlvError, ValueError, IndexError) as e:
+            self.source.state.last_error = f"unreadable H.264 sequence header: {e}"
+            return self._warn("avcc", self.source.state.last_error)
+        if avcc != self.avcc:
+            self.avcc = avcc
+            self.video_spec = VideoSpec(b"avc1", avcc, width, height)
+            self.init_dirty = True
+
+    def _audio_config(self, asc: bytes) -> None:
+        try:
+            aot, rate, channels = asc_info(asc)
+        except (ValueError, IndexError):
+            rate = 0
+        if not rate:
+            return self._warn("asc", "unreadable AAC sequence header: the stream goes on without sound")
+        if asc != self.asc:
+            self.asc = asc
+            self.audio_spec = AudioSpec(asc, rate, channels or 2)
+            self.next_audio = -1
+            self.init_dirty = True
+
+    def _write_init(self) -> None:
+        data = init_segment(self.video_spec, self.audio_spec)
+        self.init = self.hub.set_init(data, parse_init(data))
+        self.init_dirty = False
+        log.info("%s: stream %s (RTMP push from %s)", self.name, self.init.mime, self.peer)
+
+    def _video_frame(self, timestamp: int, keyframe: bool, cts: int, data: bytes) -> None:
+        if self.video_spec is None:
+            return self._warn("noconfig", "video before its sequence header: waiting for one")
+        if self.init_dirty:
+            if not keyframe:
+                return
+            self._write_init()
+        now = time.monotonic()
+        dts = self.source.clock.map(timestamp, now) * (VIDEO_RATE // 1000)
+        if dts <= self.last_video_dts:
+            dts = self.last_video_dts + 1
+        if self.last_video_dts >= 0 and 0 < dts - self.last_video_dts < 2 * VIDEO_RATE:
+            self.interval = dts - self.last_video_dts
+        self.last_video_dts = dts
+        duration = self.interval or round(VIDEO_RATE / (self.framerate or 25.0))
+        self.seq += 1
+        frag = fragment(self.seq, VIDEO_TRACK, dts, duration, data, keyframe, cts * (VIDEO_RATE // 1000))
+        info = FragInfo(VIDEO_TRACK, dts, TFDT_POS, 8, duration, keyframe, 1, DURATION_POS)
+        if self.hub.publish(frag, info) is not None:
+            self.source._media()
+
+    def _audio_frame(self, timestamp: int, data: bytes) -> None:
+        spec = self.audio_spec
+        if self.init is None or spec is None or self.init_dirty and self.init.video is None:
+            return
+        if AUDIO_TRACK not in self.init.tracks:
+            return  # the config came after this run's init: audio joins at the next keyframe
+        mapped = self.source.clock.map(timestamp, time.monotonic()) * spec.rate // 1000
+        dts = mapped
+        if self.next_audio >= 0 and abs(mapped - self.next_audio) <= AAC_SAMPLES:
+            dts = self.next_audio  # millisecond timestamps jitter by a sample or forty: the count is exact
+        dts = max(dts, self.next_audio)
+        self.next_audio = dts + AAC_SAMPLES
+        self.seq += 1
+        info = FragInfo(AUDIO_TRACK, dts, TFDT_POS, 8, AAC_SAMPLES, True, 1, DURATION_POS)
+        self.hub.publish(fragment(self.seq, AUDIO_TRACK, dts, AAC_SAMPLES, data, True), info)
+
+
+class PushInput:
+    """A push source's input: stands where an FfmpegProcess stands, fed by at most one publisher at a time."""
+
+    def __init__(self, name: str, hub: StreamHub, *, audio: bool = True) -> None:
+        self.name = name
+        self.hub = hub
+        self.audio = audio
+        self.state = State(transport="rtmp", last_error="waiting for an encoder to publish")
+        self.clock = PushClock(name)
+        self.session: PushSession | None = None
+        self.accepting = False
+        self.sessions = 0
+
+    @property
+    def online(self) -> bool:
+        return self.state.online and time.monotonic() - self.hub.last_arrival < ONLINE_WINDOW
+
+    def start(self) -> None:
+        self.accepting = True
+
+    async def stop(self) -> None:
+        self.accepting = False
+        if self.session is not None:
+            self.session.kick()
+        self.state.online = False
+
+    def begin(self, peer: str, kick: Callable[[], None]) -> PushSession:
+        """A publisher arrives; Refused while another one is live or the source is not running."""
+        if not self.accepting:
+            raise Refused("source is stopped")
+        if self.session is not None:
+            raise Refused(f"already published by {self.session.peer}")
+        if self.sessions:
+            self.state.restarts += 1
+        self.sessions += 1
+        self.clock.new_session()
+        self.state.started_at = time.monotonic()
+        self.state.video_codec = self.state.audio_codec = ""
+        self.session = PushSession(self, peer, kick)
+        return self.session
+
+    def _media(self) -> None:
+        if not self.state.online:
+            self.state.online = True
+            self.state.last_error = ""
+            log.info("%s: online", self.name)
+
+    def _ended(self, session: PushSession, why: str) -> None:
+        if session is not self.session:
+            return
+        self.session = None
+        self.state.online = False
+        self.state.last_error = why
