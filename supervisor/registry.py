@@ -276,7 +276,9 @@ class Registry:
         runtime = SourceRuntime(cfg)
         if cfg.kind == "H5_RTMP_PUSH":  # nothing to pull: it waits for an encoder (supervisor/rtmp_push.py)
             hub = StreamHub(f"{cfg.token}/main", self.settings.ring_seconds)
-            runtime.streams["main"] = Stream(runtime, "main", hub, PushInput(cfg.token, hub, audio=cfg.audio), True)
+            runtime.streams["main"] = Stream(
+                runtime, "main", hub, PushInput(f"{cfg.token}/main", hub, audio=cfg.audio), True
+            )
             self.sources[cfg.token] = runtime
             runtime.main.start()
             return runtime

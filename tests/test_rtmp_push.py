@@ -17,7 +17,9 @@ import pytest
 from tests.wsclient import Received, check_playable, watch, watch_sync
 from tools.harness.camera import free_port
 from tools.harness.gateway import ROOT, Gateway
-from workers.push_source import PushClock
+from workers import push_source
+from workers.hub import StreamHub
+from workers.push_source import PushInput
 
 DEMO = ROOT / "media" / "demo.mp4"
 
@@ -211,21 +213,54 @@ def test_viewer_resumes_across_a_publish_gap(push_gw: Gateway) -> None:
     assert second_run[0].keyframe and len(second_run) >= 50
 
 
-def test_push_clock_goes_forward_across_publishes() -> None:
-    """The source's timeline: a new publish (the encoder's clock at zero again) goes on after the real pause;
-    a jump of the encoder's clock is re-anchored on arrival time and counted."""
-    clock = PushClock("t")
-    assert [clock.map(ts, 100 + ts / 1000) for ts in (0, 40, 80)] == [0, 40, 80]
-    clock.new_session()
-    assert clock.map(0, 102.08) == 2080  # 2 s after the last frame, not back at 0
-    assert clock.map(40, 102.12) == 2120
-    assert clock.resets == 0
-    assert clock.map(600_000, 102.16) == 2160  # ten minutes ahead of the wall clock: re-anchored
-    assert clock.map(600_040, 102.2) == 2200 and clock.resets == 1
-    assert clock.map(0xFFFFFFF0, 102.24) < 2200 + 5000 and clock.resets == 2  # far back: re-anchored again
-    clock.new_session()
-    wrap = [clock.map(ts & 0xFFFFFFFF, 103 + i * 0.04) for i, ts in enumerate(range(0xFFFFFFD8, 0x100000050, 40))]
-    assert all(b - a == 40 for a, b in zip(wrap, wrap[1:], strict=False)), wrap  # 32-bit wrap unwrapped
+def flv_tags(seconds: float) -> list[tuple[int, int, bytes]]:
+    """(type, timestamp ms, body) of the demo clip's first seconds as ffmpeg writes them for RTMP."""
+    data = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-t", str(seconds), "-i", str(DEMO), "-c", "copy"]
+        + ["-f", "flv", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    tags, pos = [], 13
+    while pos + 11 <= len(data):
+        size = int.from_bytes(data[pos + 1 : pos + 4], "big")
+        ms = int.from_bytes(data[pos + 4 : pos + 7], "big") | data[pos + 7] << 24
+        tags.append((data[pos], ms, data[pos + 11 : pos + 11 + size]))
+        pos += 15 + size
+    return tags
+
+
+def test_timeline_goes_forward_across_publishes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two publishes of the same clip (the encoder's clock at zero both times) 2 s apart: one timeline in
+    the hub, the second run after the real pause, audio beside video, AAC frames back to back."""
+    now = [1000.0]
+    monkeypatch.setattr(push_source.time, "monotonic", lambda: now[0])
+    hub = StreamHub("t/main")
+    source = PushInput("t/main", hub)
+    source.start()
+    tags = flv_tags(2.0)
+    runs = []
+    for start in (1000.0, 1004.0):  # the clip is 2 s long: 2 s of pause between the publishes
+        session = source.begin("127.0.0.1:1", lambda: None)
+        for kind, ms, body in tags:
+            now[0] = start + ms / 1000
+            if kind == 9:
+                session.on_video(ms, body)
+            elif kind == 8:
+                session.on_audio(ms, body)
+        session.end("encoder stopped publishing")
+        runs.append([f for f in hub.ring if f.gen == hub.gen])
+    assert source.timeline.resets == 0 and not source.state.online
+    assert hub.gen == 2 and runs[0][0].gen == 1
+    for run in runs:
+        video = [f for f in run if f.video]
+        audio = [f for f in run if not f.video]
+        assert video[0].keyframe and len(video) >= 45 and len(audio) >= 80
+        assert all(b.info.tfdt - a.info.tfdt == 3600 for a, b in zip(video, video[1:], strict=False))
+        assert all(b.info.tfdt - a.info.tfdt == 1024 for a, b in zip(audio, audio[1:], strict=False))
+        assert abs(audio[0].dts - video[0].dts) < 0.1  # the clip's own A/V offset, kept
+    gap = runs[1][0].dts - runs[0][-1].dts
+    assert 2.0 <= gap <= 2.2, gap  # the real pause: not back at zero, not glued on
 
 
 def test_bad_publishers_are_refused_and_logged(push_gw: Gateway) -> None:

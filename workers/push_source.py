@@ -6,10 +6,12 @@ takes at most one publisher at a time. No ffmpeg runs: an FLV AVC sequence heade
 record an MP4 sample entry holds, its NAL units are already length-prefixed, and AAC frames are raw, so
 each tag is one fMP4 fragment (workers/mp4mux.py) written the moment it arrives.
 
-Time: RTMP gives one millisecond clock for audio and video. `PushClock` turns it into the source's output
-timeline, which only goes forward: a new publish (an encoder stopped and started again, its clock back
-at zero) continues where the last one ended plus the real time that passed, and a jump of the encoder's
-clock (back, or far ahead of the wall clock) is re-anchored on arrival time and counted.
+Time: RTMP gives one millisecond clock for audio and video, 32 bits wide. It is unwrapped here and fed to
+the source's owned timeline (workers/timeline.py, one clock for both tracks), which only goes forward: a
+new publish (an encoder stopped and started again, its clock back at zero) is a new run that continues
+after the real pause, and a jump of the encoder's clock is re-anchored on arrival time and counted.
+AAC frames are 1024 samples, but millisecond timestamps are rounded: an audio timestamp within a frame
+of where the previous frame ended is taken to be exactly there, so the audio track has no holes.
 """
 
 from __future__ import annotations
@@ -36,63 +38,18 @@ from workers.process import State
 from workers.rtmp.server import Refused
 from workers.rtp.aac import asc_info
 from workers.rtp.h264 import sps_size
+from workers.timeline import SourceTimeline
 
 log = logging.getLogger("h5gate.push")
 
 ONLINE_WINDOW = 3.0  # seconds without media after which a source is reported offline
 VIDEO_RATE = 90000
 AAC_SAMPLES = 1024
-JUMP_BACK_MS = 1000  # audio and video interleave loosely: only a bigger step back is a clock reset
-JUMP_AHEAD_MS = 5000  # input time running this far ahead of the wall clock is a jump forward
 
 
 def _signed32(value: int) -> int:
     value &= 0xFFFFFFFF
     return value - (1 << 32) if value >= 0x80000000 else value
-
-
-class PushClock:
-    """RTMP milliseconds -> output milliseconds, monotonic across publishes; see the module docstring."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.resets = 0
-        self.last_out = -1  # newest output time, ms
-        self._last_arrival = 0.0
-        self._last_in: int | None = None
-        self._ext = 0  # the input, unwrapped past 2^32 ms
-        self._offset = 0
-
-    def new_session(self) -> None:
-        self._last_in = None
-
-    def _anchor(self, now: float) -> None:
-        if self.last_out < 0:
-            self._offset = -self._ext
-        else:
-            elapsed = max(1, round((now - self._last_arrival) * 1000))
-            self._offset = self.last_out + elapsed - self._ext
-
-    def map(self, ts: int, now: float) -> int:
-        if self._last_in is None:
-            self._ext = ts
-            self._anchor(now)
-        else:
-            self._ext += _signed32(ts - self._last_in)
-        self._last_in = ts
-        out = self._ext + self._offset
-        if self.last_out >= 0:
-            wall = self.last_out + (now - self._last_arrival) * 1000
-            if out < self.last_out - JUMP_BACK_MS or out > wall + JUMP_AHEAD_MS:
-                why = "went back" if out < self.last_out else "ran ahead of the clock"
-                self._anchor(now)
-                out = self._ext + self._offset
-                self.resets += 1
-                log.warning("%s: timeline reset: encoder timestamps %s", self.name, why)
-        if out > self.last_out:
-            self.last_out = out
-            self._last_arrival = now
-        return out
 
 
 class PushSession:
@@ -113,7 +70,9 @@ class PushSession:
         self.framerate = 0.0
         self.interval = 0  # last video frame interval, 90 kHz ticks
         self.last_video_dts = -1
-        self.next_audio = -1  # where the next AAC frame is due, in the audio clock
+        self.next_audio = -1  # where the next AAC frame is due, in the input's audio clock
+        self._last_ms: int | None = None
+        self._ext_ms = 0  # the encoder's clock, unwrapped past 2^32 ms
         self.seq = 0
         self.warned: set[str] = set()
         self.ended = False
@@ -194,6 +153,15 @@ class PushSession:
             self.next_audio = -1
             self.init_dirty = True
 
+    def _ms(self, timestamp: int) -> int:
+        """The encoder's timestamp, unwrapped (32-bit milliseconds wrap after 49.7 days)."""
+        if self._last_ms is None:
+            self._ext_ms = timestamp
+        else:
+            self._ext_ms += _signed32(timestamp - self._last_ms)
+        self._last_ms = timestamp
+        return self._ext_ms
+
     def _write_init(self) -> None:
         data = init_segment(self.video_spec, self.audio_spec)
         self.init = self.hub.set_init(data, parse_init(data))
@@ -207,14 +175,12 @@ class PushSession:
             if not keyframe:
                 return
             self._write_init()
-        now = time.monotonic()
-        dts = self.source.clock.map(timestamp, now) * (VIDEO_RATE // 1000)
-        if dts <= self.last_video_dts:
-            dts = self.last_video_dts + 1
-        if self.last_video_dts >= 0 and 0 < dts - self.last_video_dts < 2 * VIDEO_RATE:
+        track = self.source.timeline.track("video", VIDEO_RATE)
+        dts = track.map(self._ms(timestamp) * (VIDEO_RATE // 1000), time.monotonic())
+        if self.last_video_dts >= 0:
             self.interval = dts - self.last_video_dts
         self.last_video_dts = dts
-        duration = self.interval or round(VIDEO_RATE / (self.framerate or 25.0))
+        duration = track.duration(self.interval or round(VIDEO_RATE / (self.framerate or 25.0)))
         self.seq += 1
         frag = fragment(self.seq, VIDEO_TRACK, dts, duration, data, keyframe, cts * (VIDEO_RATE // 1000))
         info = FragInfo(VIDEO_TRACK, dts, TFDT_POS, 8, duration, keyframe, 1, DURATION_POS)
@@ -227,12 +193,11 @@ class PushSession:
             return
         if AUDIO_TRACK not in self.init.tracks:
             return  # the config came after this run's init: audio joins at the next keyframe
-        mapped = self.source.clock.map(timestamp, time.monotonic()) * spec.rate // 1000
-        dts = mapped
-        if self.next_audio >= 0 and abs(mapped - self.next_audio) <= AAC_SAMPLES:
-            dts = self.next_audio  # millisecond timestamps jitter by a sample or forty: the count is exact
-        dts = max(dts, self.next_audio)
-        self.next_audio = dts + AAC_SAMPLES
+        given = self._ms(timestamp) * spec.rate // 1000
+        if self.next_audio >= 0 and abs(given - self.next_audio) < AAC_SAMPLES:
+            given = self.next_audio  # millisecond timestamps jitter by up to 48 samples: the count is exact
+        self.next_audio = given + AAC_SAMPLES
+        dts = self.source.timeline.track("audio", spec.rate).map(given, time.monotonic())
         self.seq += 1
         info = FragInfo(AUDIO_TRACK, dts, TFDT_POS, 8, AAC_SAMPLES, True, 1, DURATION_POS)
         self.hub.publish(fragment(self.seq, AUDIO_TRACK, dts, AAC_SAMPLES, data, True), info)
@@ -246,7 +211,7 @@ class PushInput:
         self.hub = hub
         self.audio = audio
         self.state = State(transport="rtmp", last_error="waiting for an encoder to publish")
-        self.clock = PushClock(name)
+        self.timeline = SourceTimeline(name, common_clock=True)  # lives as long as the source, across publishes
         self.session: PushSession | None = None
         self.accepting = False
         self.sessions = 0
@@ -273,7 +238,7 @@ class PushInput:
         if self.sessions:
             self.state.restarts += 1
         self.sessions += 1
-        self.clock.new_session()
+        self.timeline.new_run()
         self.state.started_at = time.monotonic()
         self.state.video_codec = self.state.audio_codec = ""
         self.session = PushSession(self, peer, kick)
