@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -184,6 +185,10 @@ def validate(settings: Settings) -> None:
     for name in ("record_in_day", "snapshot_in_day"):
         need(getattr(settings, name) >= 0, name, "must not be negative (0 keeps files forever)")
     need(0 < settings.disk_auto_del_percent <= 100, "disk_auto_del_percent", "must be above 0 and at most 100")
+    if settings.ffmpeg:
+        need(shutil.which(settings.ffmpeg) is not None, "ffmpeg", "must be an executable (a path, or a name on PATH)")
+    if settings.web_root:
+        need(Path(settings.web_root).expanduser().is_dir(), "web_root", "must name an existing folder")
 
 
 def load_settings(config_file: str | None = None, overrides: dict[str, Any] | None = None) -> Settings:

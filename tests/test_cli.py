@@ -75,6 +75,7 @@ def test_port_from_environment_and_file_is_validated(tmp_path: Path) -> None:
         ("webrtc_port_min = 6000\nwebrtc_port_max = 5000\n", ["webrtc_port_max"]),
         ("login_timeout = 0\n", ["login_timeout", "above 0"]),
         ("disk_auto_del_percent = 150\n", ["disk_auto_del_percent"]),
+        ('web_root = "/no/such/folder"\n', ["web_root", "existing folder"]),
     ],
 )
 def test_bad_config_file_is_one_line_exit_2(tmp_path: Path, text: str, words: list[str]) -> None:
@@ -90,6 +91,12 @@ def test_missing_config_file_and_bad_environment(tmp_path: Path) -> None:
     assert_one_line_error(run_cli(env={"H5GATE_CONFIG": str(tmp_path / "gone.toml")}), 2, "gone.toml", "cannot read")
     assert_one_line_error(run_cli(env={"H5GATE_WEBRTC": "maybe"}), 2, "H5GATE_WEBRTC", "true or false")
     assert_one_line_error(run_cli(env={"H5GATE_RTSP_TIMEOUT": "soon"}), 2, "H5GATE_RTSP_TIMEOUT", "number")
+
+
+def test_missing_ffmpeg_binary_is_one_line_exit_2(tmp_path: Path) -> None:
+    done = run_cli("serve", "--ffmpeg", str(tmp_path / "no-ffmpeg"), "--data-dir", str(tmp_path / "d"))
+    assert_one_line_error(done, 2, "ffmpeg", "executable")
+    assert not (tmp_path / "d").exists()
 
 
 def test_unknown_flag_is_one_line_exit_2() -> None:
