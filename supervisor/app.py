@@ -29,6 +29,7 @@ from starlette.types import ExceptionHandler
 
 from supervisor import rtmp_push
 from supervisor.api import (
+    audio,
     common,
     flv,
     hls,
@@ -74,6 +75,7 @@ CHAPTERS: tuple[common.Chapter, ...] = (
     sources.chapter,
     organisation.chapter,
     streams.chapter,
+    audio.chapter,
     hls.chapter,
     onvif.chapter,
     records.chapter,

@@ -539,3 +539,13 @@ def retime_fragment(
     if out is None:
         return data, info
     return bytes(out), dataclasses.replace(info, tfdt=tfdt, duration=total if samples else info.duration)
+
+
+def set_track_id(data: bytes, track_id: int) -> bytes:
+    """A moof+mdat with every traf's tfhd numbering `track_id` (a track moved into an init of its own)."""
+    buf = bytearray(data)
+    for moof_pos, moof_head, moof_size in find(buf, [b"moof"]):
+        for tpos, thead, tsize in find(buf, [b"traf"], moof_pos + moof_head, moof_pos + moof_size):
+            for pos, head, _ in find(buf, [b"tfhd"], tpos + thead, tpos + tsize):
+                struct.pack_into(">I", buf, pos + head + 4, track_id)
+    return bytes(buf)
