@@ -31,6 +31,7 @@ from supervisor import rtmp_push
 from supervisor.api import (
     audio,
     common,
+    events,
     flv,
     hls,
     observe,
@@ -40,6 +41,7 @@ from supervisor.api import (
     sources,
     streams,
     system,
+    transcoding,
     unsupported,
     users,
     webrtc,
@@ -79,9 +81,11 @@ CHAPTERS: tuple[common.Chapter, ...] = (
     hls.chapter,
     onvif.chapter,
     records.chapter,
+    events.chapter,  # after records: it listens to the recorders
     webrtc.chapter,
     rtmp_push.chapter,
     flv.chapter,
+    transcoding.chapter,
     observe.chapter,
     unsupported.chapter,
 )

@@ -26,12 +26,14 @@ if TYPE_CHECKING:
     from supervisor.conf_store import ConfStore
     from supervisor.config import Settings
     from supervisor.db import Database
+    from supervisor.events import EventBus
     from supervisor.hls import HlsService
     from supervisor.metrics import LoopLag, RequestCounts
     from supervisor.organisation import Organisation
     from supervisor.recordings.service import Recordings
     from supervisor.registry import Registry
     from supervisor.restart import Restarter
+    from supervisor.transcode import Transcoder
     from supervisor.webrtc import WebRTCService
     from workers.rtmp.server import RtmpServer
     from workers.snapshot import SnapshotCache
@@ -67,3 +69,5 @@ class Services:
     organisation: Organisation | None = None  # regions and saved views, set by the organisation chapter
     flv: FlvListener | None = None  # the HTTP-FLV listener on flv_port; None when 0 or it could not listen
     rtmp: RtmpServer | None = None  # RTMP push-in; None when rtmp_port = 0 or it could not listen
+    events: EventBus | None = None  # the event socket's bus, set by the events chapter
+    transcoder: Transcoder | None = None  # transcoding profiles and their shared ffmpegs, set by its chapter

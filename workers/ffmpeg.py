@@ -41,6 +41,17 @@ class Plan:
     audio_mode: str = "copy"  # copy | aac
     timeout_s: float = 5.0
     token: str = ""
+    encode: Encode | None = None  # a transcoding profile: always H.264 at this size, rate and bit rate
+
+
+@dataclass
+class Encode:
+    """What a transcoding profile asks of the H.264 encoder; 0 keeps the input's value."""
+
+    width: int = 0
+    height: int = 0  # with width: scale to exactly this; 0 with a width: keep the aspect ratio
+    fps: int = 0
+    bitrate_k: int = 0  # kbit/s (capped with a buffer of one second)
 
 
 def _input_args(plan: Plan) -> list[str]:
@@ -57,7 +68,9 @@ def _codec_args(plan: Plan) -> list[str]:
     args = ["-map", "0:v:0"]
     if plan.audio:
         args += ["-map", "0:a:0?"]
-    if plan.video_mode == "copy":
+    if plan.encode is not None:
+        args += _encode_args(plan.encode)
+    elif plan.video_mode == "copy":
         args += ["-c:v", "copy"]
     else:
         args += [
@@ -78,6 +91,24 @@ def _codec_args(plan: Plan) -> list[str]:
         args += ["-c:a", "copy"] if plan.audio_mode == "copy" else ["-c:a", "aac", "-b:a", "64k"]
     else:
         args += ["-an"]
+    return args
+
+
+def _encode_args(enc: Encode) -> list[str]:
+    """libx264 for a transcoding profile: scaled, rate-limited, keyframe every 2 s, no B-frames (WebRTC)."""
+    fps = enc.fps or 25
+    args = ["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"]
+    args += ["-g", str(fps * 2), "-bf", "0"]
+    filters = []
+    if enc.width:
+        filters.append(f"scale={int(enc.width)}:{int(enc.height) if enc.height else -2}")
+    if enc.fps:
+        filters.append(f"fps={int(enc.fps)}")
+    if filters:
+        args += ["-vf", ",".join(filters)]
+    if enc.bitrate_k:
+        rate = f"{int(enc.bitrate_k)}k"
+        args += ["-b:v", rate, "-maxrate", rate, "-bufsize", rate]
     return args
 
 

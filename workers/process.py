@@ -222,7 +222,8 @@ class FfmpegProcess:
         st = self.state
         if kind == "Video" and not st.video_codec:
             st.video_codec = codec
-            want = "copy" if codec in MSE_VIDEO else "h264"
+            # a transcoding profile's run encodes whatever comes in: nothing to learn, no restart
+            want = "h264" if plan.encode is not None else "copy" if codec in MSE_VIDEO else "h264"
             if want != self.video_mode:
                 log.info("%s: input video is %s: encoding to H.264", self.name, codec)
                 self.video_mode = want

@@ -32,12 +32,14 @@ from supervisor.api.common import (
 from supervisor.auth import User
 from supervisor.config import Settings
 from supervisor.registry import Stream
+from supervisor.transcode import DEFAULT as DEFAULT_PROFILE
 from workers.fmp4 import InitInfo
 from workers.hub import HubClosed, StreamHub
 
 log = logging.getLogger("h5gate.ws")
 
 READY_TIMEOUT = 8.0  # how long a new viewer waits for a source that is (re)connecting
+TRANSCODE_READY_TIMEOUT = 20.0  # a transcode's first picture: ffmpeg start, its feed, the encoder's first GOP
 
 
 class Viewers:
@@ -192,15 +194,37 @@ async def open_live(ws: WebSocket, user: User) -> Stream | None:
         await _reject(ws, CLOSE_UNKNOWN, f"unknown token: {token[:64]}")
         return None
     profile = ws.query_params.get("profile", "main") or "main"
-    stream = runtime.stream(profile)
+    transcoder = svc.transcoder
+    # main/sub, else a transcoding profile: one shared ffmpeg per (source, profile), made by its first viewer
+    stream = runtime.stream(profile) or (transcoder.stream(runtime, profile) if transcoder else None)
     if stream is None:
         await _reject(ws, CLOSE_UNKNOWN, f"unknown profile: {profile[:64]}")
         return None
+    await ws.accept()
+    stream = await _ready(ws, stream, READY_TIMEOUT if profile in ("main", "sub") else TRANSCODE_READY_TIMEOUT)
+    if stream is None:
+        return None
+    init = stream.hub.init
+    video = init.video if init is not None else None
+    hevc_ok = ws.query_params.get("hevc", "true").lower() != "false"
+    if not hevc_ok and transcoder and video is not None and video.codec[:4] in ("hev1", "hvc1"):
+        # a player that cannot take H.265 gets this source through the default transcoding profile
+        stream.release()
+        fallback = transcoder.stream(runtime, DEFAULT_PROFILE)
+        if fallback is None:
+            await ws.close(code=CLOSE_UNSUPPORTED, reason="source is H.265 and the player cannot play it")
+            return None
+        log.info("%s: H.265 to a player without it: through the default transcoding profile", token)
+        return await _ready(ws, fallback, TRANSCODE_READY_TIMEOUT)
+    return stream
+
+
+async def _ready(ws: WebSocket, stream: Stream, timeout: float) -> Stream | None:
+    """The stream acquired and delivering (the caller releases it), or None with the socket closed."""
     hub = stream.acquire()
     try:
-        await ws.accept()
         try:
-            ready = await hub.wait_ready(READY_TIMEOUT)
+            ready = await hub.wait_ready(timeout)
         except HubClosed:
             ready = None
         if not ready:

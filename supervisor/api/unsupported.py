@@ -68,7 +68,6 @@ ACTIONS = (
     "SetGbConf",
     "RefreshGbDevice",
     "RebootGbDevice",
-    "AddRTMPPush",
     "SetEnableLinkagent",
     "SetEnableRedis",
     "SetRedisConf",

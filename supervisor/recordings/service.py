@@ -92,6 +92,12 @@ class Recordings:
         self._lock = asyncio.Lock()
         self._reindex_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
+        # told of each file started or finished and of a recorder stopped by a full disk (the event socket)
+        self.notify: Callable[[str, str, dict[str, Any]], None] | None = None
+
+    def _notify(self, kind: str, token: str, **detail: Any) -> None:
+        if self.notify is not None:
+            self.notify(kind, token, detail)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -171,8 +177,10 @@ class Recordings:
     async def file_opened(self, recorder: Recorder, f: RecFile) -> None:
         f.row = await self.index.add_recording(recorder.token, recorder.kind, f.rel, f)
         self.errors.pop(recorder.token, None)
+        self._notify("record_start", recorder.token, strPath=paths.http_path(f.rel), strKind=recorder.kind)
 
     async def file_closed(self, recorder: Recorder, f: RecFile) -> None:
+        self._notify("record_stop", recorder.token, strPath=paths.http_path(f.rel), nDuration=round(f.duration, 3))
         if f.duration <= 0:  # nothing but the init made it to disk
             self.index.live.pop(f.row, None)
             await self.db.execute("DELETE FROM recordings WHERE id = ?", (f.row,))
@@ -182,6 +190,8 @@ class Recordings:
 
     async def write_failed(self, recorder: Recorder, error: OSError) -> None:
         self.errors[recorder.token] = recorder.status
+        if recorder.status == "disk full":
+            self._notify("disk_full", recorder.token, strStorage=str(self.root))
         self._spawn(self.run_retention())
 
     # -- sessions ----------------------------------------------------------------------------------
