@@ -130,17 +130,19 @@ def test_event_socket(gw: Gateway, tmp_path: Path) -> None:
             while not any(e["type"] == "H5S_EVENT_SRC_ONLINE" and e["strDevToken"] == "evclip" for e in events):
                 events.append(json.loads(await asyncio.wait_for(ws.recv(), 20.0)))  # within a second of online
             await asyncio.to_thread(gw.ok, "Record", token="evclip", duration=2)
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 40
+            deleted = False
             while time.monotonic() < deadline:
                 try:
                     events.append(json.loads(await asyncio.wait_for(ws.recv(), 1.0)))
                 except TimeoutError:
                     await ws.send(json.dumps({"type": "keepalive"}))
-                kinds = {(e["type"], e["strDevToken"]) for e in events}
-                if ("H5S_EVENT_RECORD_STOP", "evclip") in kinds and ("H5S_EVENT_SRC_OFFLINE", "evclip") in kinds:
+                mine = [e for e in events if e["strDevToken"] == "evclip"]
+                if any(e.get("bDeleted") for e in mine):
                     break
-                if ("H5S_EVENT_RECORD_STOP", "evclip") in kinds and not any("OFFLINE" in k for k, _ in kinds):
+                if not deleted and any(e["type"] == "H5S_EVENT_RECORD_STOP" for e in mine):
                     await asyncio.to_thread(gw.ok, "DelSrc", token="evclip")
+                    deleted = True
         return events
 
     events = asyncio.run(listen())
@@ -148,7 +150,7 @@ def test_event_socket(gw: Gateway, tmp_path: Path) -> None:
     kinds = [e["type"] for e in mine]
     assert kinds.index("H5S_EVENT_SRC_ONLINE") < kinds.index("H5S_EVENT_RECORD_START")
     assert kinds.index("H5S_EVENT_RECORD_START") < kinds.index("H5S_EVENT_RECORD_STOP")
-    assert kinds[-1] == "H5S_EVENT_SRC_OFFLINE"
+    assert kinds[-1] == "H5S_EVENT_SRC_OFFLINE" and mine[-1]["bDeleted"] is True  # deleted: offline for good
     start = mine[kinds.index("H5S_EVENT_RECORD_START")]
     assert start["strPath"].startswith("/mediastore/record/evclip/") and len(start["strUUID"]) == 36
     assert start["strTime"][:4].isdigit() and "T" in start["strTime"]
