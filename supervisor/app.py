@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -169,6 +169,10 @@ def create_app(settings: Settings, restarter: Restarter | None = None) -> Starle
         path = request.url.path
         return templates.TemplateResponse(request, PAGES[path], {"version": release, "page": path, "base": CONSOLE})
 
+    async def favicon(request: Request) -> Response:
+        """Browsers ask every site for /favicon.ico whatever the page links; answer it rather than 404."""
+        return FileResponse(TEMPLATES_DIR / "static" / "favicon.ico", media_type="image/x-icon")
+
     async def moved(request: Request) -> Response:
         """The console's old addresses (before the web root took `/`) still lead to its pages."""
         target = OLD_PAGES.get(request.url.path, f"{CONSOLE}/")
@@ -191,6 +195,8 @@ def create_app(settings: Settings, restarter: Restarter | None = None) -> Starle
         *(Route(path, moved) for path in OLD_PAGES),
         Mount(f"{CONSOLE}/static", own_static, name="static"),
     ]
+    if root is None or not (root / "favicon.ico").is_file():  # a web root's own icon wins
+        routes.append(Route("/favicon.ico", favicon))
     if root is not None:  # the web root owns every other path, `/static/...` of a vendor console included
         routes.append(Mount("/", StaticFiles(directory=str(root), html=True), name="webroot"))
     else:

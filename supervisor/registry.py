@@ -253,6 +253,28 @@ class Registry:
         log.info("%s: source updated (%s)", token, ", ".join(f"{k}={v}" for k, v in changes.items()))
         return runtime.config
 
+    async def replace(self, cfg: SourceConfig) -> SourceRuntime:
+        """Edit a source: the same token and kind with new settings, persisted, its ffmpeg started afresh.
+
+        Done here, under the lock, rather than as DelSrc + AddSrc from a client, so nothing can take the
+        token in between and a refused setting leaves the old source running untouched. Viewers of the old
+        hubs see them close and reconnect; recordings and the index are keyed by token and carry on.
+        """
+        self.validate(cfg)
+        async with self._lock:
+            old = self.sources.get(cfg.token)
+            if old is None:
+                raise NotFound(f"no such source: {cfg.token}")
+            if old.config.kind != cfg.kind:
+                raise BadValue(f"source {cfg.token} is of type {old.config.kind}; delete it and add it anew")
+            await self.db.execute("UPDATE sources SET config = ? WHERE token = ?", (cfg.to_json(), cfg.token))
+            del self.sources[cfg.token]
+            await self._stop_runtime(old)
+            runtime = self._start(cfg)
+            runtime.created = old.created
+        log.info("%s: source edited (%s %s)", cfg.token, cfg.kind, redact_url(cfg.url))
+        return runtime
+
     async def delete(self, token: str) -> None:
         async with self._lock:
             runtime = self.sources.pop(token, None)

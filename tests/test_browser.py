@@ -82,7 +82,7 @@ def test_login_form_then_console_shows_demo(page, gateway):
     page.fill("input[name=password]", "12345")
     page.click("button[type=submit]")
     page.wait_for_url(gateway.base + "/console/", timeout=10_000)
-    session = page.evaluate("() => sessionStorage.getItem('h5gate_session')")
+    session = page.evaluate("() => localStorage.getItem('h5gate_session')")
     assert session
     tile = page.locator(".tile[data-token=demo]")
     tile.wait_for(state="visible", timeout=10_000)
@@ -100,7 +100,7 @@ def test_login_form_then_console_shows_demo(page, gateway):
     # log out: back to /login, and the server no longer knows the session
     page.click("#logout")
     page.wait_for_url(gateway.base + "/console/login", timeout=10_000)
-    assert page.evaluate("() => sessionStorage.getItem('h5gate_session')") is None
+    assert page.evaluate("() => localStorage.getItem('h5gate_session')") is None
     status, _ = gateway.get("GetSrc", session=session)
     assert status == 401
     assert page.page_errors == []
@@ -119,15 +119,22 @@ def test_login_wrong_password_shows_error(page, gateway):
 
 
 def test_console_without_session_goes_to_login(page, gateway):
-    page.goto(gateway.base + "/console/")
-    page.wait_for_url(gateway.base + "/console/login", timeout=10_000)
+    page.goto(gateway.base + "/console/recordings?token=demo")
+    page.wait_for_url(gateway.base + "/console/login?next=%2Fconsole%2Frecordings%3Ftoken%3Ddemo", timeout=10_000)
+    # signing in goes back to the page that sent us (and only to a console page)
+    page.fill("input[name=user]", "admin")
+    page.fill("input[name=password]", "12345")
+    page.click("button[type=submit]")
+    page.wait_for_url(gateway.base + "/console/recordings?token=demo", timeout=10_000)
+    page.goto(gateway.base + "/console/login?next=https://example.org/")
+    page.wait_for_url(gateway.base + "/console/", timeout=10_000)  # already signed in: straight on, never off-site
 
 
 def login_console(page, gateway) -> None:
     """Open the console with the fixture's session (as the login page would leave it)."""
     page.goto(gateway.base + "/console/login")
     page.evaluate(
-        "(s) => { sessionStorage.setItem('h5gate_session', s); sessionStorage.setItem('h5gate_user', 'admin'); }",
+        "(s) => { localStorage.setItem('h5gate_session', s); localStorage.setItem('h5gate_user', 'admin'); }",
         gateway.session,
     )
     page.goto(gateway.base + "/console/")
@@ -135,28 +142,37 @@ def login_console(page, gateway) -> None:
 
 
 def test_console_add_and_delete_source(page, gateway):
+    """An RTSP source added on the sources page appears as a tile; its delete button removes it."""
     login_console(page, gateway)
-    page.click("#add-panel summary")
-    form = page.locator("#add-form")
+    page.click("#add-camera-link")
+    page.wait_for_url(gateway.base + "/console/addcamera", timeout=10_000)
+    form = page.locator("#stream-form")
+    assert form.is_visible()  # RTSP is the first tab: no hunting for the form
     form.locator("input[name=name]").fill("Browser test camera")
     form.locator("input[name=token]").fill("browsertest1")
     form.locator("input[name=url]").fill("rtsp://127.0.0.1:9/nothing-here")
     form.locator("input[name=user]").fill("u")
     form.locator("input[name=password]").fill("p")
     form.locator("button[type=submit]").click()
+    page.wait_for_url(gateway.base + "/console/", timeout=10_000)
     tile = page.locator(".tile[data-token=browsertest1]")
     tile.wait_for(state="visible", timeout=10_000)
     assert "Browser test camera" in tile.inner_text()
-    assert page.locator("#add-message").inner_text() == ""
+    src = gateway.source("browsertest1")
+    assert (src["nType"], src["strUrl"], src["strUser"]) == ("H5_STREAM", "rtsp://127.0.0.1:9/nothing-here", "u")
 
     # a token the server refuses: its strCode is shown under the form
-    page.evaluate("() => document.querySelector('#add-form input[name=token]').removeAttribute('pattern')")
+    page.goto(gateway.base + "/console/addcamera")
+    page.evaluate("() => document.querySelector('#stream-form input[name=token]').removeAttribute('pattern')")
     form.locator("input[name=name]").fill("bad")
     form.locator("input[name=token]").fill("bad token!")
     form.locator("input[name=url]").fill("rtsp://127.0.0.1:9/x")
     form.locator("button[type=submit]").click()
-    page.wait_for_function("() => document.getElementById('add-message').textContent.length > 0", timeout=10_000)
+    page.wait_for_function("() => document.getElementById('stream-message').textContent.length > 0", timeout=10_000)
+    assert "invalid token" in page.locator("#stream-message").inner_text()
 
+    login_console(page, gateway)
+    tile.wait_for(state="visible", timeout=10_000)
     page.on("dialog", lambda d: d.accept())
     tile.locator("button.danger").click()
     tile.wait_for(state="detached", timeout=10_000)

@@ -79,7 +79,7 @@ def open_as_admin(page, gw: Gateway, path: str) -> None:
     """Open a console page with the gateway's admin session, as the login page would leave it."""
     page.goto(gw.base + "/console/login")
     page.evaluate(
-        "(s) => { sessionStorage.setItem('h5gate_session', s); sessionStorage.setItem('h5gate_user', 'admin'); }",
+        "(s) => { localStorage.setItem('h5gate_session', s); localStorage.setItem('h5gate_user', 'admin'); }",
         gw.session,
     )
     page.goto(gw.base + path)
@@ -112,6 +112,7 @@ def test_add_camera_page_searches_probes_and_adds(page, gw: Gateway, vcam: Virtu
     page.locator("#empty").wait_for(state="visible", timeout=10_000)
     page.click("#add-camera-link")
     page.wait_for_url(gw.base + "/console/addcamera", timeout=10_000)
+    page.click("[data-kind=onvif]")  # the sources page adds every kind; ONVIF is one tab
 
     page.select_option("#search-timeout", "1")
     page.click("#search")
@@ -172,7 +173,7 @@ def test_add_camera_page_shows_the_server_error(page, gw: Gateway, vcam: Virtual
     """A token already in use: AddSrcONVIF's strCode is shown and the page stays."""
     gw.ok("AddSrcRTSP", token="taken", url="rtsp://127.0.0.1:9/none", connecttype="H5_ONDEMAND")
     try:
-        open_as_admin(page, gw, "/console/addcamera")
+        open_as_admin(page, gw, "/console/addcamera?kind=onvif")
         form = page.locator("#probe-form")
         form.locator("input[name=ip]").fill("127.0.0.1")
         form.locator("input[name=port]").fill(str(vcam.port))
@@ -187,7 +188,7 @@ def test_add_camera_page_shows_the_server_error(page, gw: Gateway, vcam: Virtual
             "() => document.getElementById('onvif-add-message').textContent.length > 0", timeout=10_000
         )
         assert page.locator("#onvif-add-message").inner_text() == "token already exists: taken"
-        assert page.url == gw.base + "/console/addcamera"
+        assert page.url == gw.base + "/console/addcamera?kind=onvif"
         # editing the connection invalidates the profiles shown
         form.locator("input[name=port]").fill("1")
         assert page.locator("#profiles-card").is_hidden()

@@ -44,8 +44,8 @@ def test_recordings_page_plays_pauses_seeks_and_speeds(gateway: Gateway, tmp_pat
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(gw.base + "/console/login")
             page.evaluate(
-                f"() => {{ sessionStorage.setItem('h5gate_session', '{gw.session}');"
-                " sessionStorage.setItem('h5gate_user', 'admin'); }"
+                f"() => {{ localStorage.setItem('h5gate_session', '{gw.session}');"
+                " localStorage.setItem('h5gate_user', 'admin'); }"
             )
             page.goto(gw.base + "/console/recordings?token=demo")
             page.wait_for_function("() => H5gateRecordings.records.length > 0", timeout=10_000)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import time
@@ -280,6 +281,66 @@ async def add_src_onvif(request: Request, user: Any) -> Any:
     return ok("Add successfully")
 
 
+@endpoint(role="Administrator")
+async def update_src_onvif(request: Request, user: Any) -> Any:
+    """Edit an ONVIF source: device address, credentials, profiles, name, audio; what is not given stays.
+
+    An empty password keeps the stored one (GetSrc never shows it). Giving `main` (and `sub`) picks the
+    profiles; `profileauto=true` goes back to automatic; neither keeps the current choice. The device is
+    asked again, as on AddSrcONVIF, then the registry swaps the source under the same token.
+    """
+    token = param_token(request)
+    registry = services(request).registry
+    runtime = registry.get(token)
+    if runtime is None:
+        raise errors.NotFound(f"no such source: {token}")
+    old: SourceConfig = runtime.config
+    if old.kind != "H5_ONVIF":
+        raise ApiError(f"source {token} is of type {old.kind}, not H5_ONVIF")
+    ip = param(request, "ip", required=False, default=old.ip, maxlen=255, pattern=HOST_RE).strip("[]")
+    port = int(param_number(request, "port", default=float(old.port or 80), low=1, high=65535, integer=True))
+    onvif_addr = param(request, "onvifaddr", required=False, default=old.onvif_addr or DEFAULT_ONVIF_ADDR, maxlen=256)
+    if not PATH_RE.match(onvif_addr):
+        raise ApiError("invalid onvifaddr: a path such as /onvif/device_service")
+    device_user = old.user if "user" not in request.query_params else param(request, "user", required=False, maxlen=128)
+    password = param(request, "password", required=False, default=old.password, maxlen=128)
+    addr = DeviceAddress(ip, port, onvif_addr, device_user, password)
+    main = param(request, "main", required=False, maxlen=64, pattern=ONVIF_TOKEN_RE)
+    sub = param(request, "sub", required=False, maxlen=64, pattern=ONVIF_TOKEN_RE)
+    auto = not main and param_bool(request, "profileauto", old.profile_auto)
+    if auto:
+        sub = ""
+    elif not main:  # keep the current manual choice
+        main, sub = old.profile_main, old.profile_sub
+    rtsp_type = param(request, "rtsptype", required=False, default=old.rtsp_type, maxlen=16)
+    rtsp_type = RTSP_TYPE_ALIASES.get(rtsp_type.lower(), rtsp_type)
+    if rtsp_type not in RTSP_TYPES:
+        raise ApiError(f"invalid rtsptype: use one of {', '.join(RTSP_TYPES)}")
+    connect = param(request, "connecttype", required=False, default=old.connect_type, maxlen=16)
+    cfg = dataclasses.replace(
+        old,
+        name=param(request, "name", required=False, default=old.name, maxlen=128),
+        url=addr.device_url,
+        url_sub="",
+        user=addr.user,
+        password=addr.password,
+        audio=param_bool(request, "audio", old.audio),
+        rtsp_type=rtsp_type,
+        connect_type=CONNECT_ALIASES.get(connect.lower(), connect),
+        ip=addr.ip,
+        port=str(addr.port),
+        onvif_addr=addr.onvif_addr,
+        profile_main=main,
+        profile_sub=sub,
+        profile_auto=auto,
+    )
+    await _state(request).pool.drop(token)  # the next use connects with the new address and credentials
+    await _describe(request, cfg, addr)
+    await registry.replace(cfg)
+    log.info("%s: ONVIF source edited (%s)", token, addr.label)
+    return ok("Update successfully")
+
+
 async def _describe(request: Request, cfg: SourceConfig, addr: DeviceAddress) -> None:
     """Fill profile tokens and display URLs from the device; an unreachable device is added anyway.
 
@@ -394,6 +455,7 @@ routes = [
     Route("/api/v1/OnvifSearch", onvif_search),
     Route("/api/v1/OnvifProbe", onvif_probe),
     Route("/api/v1/AddSrcONVIF", add_src_onvif),
+    Route("/api/v1/UpdateSrcONVIF", update_src_onvif),
     Route("/api/v1/Ptz", ptz),
     Route("/api/v1/GetPresets", get_presets),
     Route("/api/v1/SetPreset", set_preset),

@@ -1,7 +1,12 @@
-"""Manual §5.3, Sources: GetSrc, AddSrcFile, AddSrcRTSP, DelSrc, GetImage (PTZ and ONVIF live in onvif.py)."""
+"""Manual §5.3, Sources: GetSrc, AddSrcFile, AddSrcRTSP, DelSrc, GetImage (PTZ and ONVIF live in onvif.py).
+
+UpdateSrcRTSP and UpdateSrcFile (h5gate's own; H5Stream has no edit call) change a source in place: the
+token stays, parameters that are not given keep their value, and the registry swaps the source atomically.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 from urllib.parse import urlsplit
@@ -136,35 +141,87 @@ def _common(request: Request) -> tuple[str, str, bool, str]:
     token = param_token(request)
     name = param(request, "name", required=False, default=token, maxlen=NAME_MAX)
     audio = param_bool(request, "audio", True)
-    connect = param(request, "connecttype", required=False, default="H5_ALWAYS", maxlen=16)
-    connect = CONNECT_ALIASES.get(connect.lower(), connect)
+    connect = _connect_type(request, "H5_ALWAYS")
     return token, name, audio, connect
+
+
+def _connect_type(request: Request, default: str) -> str:
+    connect = param(request, "connecttype", required=False, default=default, maxlen=16)
+    return CONNECT_ALIASES.get(connect.lower(), connect)
+
+
+def _rtsp_type(request: Request, default: str) -> str:
+    rtsp_type = param(request, "rtsptype", required=False, default=default, maxlen=16)
+    rtsp_type = RTSP_TYPE_ALIASES.get(rtsp_type.lower(), rtsp_type)
+    if rtsp_type not in RTSP_TYPES:
+        raise ApiError(f"invalid rtsptype: use one of {', '.join(RTSP_TYPES)}")
+    return rtsp_type
+
+
+def _stream_fields(request: Request, old: SourceConfig | None) -> dict[str, Any]:
+    """url, user, password, rtsp type and sub URL of a stream source; on an edit, what is absent stays.
+
+    Credentials in a URL are split off it (they are never shown or logged with it). On an edit, an empty
+    password keeps the stored one, because GetSrc never reveals it and a form cannot send it back.
+    """
+    raw = param(request, "url", required=old is None, maxlen=2048)
+    url, url_user, url_password = split_credentials(raw) if raw else (old.url if old else "", "", "")
+    user_default = url_user or (old.user if old else "")
+    password_default = url_password or (old.password if old else "")
+    sub_raw = param(request, "suburl", required=False, maxlen=2048)
+    if old is not None and "suburl" not in request.query_params and "enablesub" not in request.query_params:
+        sub = old.url_sub
+    else:
+        sub = split_credentials(sub_raw)[0] if sub_raw and param_bool(request, "enablesub", bool(sub_raw)) else ""
+    if old is not None and request.query_params.get("user") == "":  # an edit that clears the user name
+        user = ""
+    else:
+        user = param(request, "user", required=False, default=user_default, maxlen=128)
+    return {
+        "url": url,
+        "user": user,
+        "password": param(request, "password", required=False, default=password_default, maxlen=128),
+        "rtsp_type": _rtsp_type(request, old.rtsp_type if old else "H5_RTSP_AUTO"),
+        "url_sub": sub,
+    }
+
+
+def _edited(request: Request, kind: str) -> SourceConfig:
+    """The source an Update call names, which must exist and be of `kind`."""
+    token = param_token(request)
+    runtime = services(request).registry.get(token)
+    if runtime is None:
+        raise NotFound(f"no such source: {token}")
+    cfg: SourceConfig = runtime.config
+    if cfg.kind != kind:
+        raise ApiError(f"source {token} is of type {cfg.kind}, not {kind}")
+    return cfg
+
+
+def _edit_common(request: Request, old: SourceConfig) -> dict[str, Any]:
+    return {
+        "name": param(request, "name", required=False, default=old.name, maxlen=NAME_MAX),
+        "audio": param_bool(request, "audio", old.audio),
+        "connect_type": _connect_type(request, old.connect_type),
+    }
 
 
 @endpoint(role="Administrator")
 async def add_src_rtsp(request: Request, user: User) -> Any:
     token, name, audio, connect = _common(request)
-    url, url_user, url_password = split_credentials(param(request, "url", maxlen=2048))
-    sub_raw = param(request, "suburl", required=False, maxlen=2048)
-    sub = split_credentials(sub_raw)[0] if sub_raw and param_bool(request, "enablesub", bool(sub_raw)) else ""
-    rtsp_type = param(request, "rtsptype", required=False, default="H5_RTSP_AUTO", maxlen=16)
-    rtsp_type = RTSP_TYPE_ALIASES.get(rtsp_type.lower(), rtsp_type)
-    if rtsp_type not in RTSP_TYPES:
-        raise ApiError(f"invalid rtsptype: use one of {', '.join(RTSP_TYPES)}")
     cfg = SourceConfig(
-        token=token,
-        name=name,
-        kind="H5_STREAM",
-        url=url,
-        user=param(request, "user", required=False, default=url_user, maxlen=128),
-        password=param(request, "password", required=False, default=url_password, maxlen=128),
-        audio=audio,
-        rtsp_type=rtsp_type,
-        connect_type=connect,
-        url_sub=sub,
+        token=token, name=name, kind="H5_STREAM", audio=audio, connect_type=connect, **_stream_fields(request, None)
     )
     await services(request).registry.add(cfg)
     return ok("Add successfully")
+
+
+@endpoint(role="Administrator")
+async def update_src_rtsp(request: Request, user: User) -> Any:
+    old = _edited(request, "H5_STREAM")
+    cfg = dataclasses.replace(old, **_edit_common(request, old), **_stream_fields(request, old))
+    await services(request).registry.replace(cfg)
+    return ok("Update successfully")
 
 
 @endpoint(role="Administrator")
@@ -189,6 +246,16 @@ async def add_rtmp_push(request: Request, user: User) -> Any:
     await svc.registry.add(cfg)
     url = publish_url(request.url.hostname or "127.0.0.1", svc.settings.rtmp_port, token, key)
     return ok("Add successfully", strUrl=url)
+
+
+@endpoint(role="Administrator")
+async def update_src_file(request: Request, user: User) -> Any:
+    old = _edited(request, "H5_FILE")
+    registry = services(request).registry
+    path = param(request, "url", required=False, maxlen=1024)
+    url = f"file:{check_file_path(path, registry.media_roots)}" if path else old.url
+    await registry.replace(dataclasses.replace(old, url=url, **_edit_common(request, old)))
+    return ok("Update successfully")
 
 
 @endpoint(role="Administrator")
@@ -241,6 +308,8 @@ routes = [
     Route("/api/v1/AddSrcRTSP", add_src_rtsp),
     Route("/api/v1/AddSrcFile", add_src_file),
     Route("/api/v1/AddRTMPPush", add_rtmp_push),
+    Route("/api/v1/UpdateSrcRTSP", update_src_rtsp),
+    Route("/api/v1/UpdateSrcFile", update_src_file),
     Route("/api/v1/DelSrc", del_src),
     Route("/api/v1/GetImage", get_image),
     Route("/api/v1/GetLoadingImage", get_loading_image),

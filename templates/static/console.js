@@ -6,6 +6,7 @@
 
 var H5GATE_SESSION_KEY = 'h5gate_session';
 var H5GATE_USER_KEY = 'h5gate_user';
+var H5GATE_KEEPALIVE_MS = 60000;
 
 /* ---------------------------------------------------------------- md5 (RFC 1321) of a UTF-8 string */
 
@@ -67,21 +68,58 @@ function h5gateMd5(text) {
 
 /* ---------------------------------------------------------------- session and REST */
 
+/*
+ * The session lives in localStorage, so a second tab and a reload reuse it (sessionStorage is per tab).
+ * The server decides whether it is still good: any call answering 401 sends the page to the login.
+ * A session left in sessionStorage by an older console is taken over once.
+ */
 function h5gateSession() {
-    return sessionStorage.getItem(H5GATE_SESSION_KEY) || '';
+    var s = localStorage.getItem(H5GATE_SESSION_KEY);
+    if (!s) {
+        s = sessionStorage.getItem(H5GATE_SESSION_KEY) || '';
+        if (s) {
+            localStorage.setItem(H5GATE_SESSION_KEY, s);
+            localStorage.setItem(H5GATE_USER_KEY, sessionStorage.getItem(H5GATE_USER_KEY) || '');
+        }
+    }
+    return s;
+}
+
+function h5gateUser() {
+    return localStorage.getItem(H5GATE_USER_KEY) || sessionStorage.getItem(H5GATE_USER_KEY) || '';
+}
+
+function h5gateSetSession(session, user) {
+    localStorage.setItem(H5GATE_SESSION_KEY, session);
+    localStorage.setItem(H5GATE_USER_KEY, user);
+}
+
+function h5gateClearSession() {
+    [localStorage, sessionStorage].forEach(function (store) {
+        store.removeItem(H5GATE_SESSION_KEY);
+        store.removeItem(H5GATE_USER_KEY);
+    });
+}
+
+/* The console's own prefix ('' at the root, '/console' when a web root owns `/`): from the page. */
+function h5gateBase() {
+    return document.documentElement.getAttribute('data-base') || '';
 }
 
 function h5gateGoLogin() {
-    sessionStorage.removeItem(H5GATE_SESSION_KEY);
-    if (window.location.pathname !== '/console/login') {
-        window.location.href = '/console/login';
+    h5gateClearSession();
+    var login = h5gateBase() + '/login';
+    if (window.location.pathname !== login) {
+        var back = window.location.pathname + window.location.search;
+        window.location.href = login + '?next=' + encodeURIComponent(back);
     }
 }
 
 /*
  * GET /api/v1/<name>?<params>&session=<s>; resolves with the JSON answer whatever the HTTP status
- * (errors carry {bStatus:false, strCode}). A 401 on anything but Login means the session is gone:
- * back to /login, and the promise rejects.
+ * (errors carry {bStatus:false, strCode}). The session goes in the query and the Authorization header,
+ * never only in the cookie, so calls that change state pass the server's CSRF check. A 401 on anything
+ * but Login means the session is gone: back to the login page, and the promise rejects.
  */
 function h5gateApi(name, params) {
     var query = new URLSearchParams();
@@ -109,6 +147,39 @@ function h5gateApi(name, params) {
         });
 }
 
+/*
+ * What every page behind the login does first: no session -> login page; else show the user in the
+ * header, wire "Log out" (with `beforeLogout` to stop players) and keep the session alive.
+ * Returns false when the page should not go on.
+ */
+function h5gatePageStart(beforeLogout) {
+    if (!h5gateSession()) {
+        h5gateGoLogin();
+        return false;
+    }
+    var me = document.getElementById('whoami');
+    if (me) {
+        me.textContent = h5gateUser();
+    }
+    var logout = document.getElementById('logout');
+    if (logout) {
+        logout.addEventListener('click', function () {
+            if (beforeLogout) {
+                beforeLogout();
+            }
+            var done = function () {
+                h5gateClearSession();
+                window.location.href = h5gateBase() + '/login';
+            };
+            h5gateApi('Logout', {}).then(done, done);
+        });
+    }
+    setInterval(function () {
+        h5gateApi('Keepalive', {}).catch(function () { /* 401 already handled */ });
+    }, H5GATE_KEEPALIVE_MS);
+    return true;
+}
+
 function h5gateEl(tag, attrs, children) {
     var el = document.createElement(tag);
     Object.keys(attrs || {}).forEach(function (key) {
@@ -128,10 +199,29 @@ function h5gateEl(tag, attrs, children) {
 
 /* ---------------------------------------------------------------- login page */
 
+/* Where to go after signing in: the page that sent us here (same origin, console paths only). */
+function h5gateNextPage() {
+    var next = new URLSearchParams(window.location.search).get('next') || '';
+    var base = h5gateBase();
+    if (next.charAt(0) === '/' && next.charAt(1) !== '/' && next.indexOf(base + '/') === 0 &&
+        next.indexOf(base + '/login') !== 0) {
+        return next;
+    }
+    return base + '/';
+}
+
 function h5gateLoginPage() {
     var form = document.getElementById('login-form');
     var message = document.getElementById('login-message');
     var button = form.querySelector('button[type=submit]');
+    /* A tab opened on the login page while signed in elsewhere: the stored session may still be good. */
+    if (h5gateSession()) {
+        h5gateApi('Keepalive', {}).then(function (res) {
+            if (res.bStatus) {
+                window.location.replace(h5gateNextPage());
+            }
+        }).catch(function () { /* not signed in after all: stay here */ });
+    }
     form.addEventListener('submit', function (ev) {
         ev.preventDefault();
         var user = form.elements.user.value.trim();
@@ -141,9 +231,8 @@ function h5gateLoginPage() {
         h5gateApi('Login', { user: user, password: h5gateMd5(password) })
             .then(function (res) {
                 if (res.bStatus && res.strSession) {
-                    sessionStorage.setItem(H5GATE_SESSION_KEY, res.strSession);
-                    sessionStorage.setItem(H5GATE_USER_KEY, user);
-                    window.location.href = '/console/';
+                    h5gateSetSession(res.strSession, user);
+                    window.location.href = h5gateNextPage();
                     return;
                 }
                 var text = res.strCode || 'login failed';
@@ -164,18 +253,43 @@ function h5gateLoginPage() {
 
 /* ---------------------------------------------------------------- live console (index page) */
 
-var H5GATE_KEEPALIVE_MS = 60000;
 var H5GATE_REFRESH_MS = 10000;
 var H5GATE_STATS_MS = 1000;
+var H5GATE_LAYOUTS = [1, 4, 9, 16];
 
-function H5gateTile(source, grid) {
+/* Small inline icons (no icon font: they must render the same everywhere, headless browsers included). */
+var H5GATE_ICONS = {
+    snap: '<path d="M4 7h3l2-2h6l2 2h3v12H4z"/><circle cx="12" cy="13" r="3.5"/>',
+    rec: '<circle cx="12" cy="12" r="6" class="fill"/>',
+    sound: '<path d="M4 9h4l5-4v14l-5-4H4z" class="fill"/><path d="M16 8.5a5 5 0 0 1 0 7M18.5 6a8.5 8.5 0 0 1 0 12"/>',
+    muted: '<path d="M4 9h4l5-4v14l-5-4H4z" class="fill"/><path d="M16 9l6 6M22 9l-6 6"/>',
+    full: '<path d="M4 9V4h5M15 4h5v5M20 15v5h-5M9 20H4v-5"/>',
+    edit: '<path d="M4 20h4L19 9l-4-4L4 16z"/>',
+    del: '<path d="M5 7h14M10 7V4h4v3M7 7l1 13h8l1-13"/>',
+    grip: '<circle cx="9" cy="6" r="1.3" class="fill"/><circle cx="15" cy="6" r="1.3" class="fill"/>' +
+        '<circle cx="9" cy="12" r="1.3" class="fill"/><circle cx="15" cy="12" r="1.3" class="fill"/>' +
+        '<circle cx="9" cy="18" r="1.3" class="fill"/><circle cx="15" cy="18" r="1.3" class="fill"/>'
+};
+
+function h5gateIcon(name) {
+    return '<svg class="icon" viewBox="0 0 24 24" aria-hidden="true">' + H5GATE_ICONS[name] + '</svg>';
+}
+
+function h5gateIconButton(cls, icon, title, onclick) {
+    var button = h5gateEl('button', { type: 'button', class: 'icon-btn ' + cls, title: title, 'aria-label': title,
+        onclick: onclick });
+    button.innerHTML = h5gateIcon(icon);
+    return button;
+}
+
+function H5gateTile(source) {
     this.token = source.strToken;
     this.player = null;
+    this.source = source;
+    this.manual = false;     /* a ManualRecordStart recording runs */
     this.mode = localStorage.getItem('h5gate_mode_' + this.token) || H5sPlayerKind({});
     this._build(source);
-    grid.appendChild(this.el);
     this.update(source);
-    this.play();
 }
 
 H5gateTile.prototype._build = function (source) {
@@ -183,11 +297,11 @@ H5gateTile.prototype._build = function (source) {
     this.dot = h5gateEl('span', { class: 'dot', title: 'offline' });
     this.name = h5gateEl('span', { class: 'tile-name' });
     this.tokenLabel = h5gateEl('span', { class: 'tile-token', text: source.strToken });
+    this.grip = h5gateEl('span', { class: 'grip', title: 'drag to move this tile' });
+    this.grip.innerHTML = h5gateIcon('grip');
     this.video = h5gateEl('video', { muted: '', playsinline: '', autoplay: '' });
     this.video.muted = true;
-    this.video.addEventListener('click', function () {
-        self.video.muted = !self.video.muted;
-    });
+    this.video.addEventListener('dblclick', function () { self.toggleFullscreen(); });
     this.error = h5gateEl('div', { class: 'tile-error', hidden: '' });
     this.video.addEventListener('h5serror', function (ev) {
         self.error.textContent = ev.detail.message;
@@ -196,6 +310,8 @@ H5gateTile.prototype._build = function (source) {
     this.video.addEventListener('playing', function () {
         self.error.hidden = true;
     });
+    this.recBadge = h5gateEl('span', { class: 'badge rec-badge', text: 'REC', hidden: '' });
+    this.muteBadge = h5gateEl('span', { class: 'badge mute-badge', title: 'sound is off' });
     this.info = h5gateEl('span', { class: 'tile-info' });
     this.wsButton = h5gateEl('button', { type: 'button', class: 'seg', text: 'WS',
         title: 'fMP4 over WebSocket (low latency)', onclick: function () { self.setMode('ws'); } });
@@ -203,8 +319,15 @@ H5gateTile.prototype._build = function (source) {
         title: 'WebRTC (H.264 passed through)', onclick: function () { self.setMode('rtc'); } });
     this.hlsButton = h5gateEl('button', { type: 'button', class: 'seg', text: 'HLS',
         title: 'HLS (hls.js or native)', onclick: function () { self.setMode('hls'); } });
-    var del = h5gateEl('button', { type: 'button', class: 'danger small', text: 'Delete',
-        title: 'delete this source', onclick: function () { self.remove(); } });
+    this.snapButton = h5gateIconButton('act-snap', 'snap', 'take a snapshot', function () { self.snapshot(); });
+    this.recButton = h5gateIconButton('act-rec', 'rec', 'start recording', function () { self.toggleRecord(); });
+    this.audioButton = h5gateIconButton('act-audio', 'muted', 'sound is off: turn it on',
+        function () { self.setMuted(!self.video.muted); });
+    this.fullButton = h5gateIconButton('act-full', 'full', 'full screen', function () { self.toggleFullscreen(); });
+    var edit = h5gateEl('a', { class: 'icon-btn act-edit', title: 'edit this source', 'aria-label': 'edit this source',
+        href: h5gateBase() + '/addcamera?edit=' + encodeURIComponent(this.token) });
+    edit.innerHTML = h5gateIcon('edit');
+    var del = h5gateIconButton('danger act-del', 'del', 'delete this source', function () { self.remove(); });
     var foot = [h5gateEl('span', { class: 'segmented' }, [this.wsButton, this.rtcButton, this.hlsButton]),
         this.info];
     this.ptz = null;
@@ -212,22 +335,102 @@ H5gateTile.prototype._build = function (source) {
         this.ptz = new H5gatePtz(this.token);
         foot.push(this.ptz.toggle);
     }
-    foot.push(del);
+    this.box = h5gateEl('div', { class: 'tile-video' }, [this.video, this.error, this.recBadge, this.muteBadge]);
+    this.head = h5gateEl('header', { class: 'tile-head' }, [this.grip, this.dot, this.name, this.tokenLabel,
+        h5gateEl('span', { class: 'tile-actions' }, [this.snapButton, this.recButton, this.audioButton,
+            this.fullButton, edit, del])]);
     this.el = h5gateEl('article', { class: 'tile', 'data-token': source.strToken }, [
-        h5gateEl('header', { class: 'tile-head' }, [this.dot, this.name, this.tokenLabel]),
-        h5gateEl('div', { class: 'tile-video' }, [this.video, this.error]),
-        h5gateEl('footer', { class: 'tile-foot' }, foot)
+        this.head, this.box, h5gateEl('footer', { class: 'tile-foot' }, foot)
     ]);
     if (this.ptz) {
         this.el.appendChild(this.ptz.el);
         this.ptz.setOpen(this.ptz.open);
     }
+    this.setMuted(true);
 };
 
 H5gateTile.prototype.update = function (source) {
+    this.source = source;
     this.name.textContent = source.strName || source.strToken;
     this.dot.classList.toggle('online', !!source.bOnline);
     this.dot.title = source.bOnline ? 'online' : 'offline';
+    var silent = source.bEnableAudio === false || (!!source.bOnline && !source.strAudioCodec);
+    this.audioButton.disabled = silent;
+    if (silent) {
+        this.audioButton.title = 'this source has no audio';
+        this.setMuted(true);
+    } else {
+        this.setMuted(this.video.muted);
+    }
+};
+
+/* Sound is off until asked for; the button and the badge on the picture always say which it is. */
+H5gateTile.prototype.setMuted = function (muted) {
+    this.video.muted = muted;
+    this.el.classList.toggle('muted', muted);
+    this.audioButton.innerHTML = h5gateIcon(muted ? 'muted' : 'sound');
+    this.audioButton.setAttribute('aria-pressed', muted ? 'false' : 'true');
+    if (!this.audioButton.disabled) {
+        this.audioButton.title = muted ? 'sound is off: turn it on' : 'sound is on: turn it off';
+    }
+    this.audioButton.setAttribute('aria-label', this.audioButton.title);
+    this.muteBadge.innerHTML = muted ? h5gateIcon('muted') : '';
+    this.muteBadge.hidden = !muted;
+    if (!muted && this.video.paused) {
+        this.video.play().catch(function () { /* the click was the gesture; nothing else to do */ });
+    }
+};
+
+H5gateTile.prototype.toggleFullscreen = function () {
+    if (document.fullscreenElement === this.box) {
+        document.exitFullscreen();
+    } else if (this.box.requestFullscreen) {
+        this.box.requestFullscreen().catch(function (err) { h5gateNotify('full screen refused: ' + err.message, true); });
+    }
+};
+
+H5gateTile.prototype.snapshot = function () {
+    var self = this;
+    this.snapButton.disabled = true;
+    h5gateApi('Snapshot', { token: this.token }).then(function (res) {
+        h5gateNotify(res.bStatus ? 'Snapshot of ' + self.token + ' saved' : (res.strCode || 'snapshot failed'),
+            !res.bStatus);
+        if (res.bStatus) {
+            self.box.classList.remove('flash');
+            void self.box.offsetWidth;  /* restart the animation */
+            self.box.classList.add('flash');
+        }
+    }).catch(function (err) {
+        h5gateNotify(err.message, true);
+    }).then(function () {
+        self.snapButton.disabled = false;
+    });
+};
+
+H5gateTile.prototype.toggleRecord = function () {
+    var self = this;
+    var call = this.manual ? 'ManualRecordStop' : 'ManualRecordStart';
+    this.recButton.disabled = true;
+    h5gateApi(call, { token: this.token }).then(function (res) {
+        h5gateNotify(res.strCode || (res.bStatus ? 'done' : 'failed'), !res.bStatus);
+        return H5gateConsole.loadRecordStatus();
+    }).catch(function (err) {
+        h5gateNotify(err.message, true);
+    }).then(function () {
+        self.recButton.disabled = false;
+    });
+};
+
+/* From GetRecordStatus: the REC badge for any recording, the button for the manual one. */
+H5gateTile.prototype.setRecordStatus = function (status) {
+    var list = (status && status.recording) || [];
+    this.manual = list.some(function (r) { return r.strOrigin === 'ManualRecordStart'; });
+    this.recBadge.hidden = !(status && status.bRecording);
+    this.recBadge.title = status ? status.strStatus : '';
+    this.recButton.classList.toggle('on', this.manual);
+    this.recButton.setAttribute('aria-pressed', this.manual ? 'true' : 'false');
+    this.recButton.title = this.manual ? 'stop recording' : 'start recording';
+    this.recButton.setAttribute('aria-label', this.recButton.title);
 };
 
 H5gateTile.prototype.conf = function () {
@@ -288,7 +491,6 @@ H5gateTile.prototype.showStats = function () {
 };
 
 H5gateTile.prototype.remove = function () {
-    var self = this;
     if (!window.confirm('Delete source "' + this.token + '"?')) {
         return;
     }
@@ -302,7 +504,6 @@ H5gateTile.prototype.remove = function () {
     }).catch(function (err) {
         h5gateNotify(err.message, true);
     });
-    return self;
 };
 
 H5gateTile.prototype.destroy = function () {
@@ -606,21 +807,171 @@ function h5gateNotify(text, isError) {
     }, isError ? 10000 : 4000);
 }
 
+/*
+ * The live grid: sources in the user's order (dragged tiles are swapped; kept in localStorage), shown
+ * `layout` at a time (1, 4, 9 or 16) with pages for the rest. Only the tiles on the page play.
+ */
 var H5gateConsole = {
     tiles: {},
+    layout: 4,
+    page: 0,
+    order: [],
+    drag: null,
+
+    loadPrefs: function () {
+        var layout = parseInt(localStorage.getItem('h5gate_layout'), 10);
+        this.layout = H5GATE_LAYOUTS.indexOf(layout) >= 0 ? layout : 4;
+        try {
+            this.order = JSON.parse(localStorage.getItem('h5gate_order') || '[]');
+        } catch (e) {
+            this.order = [];
+        }
+        if (!Array.isArray(this.order)) {
+            this.order = [];
+        }
+    },
+
+    saveOrder: function () {
+        localStorage.setItem('h5gate_order', JSON.stringify(this.order));
+    },
+
+    setLayout: function (n) {
+        if (H5GATE_LAYOUTS.indexOf(n) < 0) {
+            return;
+        }
+        var first = this.page * this.layout;  /* keep the first tile shown on the new page */
+        this.layout = n;
+        this.page = Math.floor(first / n);
+        localStorage.setItem('h5gate_layout', String(n));
+        this.render();
+    },
+
+    setPage: function (page) {
+        this.page = page;
+        this.render();
+    },
+
+    /* Known tokens in the user's order; new sources go at the end. */
+    ordered: function () {
+        var self = this;
+        var tokens = this.order.filter(function (t) { return self.tiles[t]; });
+        Object.keys(this.tiles).forEach(function (t) {
+            if (tokens.indexOf(t) < 0) {
+                tokens.push(t);
+            }
+        });
+        this.order = tokens;
+        return tokens;
+    },
+
+    render: function () {
+        var self = this;
+        var grid = document.getElementById('grid');
+        var tokens = this.ordered();
+        var pages = Math.max(1, Math.ceil(tokens.length / this.layout));
+        this.page = Math.min(Math.max(0, this.page), pages - 1);
+        var shown = tokens.slice(this.page * this.layout, (this.page + 1) * this.layout);
+        grid.setAttribute('data-layout', String(this.layout));
+        tokens.forEach(function (t) {
+            var tile = self.tiles[t];
+            if (shown.indexOf(t) < 0) {
+                tile.stop();
+                if (tile.el.parentNode) {
+                    tile.el.remove();
+                }
+            }
+        });
+        Array.prototype.slice.call(grid.querySelectorAll('.tile-empty')).forEach(function (n) { n.remove(); });
+        shown.forEach(function (t) {
+            var tile = self.tiles[t];
+            grid.appendChild(tile.el);  /* moves it into place; a playing video keeps playing */
+            if (!tile.player) {
+                tile.play();
+            }
+        });
+        for (var i = shown.length; i < this.layout && tokens.length; i++) {
+            grid.appendChild(h5gateEl('div', { class: 'tile-empty', 'aria-hidden': 'true' }));
+        }
+        Array.prototype.slice.call(document.querySelectorAll('[data-layout-button]')).forEach(function (b) {
+            var on = +b.getAttribute('data-layout-button') === self.layout;
+            b.classList.toggle('active', on);
+            b.setAttribute('aria-pressed', on ? 'true' : 'false');
+        });
+        var pager = document.getElementById('pager');
+        pager.hidden = pages < 2;
+        document.getElementById('page-label').textContent = (this.page + 1) + ' / ' + pages;
+        document.getElementById('page-prev').disabled = this.page === 0;
+        document.getElementById('page-next').disabled = this.page >= pages - 1;
+        document.getElementById('empty').hidden = tokens.length > 0;
+    },
+
+    /* Dragging a tile by its head onto another swaps the two. Pointer events: mouse, pen and touch alike. */
+    startDrag: function (tile, ev) {
+        if (ev.button !== 0 || ev.target.closest('button, a, input, select')) {
+            return;
+        }
+        ev.preventDefault();
+        this.drag = { tile: tile, target: null };
+        tile.el.classList.add('dragging');
+        tile.head.setPointerCapture(ev.pointerId);
+    },
+
+    moveDrag: function (ev) {
+        if (!this.drag) {
+            return;
+        }
+        var under = document.elementFromPoint(ev.clientX, ev.clientY);
+        var el = under && under.closest('.tile');
+        var target = el && el !== this.drag.tile.el ? this.tiles[el.getAttribute('data-token')] : null;
+        if (this.drag.target && this.drag.target !== target) {
+            this.drag.target.el.classList.remove('drop-target');
+        }
+        this.drag.target = target || null;
+        if (target) {
+            target.el.classList.add('drop-target');
+        }
+    },
+
+    endDrag: function () {
+        if (!this.drag) {
+            return;
+        }
+        var drag = this.drag;
+        this.drag = null;
+        drag.tile.el.classList.remove('dragging');
+        if (!drag.target) {
+            return;
+        }
+        drag.target.el.classList.remove('drop-target');
+        var order = this.ordered();
+        var a = order.indexOf(drag.tile.token);
+        var b = order.indexOf(drag.target.token);
+        order[a] = drag.target.token;
+        order[b] = drag.tile.token;
+        this.saveOrder();
+        this.render();
+    },
+
+    adopt: function (tile) {
+        var self = this;
+        tile.head.addEventListener('pointerdown', function (ev) { self.startDrag(tile, ev); });
+        tile.head.addEventListener('pointermove', function (ev) { self.moveDrag(ev); });
+        tile.head.addEventListener('pointerup', function () { self.endDrag(); });
+        tile.head.addEventListener('pointercancel', function () { self.endDrag(); });
+    },
 
     refresh: function () {
         var self = this;
         return h5gateApi('GetSrc', {}).then(function (res) {
             var sources = res.src || [];
-            var grid = document.getElementById('grid');
             var seen = {};
             sources.forEach(function (src) {
                 seen[src.strToken] = true;
                 if (self.tiles[src.strToken]) {
                     self.tiles[src.strToken].update(src);
                 } else {
-                    self.tiles[src.strToken] = new H5gateTile(src, grid);
+                    self.tiles[src.strToken] = new H5gateTile(src);
+                    self.adopt(self.tiles[src.strToken]);
                 }
             });
             Object.keys(self.tiles).forEach(function (token) {
@@ -629,90 +980,276 @@ var H5gateConsole = {
                     delete self.tiles[token];
                 }
             });
-            document.getElementById('empty').hidden = sources.length > 0;
+            self.render();
             if (res.bStatus === false && res.strCode) {
                 h5gateNotify(res.strCode, true);
             }
+            return self.loadRecordStatus();
         }).catch(function (err) {
             h5gateNotify('cannot list sources: ' + err.message, true);
         });
     },
 
-    addSource: function (form) {
+    loadRecordStatus: function () {
         var self = this;
-        var f = form.elements;
-        var params = { name: f.name.value.trim(), token: f.token.value.trim(), url: f.url.value.trim() };
-        if (f.user.value) {
-            params.user = f.user.value;
-        }
-        if (f.password.value) {
-            params.password = f.password.value;
-        }
-        var message = document.getElementById('add-message');
-        message.textContent = '';
-        return h5gateApi('AddSrcRTSP', params).then(function (res) {
-            if (!res.bStatus) {
-                message.textContent = res.strCode || 'add failed';
-                return;
-            }
-            form.reset();
-            h5gateNotify(res.strCode || 'added', false);
-            self.refresh();
-        }).catch(function (err) {
-            message.textContent = err.message;
+        return h5gateApi('GetRecordStatus', {}).then(function (res) {
+            (res.src || []).forEach(function (status) {
+                var tile = self.tiles[status.strToken];
+                if (tile) {
+                    tile.setRecordStatus(status);
+                }
+            });
         });
     },
 
-    logout: function () {
+    stopAll: function () {
+        var self = this;
         Object.keys(this.tiles).forEach(function (token) {
-            H5gateConsole.tiles[token].stop();
+            self.tiles[token].stop();
         });
-        var done = function () {
-            sessionStorage.removeItem(H5GATE_SESSION_KEY);
-            window.location.href = '/console/login';
-        };
-        h5gateApi('Logout', {}).then(done, done);
     }
 };
 
 function h5gateConsolePage() {
-    if (!h5gateSession()) {
-        h5gateGoLogin();
+    var page = H5gateConsole;
+    if (!h5gatePageStart(function () { page.stopAll(); })) {
         return;
     }
-    var user = sessionStorage.getItem(H5GATE_USER_KEY);
-    if (user) {
-        document.getElementById('user').textContent = user;
-    }
-    document.getElementById('logout').addEventListener('click', function () {
-        H5gateConsole.logout();
+    page.loadPrefs();
+    Array.prototype.slice.call(document.querySelectorAll('[data-layout-button]')).forEach(function (b) {
+        b.addEventListener('click', function () { page.setLayout(+b.getAttribute('data-layout-button')); });
     });
-    document.getElementById('add-form').addEventListener('submit', function (ev) {
-        ev.preventDefault();
-        H5gateConsole.addSource(ev.target);
-    });
+    document.getElementById('page-prev').addEventListener('click', function () { page.setPage(page.page - 1); });
+    document.getElementById('page-next').addEventListener('click', function () { page.setPage(page.page + 1); });
     var added = new URLSearchParams(window.location.search).get('added');
-    H5gateConsole.refresh().then(function () {
+    if (added) {
+        window.history.replaceState(null, '', window.location.pathname);
+    }
+    page.refresh().then(function () {
         if (!added) {
             return;
         }
-        window.history.replaceState(null, '', window.location.pathname);
-        var tile = H5gateConsole.tiles[added];
+        var tile = page.tiles[added];
         h5gateNotify('Camera "' + (tile ? tile.name.textContent : added) + '" added', false);
-        if (tile) {
+        var at = page.ordered().indexOf(added);
+        if (at >= 0) {
+            page.setPage(Math.floor(at / page.layout));
             tile.el.scrollIntoView({ block: 'nearest' });
         }
     });
-    setInterval(function () { H5gateConsole.refresh(); }, H5GATE_REFRESH_MS);
+    setInterval(function () { page.refresh(); }, H5GATE_REFRESH_MS);
     setInterval(function () {
-        h5gateApi('Keepalive', {}).catch(function () { /* 401 already handled */ });
-    }, H5GATE_KEEPALIVE_MS);
-    setInterval(function () {
-        Object.keys(H5gateConsole.tiles).forEach(function (token) {
-            H5gateConsole.tiles[token].showStats();
+        Object.keys(page.tiles).forEach(function (token) {
+            page.tiles[token].showStats();
         });
     }, H5GATE_STATS_MS);
 }
+
+/* ---------------------------------------------------------------- sources page: list, add and edit */
+
+var H5GATE_KIND_OF_TYPE = { H5_STREAM: 'stream', H5_FILE: 'file', H5_ONVIF: 'onvif' };
+
+function h5gateKindLabel(src) {
+    if (src.nType === 'H5_FILE') {
+        return 'File';
+    }
+    if (src.nType === 'H5_ONVIF') {
+        return 'ONVIF';
+    }
+    var scheme = String(src.strUrl || '').split(':')[0].toUpperCase();
+    return scheme || 'Stream';
+}
+
+/*
+ * One page for every kind of source: the list (with Edit and Delete), and a form per kind. Editing
+ * fills the kind's form from GetSrc, locks the token and sends UpdateSrc<Kind>; an empty password
+ * keeps the stored one, which GetSrc never shows.
+ */
+var H5gateSources = {
+    sources: [],
+    kind: 'stream',
+    editing: null,      /* the source being edited, or null when adding */
+
+    el: function (id) {
+        return document.getElementById(id);
+    },
+
+    load: function () {
+        var self = this;
+        return h5gateApi('GetSrc', {}).then(function (res) {
+            self.sources = res.src || [];
+            self.render();
+        });
+    },
+
+    render: function () {
+        var self = this;
+        var body = this.el('source-rows');
+        body.textContent = '';
+        this.sources.forEach(function (src) {
+            var address = src.nType === 'H5_ONVIF' ? src.strSrcIpAddress + ':' + src.strSrcPort : src.strUrl;
+            body.appendChild(h5gateEl('tr', { 'data-token': src.strToken }, [
+                h5gateEl('td', { text: src.strName }),
+                h5gateEl('td', { class: 'mono', text: src.strToken }),
+                h5gateEl('td', { text: h5gateKindLabel(src) }),
+                h5gateEl('td', { class: 'mono url hide-narrow', title: address, text: address }),
+                h5gateEl('td', {}, [h5gateEl('span', { class: 'dot' + (src.bOnline ? ' online' : '') }),
+                    ' ' + (src.bOnline ? 'online' : 'offline')]),
+                h5gateEl('td', { class: 'actions' }, [
+                    h5gateEl('button', { type: 'button', class: 'small edit', text: 'Edit',
+                        onclick: function () { self.edit(src.strToken); } }),
+                    h5gateEl('button', { type: 'button', class: 'small danger', text: 'Delete',
+                        onclick: function () { self.remove(src.strToken); } })
+                ])
+            ]));
+        });
+        if (!this.sources.length) {
+            body.appendChild(h5gateEl('tr', {}, [h5gateEl('td', { colspan: '6', class: 'muted',
+                text: 'No sources yet: add one below.' })]));
+        }
+    },
+
+    setKind: function (kind) {
+        this.kind = kind;
+        Array.prototype.slice.call(document.querySelectorAll('[data-kind]')).forEach(function (b) {
+            var on = b.getAttribute('data-kind') === kind;
+            b.classList.toggle('active', on);
+            b.setAttribute('aria-selected', on ? 'true' : 'false');
+        });
+        Array.prototype.slice.call(document.querySelectorAll('[data-panel]')).forEach(function (panel) {
+            panel.hidden = panel.getAttribute('data-panel') !== kind;
+        });
+    },
+
+    edit: function (token) {
+        var src = this.sources.filter(function (s) { return s.strToken === token; })[0];
+        if (!src) {
+            h5gateNotify('no such source: ' + token, true);
+            return;
+        }
+        this.editing = src;
+        var kind = H5GATE_KIND_OF_TYPE[src.nType] || 'stream';
+        this.setKind(kind);
+        Array.prototype.slice.call(document.querySelectorAll('[data-kind]')).forEach(function (b) {
+            b.disabled = b.getAttribute('data-kind') !== kind;  /* a source keeps its kind */
+        });
+        this.el('form-title').textContent = 'Edit "' + src.strName + '"';
+        var form = kind === 'onvif' ? this.el('onvif-add-form') : this.el(kind + '-form');
+        var f = form.elements;
+        f.name.value = src.strName;
+        f.token.value = src.strToken;
+        f.token.readOnly = true;
+        f.audio.checked = src.bEnableAudio !== false;
+        if (kind === 'stream') {
+            f.url.value = src.strUrl;
+            f.user.value = src.strUser || '';
+            f.password.value = '';
+            f.password.placeholder = 'unchanged';
+            f.rtsptype.value = src.nRTSPType || 'H5_RTSP_AUTO';
+            f.connecttype.value = src.nConnectType === 'H5_ONDEMAND' ? 'H5_ONDEMAND' : 'H5_ALWAYS';
+            f.suburl.value = src.strUrlSub || '';
+        } else if (kind === 'file') {
+            f.url.value = src.strUrl;
+            f.connecttype.value = src.nConnectType === 'H5_ONDEMAND' ? 'H5_ONDEMAND' : 'H5_ALWAYS';
+        } else {
+            var p = this.el('probe-form').elements;
+            p.ip.value = src.strSrcIpAddress;
+            p.port.value = src.strSrcPort || '80';
+            p.onvifaddr.value = src.strOnvifAddr || H5GATE_DEFAULT_ONVIF_ADDR;
+            p.user.value = src.strUser || '';
+            p.password.value = '';
+            p.password.placeholder = 'unchanged';
+            H5gateAddCamera.named = true;
+            this.el('add-card').hidden = false;
+        }
+        Array.prototype.slice.call(document.querySelectorAll('.cancel-edit')).forEach(function (b) { b.hidden = false; });
+        ['stream-submit', 'file-submit', 'add-camera'].forEach(function (id) {
+            document.getElementById(id).textContent = 'Save changes';
+        });
+        this.el('form-title').scrollIntoView({ block: 'start' });
+        (kind === 'onvif' ? this.el('probe-form').elements.ip : f.name).focus();
+    },
+
+    /* Back to adding: empty forms, the token editable again. */
+    reset: function () {
+        this.editing = null;
+        ['stream-form', 'file-form', 'onvif-add-form', 'probe-form'].forEach(function (id) {
+            var form = document.getElementById(id);
+            form.reset();
+            if (form.elements.token) {
+                form.elements.token.readOnly = false;
+            }
+            if (form.elements.password) {
+                form.elements.password.placeholder = '';
+            }
+        });
+        H5gateAddCamera.named = false;
+        H5gateAddCamera.invalidate();
+        Array.prototype.slice.call(document.querySelectorAll('[data-kind]')).forEach(function (b) { b.disabled = false; });
+        Array.prototype.slice.call(document.querySelectorAll('.cancel-edit')).forEach(function (b) { b.hidden = true; });
+        this.el('stream-submit').textContent = 'Add source';
+        this.el('file-submit').textContent = 'Add source';
+        this.el('add-camera').textContent = 'Add camera';
+        this.el('form-title').textContent = 'Add a source';
+        if (window.location.search) {
+            window.history.replaceState(null, '', window.location.pathname);
+        }
+    },
+
+    submit: function (kind) {
+        var self = this;
+        var form = this.el(kind + '-form');
+        var f = form.elements;
+        var message = this.el(kind + '-message');
+        var button = this.el(kind + '-submit');
+        var editing = this.editing;
+        var params = { token: f.token.value.trim(), name: f.name.value.trim() || f.token.value.trim(),
+            url: f.url.value.trim(), connecttype: f.connecttype.value, audio: f.audio.checked ? 'true' : 'false' };
+        if (kind === 'stream') {
+            params.user = f.user.value;
+            if (f.password.value || !editing) {
+                params.password = f.password.value;
+            }
+            params.rtsptype = f.rtsptype.value;
+            params.suburl = f.suburl.value.trim();
+            params.enablesub = params.suburl ? 'true' : 'false';
+        }
+        var call = (editing ? 'UpdateSrc' : 'AddSrc') + (kind === 'stream' ? 'RTSP' : 'File');
+        message.textContent = '';
+        button.disabled = true;
+        return h5gateApi(call, params).then(function (res) {
+            if (!res.bStatus) {
+                message.textContent = res.strCode || 'failed';
+                return;
+            }
+            if (editing) {
+                h5gateNotify('Source "' + params.name + '" saved', false);
+                self.reset();
+                self.load();
+                return;
+            }
+            window.location.href = h5gateBase() + '/?added=' + encodeURIComponent(params.token);
+        }).catch(function (err) {
+            message.textContent = 'cannot reach the server: ' + err.message;
+        }).then(function () {
+            button.disabled = false;
+        });
+    },
+
+    remove: function (token) {
+        var self = this;
+        if (!window.confirm('Delete source "' + token + '"?')) {
+            return;
+        }
+        h5gateApi('DelSrc', { token: token }).then(function (res) {
+            h5gateNotify(res.strCode || (res.bStatus ? 'deleted' : 'delete failed'), !res.bStatus);
+            if (self.editing && self.editing.strToken === token) {
+                self.reset();
+            }
+            self.load();
+        });
+    }
+};
 
 /* ---------------------------------------------------------------- add camera page (ONVIF) */
 
@@ -813,15 +1350,19 @@ var H5gateAddCamera = {
     invalidate: function () {
         this.probed = null;
         this.el('profiles-card').hidden = true;
-        this.el('add-card').hidden = true;
+        this.el('add-card').hidden = !H5gateSources.editing;  /* an edit can be saved without a new probe */
+    },
+
+    deviceParams: function () {
+        var f = this.el('probe-form').elements;
+        return { ip: f.ip.value.trim(), port: f.port.value.trim() || '80',
+            onvifaddr: f.onvifaddr.value.trim() || H5GATE_DEFAULT_ONVIF_ADDR,
+            user: f.user.value, password: f.password.value };
     },
 
     probe: function () {
         var self = this;
-        var f = this.el('probe-form').elements;
-        var device = { ip: f.ip.value.trim(), port: f.port.value.trim() || '80',
-            onvifaddr: f.onvifaddr.value.trim() || H5GATE_DEFAULT_ONVIF_ADDR,
-            user: f.user.value, password: f.password.value };
+        var device = this.deviceParams();
         var message = this.el('probe-message');
         var button = this.el('probe');
         message.classList.replace('form-ok', 'form-error');
@@ -905,16 +1446,24 @@ var H5gateAddCamera = {
         var f = this.el('onvif-add-form').elements;
         var message = this.el('onvif-add-message');
         var button = this.el('add-camera');
-        if (!this.probed) {
+        var editing = H5gateSources.editing;
+        if (!this.probed && !editing) {
             message.textContent = 'probe the camera first';
             return Promise.resolve();
         }
-        var params = Object.assign({}, this.probed, {
+        var device = this.probed || this.deviceParams();
+        if (editing && !device.password) {
+            delete device.password;  /* keep the stored one */
+        }
+        var params = Object.assign({}, device, {
             name: f.name.value.trim() || f.token.value.trim(),
             token: f.token.value.trim(),
             audio: f.audio.checked ? 'true' : 'false'
         });
-        if (this.el('profile-manual').checked) {
+        if (this.probed && this.el('profile-auto').checked) {
+            params.profileauto = 'true';
+        }
+        if (this.probed && this.el('profile-manual').checked) {
             params.main = this.el('profile-main').value;
             if (this.el('profile-sub').value) {
                 params.sub = this.el('profile-sub').value;
@@ -923,37 +1472,51 @@ var H5gateAddCamera = {
         message.textContent = '';
         button.disabled = true;
         button.textContent = 'Adding\u2026';
-        return h5gateApi('AddSrcONVIF', params).then(function (res) {
+        return h5gateApi(editing ? 'UpdateSrcONVIF' : 'AddSrcONVIF', params).then(function (res) {
             if (!res.bStatus) {
                 message.textContent = res.strCode || 'add failed';
                 return;
             }
-            window.location.href = '/console/?added=' + encodeURIComponent(params.token);
+            if (editing) {
+                h5gateNotify('Source "' + params.name + '" saved', false);
+                H5gateSources.reset();
+                H5gateSources.load();
+                return;
+            }
+            window.location.href = h5gateBase() + '/?added=' + encodeURIComponent(params.token);
         }).catch(function (err) {
             message.textContent = 'cannot reach the server: ' + err.message;
         }).then(function () {
             button.disabled = false;
-            button.textContent = 'Add camera';
+            button.textContent = H5gateSources.editing ? 'Save changes' : 'Add camera';
         });
     }
 };
 
 function h5gateAddCameraPage() {
-    if (!h5gateSession()) {
-        h5gateGoLogin();
+    if (!h5gatePageStart()) {
         return;
     }
     var page = H5gateAddCamera;
-    var user = sessionStorage.getItem(H5GATE_USER_KEY);
-    if (user) {
-        page.el('user').textContent = user;
-    }
-    page.el('logout').addEventListener('click', function () {
-        var done = function () {
-            sessionStorage.removeItem(H5GATE_SESSION_KEY);
-            window.location.href = '/console/login';
-        };
-        h5gateApi('Logout', {}).then(done, done);
+    var sources = H5gateSources;
+    Array.prototype.slice.call(document.querySelectorAll('[data-kind]')).forEach(function (b) {
+        b.addEventListener('click', function () { sources.setKind(b.getAttribute('data-kind')); });
+    });
+    ['stream', 'file'].forEach(function (kind) {
+        page.el(kind + '-form').addEventListener('submit', function (ev) {
+            ev.preventDefault();
+            sources.submit(kind);
+        });
+    });
+    Array.prototype.slice.call(document.querySelectorAll('.cancel-edit')).forEach(function (b) {
+        b.addEventListener('click', function () { sources.reset(); });
+    });
+    var query = new URLSearchParams(window.location.search);
+    sources.setKind(['stream', 'file', 'onvif'].indexOf(query.get('kind')) >= 0 ? query.get('kind') : 'stream');
+    sources.load().then(function () {
+        if (query.get('edit')) {
+            sources.edit(query.get('edit'));
+        }
     });
     page.el('search').addEventListener('click', function () { page.search(); });
     var probeForm = page.el('probe-form');
@@ -979,7 +1542,4 @@ function h5gateAddCameraPage() {
         ev.preventDefault();
         page.add();
     });
-    setInterval(function () {
-        h5gateApi('Keepalive', {}).catch(function () { /* 401 already handled */ });
-    }, H5GATE_KEEPALIVE_MS);
 }

@@ -346,23 +346,10 @@ var H5gateRecordings = {
 };
 
 function h5gateRecordingsPage() {
-    if (!h5gateSession()) {
-        h5gateGoLogin();
+    var page = H5gateRecordings;
+    if (!h5gatePageStart(function () { page.stop(); })) {
         return;
     }
-    var page = H5gateRecordings;
-    var user = sessionStorage.getItem(H5GATE_USER_KEY);
-    if (user) {
-        page.el('user').textContent = user;
-    }
-    page.el('logout').addEventListener('click', function () {
-        page.stop();
-        var done = function () {
-            sessionStorage.removeItem(H5GATE_SESSION_KEY);
-            window.location.href = '/console/login';
-        };
-        h5gateApi('Logout', {}).then(done, done);
-    });
     var now = new Date();
     page.el('day').value = now.getFullYear() + '-' + h5gatePad(now.getMonth() + 1) + '-' + h5gatePad(now.getDate());
     page.el('source').addEventListener('change', function () { page.load(); });
@@ -389,7 +376,4 @@ function h5gateRecordingsPage() {
             page.loadStatus();
         }
     }, H5GATE_RECORDINGS_REFRESH_MS);
-    setInterval(function () {
-        h5gateApi('Keepalive', {}).catch(function () { /* 401 already handled */ });
-    }, H5GATE_KEEPALIVE_MS);
 }
