@@ -254,3 +254,62 @@ def test_favicon(page: Page, gateway: Gateway) -> None:
         "async (u) => { const r = await fetch(u); return [r.status, r.headers.get('content-type')]; }", href
     )
     assert got == [200, "image/svg+xml"]
+
+
+def test_sources_page_edits_every_kind(page: Page, gateway: Gateway) -> None:
+    """Edit from the list: the kind's form filled from GetSrc, token locked, Save -> UpdateSrc<Kind> -> GetSrc."""
+    gw = gateway
+    gw.ok("AddSrcRTSP", token="edit1", name="Gate", url="rtmp://127.0.0.1:9/live/gate", user="u", password="pw",
+          connecttype="ondemand")  # fmt: skip
+    gw.ok("AddSrcFile", token="edit2", name="Clip", url="demo.mp4", connecttype="ondemand")
+    try:
+        sign_in(page, gw, "/addcamera")
+        row = page.locator("#source-rows tr[data-token=edit1]")
+        row.wait_for(state="visible", timeout=10_000)
+        assert "RTMP" in row.inner_text()
+        row.locator("button.edit").click()
+        form = page.locator("#stream-form")
+        assert form.locator("input[name=token]").input_value() == "edit1"
+        assert form.locator("input[name=token]").get_attribute("readonly") is not None
+        assert form.locator("input[name=url]").input_value() == "rtmp://127.0.0.1:9/live/gate"
+        assert form.locator("input[name=password]").input_value() == ""  # never shown; empty keeps it
+        assert page.locator("[data-kind=file]").is_disabled()
+        screenshot(page, "sources-edit.png", full_page=True)
+        form.locator("input[name=name]").fill("Back gate")
+        form.locator("input[name=url]").fill("rtsp://127.0.0.1:9/back")
+        page.select_option("#stream-form select[name=rtsptype]", "H5_RTSP_TCP")
+        form.locator("button[type=submit]").click()
+        page.wait_for_function("() => document.getElementById('notice').textContent === 'Source \"Back gate\" saved'")
+        src = gw.source("edit1")
+        assert (src["strName"], src["strUrl"], src["strUser"], src["nRTSPType"]) == (
+            "Back gate",
+            "rtsp://127.0.0.1:9/back",
+            "u",
+            "H5_RTSP_TCP",
+        )
+        assert page.locator("#form-title").inner_text() == "Add a source"  # back to adding
+        page.locator("#source-rows tr[data-token=edit1]", has_text="Back gate").wait_for(timeout=5_000)
+
+        # a file source, opened from its tile's edit link on the live page
+        page.goto(gw.base + "/")
+        page.click("[data-layout-button='16']")
+        page.locator(".tile[data-token=edit2] .act-edit").click()
+        page.wait_for_url(gw.base + "/addcamera?edit=edit2", timeout=10_000)
+        file_form = page.locator("#file-form")
+        file_form.wait_for(state="visible", timeout=10_000)
+        assert file_form.locator("input[name=name]").input_value() == "Clip"
+        file_form.locator("input[name=url]").fill("/etc/passwd")
+        file_form.locator("button[type=submit]").click()
+        page.wait_for_function("() => document.getElementById('file-message').textContent.length > 0")
+        assert page.inner_text("#file-message") == "file is outside the configured media roots"
+        file_form.locator("input[name=url]").fill("demo.mp4")
+        file_form.locator("input[name=name]").fill("Lobby loop")
+        page.uncheck("#file-form input[name=audio]")
+        file_form.locator("button[type=submit]").click()
+        page.wait_for_function("() => document.getElementById('notice').textContent.endsWith('saved')")
+        src = gw.source("edit2")
+        assert (src["strName"], src["bEnableAudio"], src["nType"]) == ("Lobby loop", False, "H5_FILE")
+        assert page.page_errors == []
+    finally:
+        gw.get("DelSrc", token="edit1")
+        gw.get("DelSrc", token="edit2")
