@@ -263,7 +263,7 @@ def test_sources_page_edits_every_kind(page: Page, gateway: Gateway) -> None:
           connecttype="ondemand")  # fmt: skip
     gw.ok("AddSrcFile", token="edit2", name="Clip", url="demo.mp4", connecttype="ondemand")
     try:
-        sign_in(page, gw, "/addcamera")
+        sign_in(page, gw, "/console/addcamera")
         row = page.locator("#source-rows tr[data-token=edit1]")
         row.wait_for(state="visible", timeout=10_000)
         assert "RTMP" in row.inner_text()
@@ -291,10 +291,10 @@ def test_sources_page_edits_every_kind(page: Page, gateway: Gateway) -> None:
         page.locator("#source-rows tr[data-token=edit1]", has_text="Back gate").wait_for(timeout=5_000)
 
         # a file source, opened from its tile's edit link on the live page
-        page.goto(gw.base + "/")
+        page.goto(gw.base + "/console/")
         page.click("[data-layout-button='16']")
         page.locator(".tile[data-token=edit2] .act-edit").click()
-        page.wait_for_url(gw.base + "/addcamera?edit=edit2", timeout=10_000)
+        page.wait_for_url(gw.base + "/console/addcamera?edit=edit2", timeout=10_000)
         file_form = page.locator("#file-form")
         file_form.wait_for(state="visible", timeout=10_000)
         assert file_form.locator("input[name=name]").input_value() == "Clip"
