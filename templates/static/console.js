@@ -984,7 +984,7 @@ var H5gateConsole = {
             if (res.bStatus === false && res.strCode) {
                 h5gateNotify(res.strCode, true);
             }
-            return self.loadRecordStatus();
+            self.loadRecordStatus().catch(function () { /* 401 already handled */ });
         }).catch(function (err) {
             h5gateNotify('cannot list sources: ' + err.message, true);
         });
