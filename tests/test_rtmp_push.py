@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -53,7 +54,12 @@ def push_gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         capture_output=True,
     )
     ports = Ports()
-    env = {"H5GATE_RTMP_PORT": str(ports.rtmp), "H5GATE_FLV_PORT": str(ports.flv), "H5GATE_SEND_TIMEOUT": "3"}
+    env = {
+        "H5GATE_RTMP_PORT": str(ports.rtmp),
+        "H5GATE_FLV_PORT": str(ports.flv),
+        "H5GATE_STALL_TIMEOUT": "3",
+        "H5GATE_SEND_TIMEOUT": "3",
+    }
     gw = Gateway(data / "gw", extra_args=["--no-demo"], env=env).start()
     gw.ports = ports  # type: ignore[attr-defined]
     try:
@@ -62,10 +68,11 @@ def push_gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         gw.stop()
 
 
-def publish(url: str, *extra: str, loop: bool = True) -> subprocess.Popen[bytes]:
+def publish(url: str, *extra: str, loop: bool = True, realtime: bool = True) -> subprocess.Popen[bytes]:
     """ffmpeg pushing the demo clip in real time, as an encoder would."""
     return subprocess.Popen(
-        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re"]
+        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error"]
+        + (["-re"] if realtime else [])
         + (["-stream_loop", "-1"] if loop else [])
         + ["-i", str(DEMO), *(extra or ("-c", "copy")), "-f", "flv", url],
         stdout=subprocess.DEVNULL,
@@ -102,6 +109,17 @@ def wait_log(gw: Gateway, text: str, timeout: float = 10.0) -> str:
             return log
         time.sleep(0.2)
     raise AssertionError(f"not logged: {text!r}")
+
+
+def wait_line(gw: Gateway, *parts: str, timeout: float = 10.0) -> str:
+    """A log line that holds every one of `parts`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in gw.log().splitlines():
+            if all(p in line for p in parts):
+                return line
+        time.sleep(0.2)
+    raise AssertionError(f"no log line with {parts!r}")
 
 
 def add_push(gw: Gateway, token: str, **extra: str) -> str:
@@ -168,7 +186,7 @@ def test_publish_view_record_snapshot_stop_resume(push_gw: Gateway) -> None:
 
     src = gw.wait_online("push1", online=False, timeout=10)
     assert src["strLastError"] in ("encoder stopped publishing", "encoder closed the connection"), src
-    wait_log(gw, "push1: RTMP publisher")
+    wait_line(gw, "push1: RTMP publisher 127.0.0.1", "ended: encoder")
 
     # resume: the same URL and key work again, the source comes back online with the timeline going forward
     encoder = publish(url)
@@ -269,16 +287,14 @@ def test_bad_publishers_are_refused_and_logged(push_gw: Gateway) -> None:
     base, _, key = url.partition("?key=")
     wrong = publish(f"{base}?key={'0' * 32}", loop=False)
     assert "error" in refused(wrong).lower()
-    wait_log(gw, "push3: RTMP publish from 127.0.0.1")
-    wait_log(gw, "refused: wrong key")
+    wait_line(gw, "push3: RTMP publish from 127.0.0.1", "refused: wrong key")
     nokey = publish(base, loop=False)
     refused(nokey)
-    wait_log(gw, "refused: no key")
+    wait_line(gw, "push3: RTMP publish from 127.0.0.1", "refused: no key")
     port = gw.ports.rtmp  # type: ignore[attr-defined]
     unknown = publish(f"rtmp://127.0.0.1:{port}/live/nosuch?key={key}", loop=False)
     refused(unknown)
-    wait_log(gw, "nosuch: RTMP publish from 127.0.0.1")
-    wait_log(gw, "refused: unknown token: nosuch")
+    wait_line(gw, "nosuch: RTMP publish from 127.0.0.1", "refused: unknown token: nosuch")
     other_app = publish(f"rtmp://127.0.0.1:{port}/vod/push3?key={key}", loop=False)
     refused(other_app)
     wait_log(gw, "refused: unknown application 'vod'")
@@ -297,16 +313,131 @@ def test_bad_publishers_are_refused_and_logged(push_gw: Gateway) -> None:
         gw.wait_online("push3", timeout=15)
         second = publish(url, loop=False)
         refused(second)
-        wait_log(gw, "refused: already published by 127.0.0.1:")
+        wait_line(gw, "push3: RTMP publish from 127.0.0.1", "refused: already published by 127.0.0.1:")
         time.sleep(1)
         assert first.poll() is None and gw.source("push3")["bOnline"], "the first publisher was disturbed"
         # deleting the source ends its publisher
         gw.ok("DelSrc", token="push3")
         first.wait(10)
         assert first.returncode is not None
-        wait_log(gw, "push3: RTMP publisher 127.0.0.1")
+        wait_line(gw, "push3: RTMP publisher 127.0.0.1", "ended: source stopped")
     finally:
         stop(first)
+
+
+def test_b_frames_keep_their_composition_offsets(push_gw: Gateway) -> None:
+    """An encoder with B-frames: decode order in, composition offsets carried into the fMP4 and the FLV out."""
+    gw = push_gw
+    url = add_push(gw, "pushb")
+    encoder = publish(url, "-c:v", "libx264", "-preset", "ultrafast", "-bf", "2", "-g", "50", "-c:a", "copy")
+    try:
+        gw.wait_online("pushb", timeout=20)
+        got = watch_sync(gw.ws_url("pushb"), frames=50)
+        check_playable(got)
+        port = gw.ports.flv  # type: ignore[attr-defined]
+        out = subprocess.run(
+            ["ffprobe", "-v", "error", "-read_intervals", "%+3", "-select_streams", "v:0", "-show_packets"]
+            + ["-show_entries", "packet=pts,dts", "-of", "json"]
+            + [f"http://127.0.0.1:{port}/live/pushb.flv?session={gw.session}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        packets = json.loads(out.stdout)["packets"]
+        assert len(packets) >= 50, out.stderr
+        dts = [p["dts"] for p in packets]
+        pts = [p["pts"] for p in packets]
+        assert dts == sorted(dts) and len(set(pts)) == len(pts)
+        assert sum(1 for p in packets if p["pts"] > p["dts"]) >= len(packets) // 2  # offsets carried through
+        assert pts != sorted(pts)  # B-frames: presented in another order than decoded
+    finally:
+        stop(encoder)
+
+
+def test_key_on_the_server_url_and_broken_clients(push_gw: Gateway) -> None:
+    """OBS keeps server URL and stream key apart: the key may ride on the app/tcUrl. Garbage, a wrong
+    RTMP version and a publisher that goes silent are each dropped, logged, and break nothing."""
+    gw = push_gw
+    url = add_push(gw, "pushk")
+    port = gw.ports.rtmp  # type: ignore[attr-defined]
+    key = url.split("key=")[1]
+    for payload, logged in (
+        (b"\x06" + bytes(1536), "RTMP version 6"),
+        (b"\x03" + bytes(1536) + bytes(1536) + b"\xff" * 64, ""),
+    ):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(payload)
+            s.settimeout(15)
+            try:
+                while s.recv(65536):
+                    pass
+            except (ConnectionResetError, TimeoutError):
+                pass
+        if logged:
+            wait_log(gw, logged)
+    encoder = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(DEMO)]
+        + ["-c", "copy", "-f", "flv", "-rtmp_app", f"live?key={key}", "-rtmp_playpath", "pushk"]
+        + [f"rtmp://127.0.0.1:{port}/live?key={key}/pushk"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        gw.wait_online("pushk", timeout=15)
+    finally:
+        stop(encoder)
+    gw.wait_online("pushk", online=False, timeout=10)
+
+    # a publisher that stops sending without closing: dropped after stall_timeout (3 s here)
+    clip = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-t", "2", "-i", str(DEMO), "-c", "copy", "-f", "flv", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    silent = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "flv", "-i", "pipe:0", "-c", "copy", "-f", "flv", url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert silent.stdin is not None
+        silent.stdin.write(clip)
+        silent.stdin.flush()
+        gw.wait_online("pushk", timeout=15)
+        src = gw.wait_online("pushk", online=False, timeout=15)
+        wait_line(gw, "pushk: RTMP publisher 127.0.0.1", "ended: no data from encoder for 3s (stalled)")
+        assert src["strLastError"] in ("no data from encoder for 3s (stalled)", "encoder stopped publishing"), src
+    finally:
+        if silent.stdin is not None:
+            silent.stdin.close()
+        stop(silent)
+    # after all that, the source takes a proper publisher again
+    encoder = publish(url)
+    try:
+        assert gw.wait_online("pushk", timeout=15)["bOnline"]
+    finally:
+        stop(encoder)
+
+
+def test_flv_client_that_stops_reading_is_dropped(push_gw: Gateway) -> None:
+    """An HTTP-FLV client that takes no bytes is disconnected after send_timeout (3 s here); others go on."""
+    gw = push_gw
+    url = add_push(gw, "pushs")
+    encoder = publish(url, "-c", "copy", realtime=False)  # as fast as it can: buffers fill in a moment
+    port = gw.ports.flv  # type: ignore[attr-defined]
+    try:
+        gw.wait_online("pushs", timeout=15)
+        with socket.socket() as stuck:
+            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stuck.connect(("127.0.0.1", port))
+            stuck.sendall(f"GET /live/pushs.flv?session={gw.session} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            wait_log(gw, "pushs/main: FLV client 127.0.0.1", timeout=10)
+            wait_line(gw, "pushs/main: FLV client 127.0.0.1", "client took no data for 3s: dropped", timeout=30)
+        status, _, body = gw.request(f"/api/v1/GetImage?token=pushs&session={gw.session}")
+        assert status == 200 and body[:2] == b"\xff\xd8"  # the source and the server carry on
+    finally:
+        stop(encoder)
 
 
 def test_publish_url_shown_to_administrators_only(push_gw: Gateway) -> None:
