@@ -7,7 +7,7 @@
 
 var H5GATE_DAY_MS = 86400000;
 var H5GATE_RECORDINGS_REFRESH_MS = 15000;
-var H5GATE_TICKS = { 86400: 3 * 3600000, 3600: 600000, 600: 60000 };  /* zoom (s) -> tick step (ms) */
+var H5GATE_TICKS = { 86400: 3 * 3600000, 3600: 600000, 600: 60000, 60: 10000 };  /* zoom (s) -> tick step (ms) */
 
 function h5gatePad(n) {
     return (n < 10 ? '0' : '') + n;
@@ -16,6 +16,17 @@ function h5gatePad(n) {
 function h5gateClock(ms) {
     var d = new Date(ms);
     return h5gatePad(d.getHours()) + ':' + h5gatePad(d.getMinutes()) + ':' + h5gatePad(d.getSeconds());
+}
+
+/* "HH:MM" or "HH:MM:SS" on the day starting at dayStart (local time), in ms; null if not a time. */
+function h5gateClockMs(dayStart, text) {
+    var m = /^(\d{1,2}):(\d{2})(?::(\d{2}))?$/.exec(String(text || '').trim());
+    if (!m || +m[1] > 23 || +m[2] > 59 || +(m[3] || 0) > 59) {
+        return null;
+    }
+    var d = new Date(dayStart);
+    d.setHours(+m[1], +m[2], +(m[3] || 0), 0);
+    return d.getTime();
 }
 
 function h5gateFileUrl(path) {
@@ -32,6 +43,9 @@ var H5gateRecordings = {
     paused: false,
     zoom: 86400,       /* seconds the timeline shows */
     windowStart: 0,
+    press: null,       /* a pointer pressed on the timeline */
+    selecting: false,  /* drags mark the export span instead of moving the window */
+    selection: null,   /* [from, to] ms to export */
 
     el: function (id) {
         return document.getElementById(id);
@@ -63,6 +77,9 @@ var H5gateRecordings = {
         this.dayStart = new Date(+parts[0], +parts[1] - 1, +parts[2]).getTime();
         this.windowStart = this.dayStart;
         this.zoom = 86400;
+        this.selection = null;
+        this.el('export-link').hidden = true;
+        this.el('export-message').textContent = '';
         var option = this.el('source').selectedOptions[0];
         this.el('continuous').checked = !!(option && option.dataset.rec);
         if (!this.token) {
@@ -184,19 +201,163 @@ var H5gateRecordings = {
         });
         var step = H5GATE_TICKS[this.zoom];
         for (var t = Math.ceil(start / step) * step; t <= start + width; t += step) {
-            var label = h5gateClock(t).slice(0, 5);
+            var label = step < 60000 ? h5gateClock(t) : h5gateClock(t).slice(0, 5);
             line.appendChild(h5gateEl('span', { class: 'tick', text: label,
                 style: 'left:' + (100 * (t - start) / width) + '%' }));
         }
         this.showPlayhead();
     },
 
+    /*
+     * Zoom around what is shown: the playhead when it is in view, else the middle of the window
+     * (never back to midnight). The window stays inside the day.
+     */
     setZoom: function (seconds, around) {
+        var shown = this.playhead && this.playhead >= this.windowStart &&
+            this.playhead <= this.windowStart + this.zoom * 1000;
+        var centre = around || (shown ? this.playhead : this.windowStart + this.zoom * 500);
         this.zoom = seconds;
-        var centre = around || this.playhead || this.dayStart;
-        var start = seconds === 86400 ? this.dayStart : centre - seconds * 500;
-        this.windowStart = Math.max(this.dayStart, Math.min(start, this.dayStart + H5GATE_DAY_MS - seconds * 1000));
+        this.moveWindow(centre - seconds * 500);
+        Array.prototype.slice.call(document.querySelectorAll('[data-zoom]')).forEach(function (b) {
+            b.classList.toggle('active', +b.dataset.zoom === seconds);
+        });
+    },
+
+    moveWindow: function (start) {
+        var last = this.dayStart + H5GATE_DAY_MS - this.zoom * 1000;
+        this.windowStart = Math.max(this.dayStart, Math.min(start, last));
         this.renderTimeline();
+    },
+
+    /* The moment under a pointer's x on the timeline. */
+    timeAt: function (clientX) {
+        var box = this.el('timeline').getBoundingClientRect();
+        var x = Math.max(0, Math.min(box.width, clientX - box.left));
+        return this.windowStart + x / box.width * this.zoom * 1000;
+    },
+
+    /*
+     * A press on the timeline: a click (no movement) plays from there; a drag moves the window (or, with
+     * "Select" on, marks the span to export).
+     */
+    pointerDown: function (ev) {
+        if (ev.button !== 0) {
+            return;
+        }
+        var line = this.el('timeline');
+        line.setPointerCapture(ev.pointerId);
+        this.press = { x: ev.clientX, start: this.windowStart, at: this.timeAt(ev.clientX), moved: false,
+            width: line.getBoundingClientRect().width };
+    },
+
+    pointerMove: function (ev) {
+        var press = this.press;
+        if (!press) {
+            return;
+        }
+        if (!press.moved && Math.abs(ev.clientX - press.x) < 5) {
+            return;
+        }
+        press.moved = true;
+        if (this.selecting) {
+            this.setSelection(press.at, this.timeAt(ev.clientX));
+        } else {
+            this.el('timeline').classList.add('panning');
+            this.moveWindow(press.start - (ev.clientX - press.x) / press.width * this.zoom * 1000);
+        }
+    },
+
+    pointerUp: function (ev) {
+        var press = this.press;
+        this.press = null;
+        this.el('timeline').classList.remove('panning');
+        if (press && !press.moved) {
+            this.playAt(this.timeAt(ev.clientX));
+        }
+    },
+
+    /* The span to export, in ms; shown on the timeline and in the two clock fields. */
+    setSelection: function (a, b) {
+        var from = Math.round(Math.min(a, b) / 1000) * 1000;
+        var to = Math.round(Math.max(a, b) / 1000) * 1000;
+        this.selection = to > from ? [from, to] : null;
+        this.el('export-from').value = this.selection ? h5gateClock(from) : '';
+        this.el('export-to').value = this.selection ? h5gateClock(to) : '';
+        this.showSelection();
+    },
+
+    showSelection: function () {
+        var box = this.el('selection');
+        var sel = this.selection;
+        var width = this.zoom * 1000;
+        if (!sel || sel[1] <= this.windowStart || sel[0] >= this.windowStart + width) {
+            box.hidden = true;
+            return;
+        }
+        var a = Math.max(sel[0], this.windowStart);
+        var b = Math.min(sel[1], this.windowStart + width);
+        box.hidden = false;
+        box.style.left = (100 * (a - this.windowStart) / width) + '%';
+        box.style.width = (100 * (b - a) / width) + '%';
+    },
+
+    /* The clock fields typed by hand: the selection follows them. */
+    selectionFromFields: function () {
+        var from = h5gateClockMs(this.dayStart, this.el('export-from').value);
+        var to = h5gateClockMs(this.dayStart, this.el('export-to').value);
+        this.selection = from !== null && to !== null && to > from ? [from, to] : null;
+        this.showSelection();
+    },
+
+    exportClip: function () {
+        var self = this;
+        var message = this.el('export-message');
+        var link = this.el('export-link');
+        this.selectionFromFields();
+        link.hidden = true;
+        if (!this.selection) {
+            message.textContent = 'choose a span: drag on the timeline with "Select" on, or type the two times';
+            return Promise.resolve();
+        }
+        var token = this.token;
+        message.textContent = 'Exporting\u2026';
+        this.el('export').disabled = true;
+        return h5gateApi('ExportClip', { token: token, start: new Date(this.selection[0]).toISOString(),
+            end: new Date(this.selection[1]).toISOString() }).then(function (res) {
+            if (!res.bStatus) {
+                message.textContent = res.strCode || 'export failed';
+                return null;
+            }
+            return self.waitExport(token, res.strFileName);
+        }).catch(function (err) {
+            message.textContent = err.message;
+        }).then(function () {
+            self.el('export').disabled = false;
+        });
+    },
+
+    waitExport: function (token, name) {
+        var self = this;
+        var message = this.el('export-message');
+        return h5gateApi('GetArchiveStatus', { token: token, filename: name }).then(function (res) {
+            if (res.bStatus === false) {
+                message.textContent = res.strCode || 'export failed';
+                return null;
+            }
+            if (res.nPercentage < 100) {
+                message.textContent = 'Exporting\u2026 ' + res.nPercentage + ' %';
+                return new Promise(function (resolve) { setTimeout(resolve, 500); }).then(function () {
+                    return self.waitExport(token, name);
+                });
+            }
+            message.textContent = res.strCode;
+            var link = self.el('export-link');
+            link.href = h5gateFileUrl(res.strUrl);
+            link.setAttribute('download', name + '.mp4');
+            link.textContent = 'Download ' + name + '.mp4';
+            link.hidden = false;
+            return res;
+        });
     },
 
     showPlayhead: function () {
@@ -362,10 +523,20 @@ function h5gateRecordingsPage() {
             page.player.speed(ev.target.value);
         }
     });
-    page.el('timeline').addEventListener('click', function (ev) {
-        var box = ev.currentTarget.getBoundingClientRect();
-        page.playAt(page.windowStart + (ev.clientX - box.left) / box.width * page.zoom * 1000);
+    var line = page.el('timeline');
+    line.addEventListener('pointerdown', function (ev) { page.pointerDown(ev); });
+    line.addEventListener('pointermove', function (ev) { page.pointerMove(ev); });
+    line.addEventListener('pointerup', function (ev) { page.pointerUp(ev); });
+    line.addEventListener('pointercancel', function () { page.press = null; });
+    page.el('select-mode').addEventListener('click', function (ev) {
+        page.selecting = !page.selecting;
+        ev.currentTarget.classList.toggle('active', page.selecting);
+        ev.currentTarget.setAttribute('aria-pressed', page.selecting ? 'true' : 'false');
+        line.classList.toggle('selecting', page.selecting);
     });
+    page.el('export-from').addEventListener('change', function () { page.selectionFromFields(); });
+    page.el('export-to').addEventListener('change', function () { page.selectionFromFields(); });
+    page.el('export').addEventListener('click', function () { page.exportClip(); });
     Array.prototype.slice.call(document.querySelectorAll('[data-zoom]')).forEach(function (button) {
         button.addEventListener('click', function () { page.setZoom(+button.dataset.zoom); });
     });
