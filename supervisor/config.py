@@ -31,6 +31,7 @@ class Settings:
     hls_duration: int = 2  # target segment length, seconds (segments are cut at the next keyframe)
     hls_part_seconds: float = 0.2  # LL-HLS part length (v2): parts are ready this soon after the camera
     hls_idle_seconds: float = 30.0  # HLS of a source stops this long after its last request
+    rtsp_client: str = "own"  # RTSP H.264/H.265 cameras: "own" (our client, no lookahead) or "ffmpeg"
     rtsp_timeout: float = 5.0  # seconds ffmpeg waits on a silent camera before giving up
     stall_timeout: float = 10.0  # watchdog: kill an ffmpeg with no output for this long
     restart_min: float = 0.5  # backoff between restarts: min doubling to max

@@ -317,6 +317,7 @@ class Registry:
                 restart_min=self.settings.restart_min,
                 restart_max=self.settings.restart_max,
                 secrets=tuple(s for s in (cfg.password,) if len(s) >= 3),
+                own_rtsp=self.settings.rtsp_client != "ffmpeg",
             )
             always = profile == "main" and cfg.connect_type != "H5_ONDEMAND"
             runtime.streams[profile] = Stream(runtime, profile, hub, process, always)

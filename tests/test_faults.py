@@ -177,47 +177,58 @@ def test_camera_dies_mid_stream_and_viewer_resumes(gateway: Gateway, camera: Gst
             gateway.ok("DelSrc", token="flaky")
 
 
-def test_watchdog_kills_a_hung_ffmpeg(tmp_path: Path, camera: GstCamera) -> None:
-    gw = Gateway(
-        tmp_path, extra_args=["--no-demo"], env={"H5GATE_RTSP_TIMEOUT": "120", "H5GATE_STALL_TIMEOUT": "3"}
-    ).start()
+@pytest.mark.parametrize("client", ["ffmpeg", "own"])
+def test_watchdog_ends_a_hung_source(tmp_path: Path, camera: GstCamera, client: str) -> None:
+    """A camera that keeps its connection open and sends nothing: ffmpeg hangs (its own timeout is 120 s
+    here) and is killed; our RTSP client's session is ended and opened anew. Either way it says so."""
+    env = {"H5GATE_RTSP_TIMEOUT": "120", "H5GATE_STALL_TIMEOUT": "3", "H5GATE_RTSP_CLIENT": client}
+    gw = Gateway(tmp_path, extra_args=["--no-demo"], env=env).start()
     try:
         with FaultProxy.for_camera(camera) as proxy:
             gw.ok("AddSrcRTSP", token="hang", name="h", url=proxy.url("h264_noaudio"), rtsptype="tcp")
             gw.wait_online("hang")
-            pid = ffmpeg_pids(gw)[0]
-            proxy.set_mode("freeze")  # ffmpeg's own timeout is 120 s: only the watchdog can notice
+            pids = ffmpeg_pids(gw)
+            assert len(pids) == (1 if client == "ffmpeg" else 0)
+            accepted = proxy.status()["accepted"]
+            proxy.set_mode("freeze")  # only the watchdog can notice
             src = wait_field(gw, "hang", lambda s: "stalled" in s["strLastError"], timeout=12)
             assert src["bOnline"] is False
-            assert wait_until(lambda: not psutil.pid_exists(pid), timeout=3)
+            assert wait_until(lambda: not any(psutil.pid_exists(p) for p in pids), timeout=3)
             assert "watchdog" in gw.log()
             proxy.set_mode("normal")
             gw.wait_online("hang", timeout=20)
+            assert proxy.status()["accepted"] > accepted  # a new camera session
     finally:
         gw.stop()
 
 
-def test_sigkilled_ffmpeg_is_restarted_at_once(fresh_gateway: Gateway, camera: GstCamera) -> None:
-    gw = fresh_gateway
-    gw.ok("AddSrcRTSP", token="k", name="k", url=camera.url("h264_noaudio"))
-    gw.wait_online("k")
-    time.sleep(6)  # healthy for a while: the backoff is back at its minimum
-    old = ffmpeg_pids(gw)
-    assert len(old) == 1
-    os.kill(old[0], signal.SIGKILL)
-    killed = time.monotonic()
-    assert wait_until(lambda: ffmpeg_pids(gw) and ffmpeg_pids(gw) != old, timeout=3)
-    assert time.monotonic() - killed < 1.5
-    gw.wait_online("k", timeout=10)
-    assert len(watch_sync(gw.ws_url("k"), frames=10).video()) >= 10
+@pytest.mark.parametrize("client,mount", [("ffmpeg", "h264_noaudio"), ("own", "h264_pcma")])
+def test_sigkilled_ffmpeg_is_restarted_at_once(tmp_path: Path, camera: GstCamera, client: str, mount: str) -> None:
+    """The source's ffmpeg, or with our RTSP client the ffmpeg that makes AAC of G.711, killed: back at once."""
+    gw = Gateway(tmp_path, extra_args=["--no-demo"], env={"H5GATE_RTSP_CLIENT": client}).start()
+    try:
+        gw.ok("AddSrcRTSP", token="k", name="k", url=camera.url(mount))
+        gw.wait_online("k")
+        time.sleep(6)  # healthy for a while: the backoff is back at its minimum
+        old = ffmpeg_pids(gw)
+        assert len(old) == 1
+        os.kill(old[0], signal.SIGKILL)
+        killed = time.monotonic()
+        assert wait_until(lambda: ffmpeg_pids(gw) and ffmpeg_pids(gw) != old, timeout=3)
+        assert time.monotonic() - killed < 1.5
+        gw.wait_online("k", timeout=10)
+        assert len(watch_sync(gw.ws_url("k"), frames=10).video()) >= 10
+    finally:
+        gw.stop()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_no_ffmpeg_left_behind(tmp_path: Path, camera: GstCamera, sig: int) -> None:
-    gw = Gateway(tmp_path).start()  # with the demo source: two ffmpeg processes
+    gw = Gateway(tmp_path).start()  # the demo's ffmpeg, and the one making AAC of the camera's G.711
     gw.wait_online("demo")
-    gw.ok("AddSrcRTSP", token="c", name="c", url=camera.url("h264"))
+    gw.ok("AddSrcRTSP", token="c", name="c", url=camera.url("h264_pcma"))
     gw.wait_online("c")
+    assert wait_until(lambda: len(ffmpeg_pids(gw)) == 2, timeout=5)
     pids = ffmpeg_pids(gw)
     assert len(pids) == 2
     gw.stop(sig)

@@ -20,6 +20,8 @@ from workers.credentials import redact
 from workers.ffmpeg import MSE_AUDIO, MSE_VIDEO, Plan, build_command
 from workers.fmp4 import InitInfo, Splitter, TimingRepair, parse_fragment, parse_init, retime_fragment
 from workers.hub import StreamHub
+from workers.rtsp.client import RtspError
+from workers.rtsp_source import RtspIngest, Unsupported
 from workers.supervise import Backoff, RunState, Stalled, Supervisor, Watchdog
 from workers.timeline import SourceTimeline, TrackTimeline
 
@@ -68,6 +70,7 @@ class FfmpegProcess:
         restart_min: float = 0.5,
         restart_max: float = 30.0,
         secrets: tuple[str, ...] = (),
+        own_rtsp: bool = True,
     ) -> None:
         self.name = name
         self.binary = binary
@@ -80,6 +83,8 @@ class FfmpegProcess:
         self.video_mode = "copy"
         self.audio_mode = "copy"
         self._transport = "udp" if rtsp_type == "H5_RTSP_UDP" else "tcp"
+        self._ffmpeg_only = not own_rtsp  # also set once a camera turns out to send what only ffmpeg carries
+        self.ingest: RtspIngest | None = None
         self.child = Child(self.state)
         self.supervisor = Supervisor(
             f"{name}: ffmpeg",
@@ -121,6 +126,8 @@ class FfmpegProcess:
         plan.transport = self._transport
         plan.video_mode = self.video_mode
         plan.audio_mode = self.audio_mode
+        if plan.url.lower().startswith("rtsp://") and not self._ffmpeg_only:
+            return await self._run_native(plan)
         argv = build_command(self.binary, plan)
         log.info(
             "%s: starting ffmpeg (%s, video %s, audio %s)",
@@ -144,6 +151,52 @@ class FfmpegProcess:
             st.last_error = self._cause("", plan)
         if proc.returncode not in (0, None) and not st.last_error:
             st.last_error = f"ffmpeg exited with code {proc.returncode}"
+        return bool(first_media) and time.monotonic() - first_media > 5.0
+
+    async def _run_native(self, plan: Plan) -> bool:
+        """One run of the zero-lookahead path (our RTSP client); codecs it cannot carry go to ffmpeg."""
+        st = self.state
+        st.started_at, st.transport, st.pid = time.monotonic(), plan.transport, None
+        st.video_codec = st.audio_codec = ""
+
+        def online() -> None:
+            st.online, st.last_error = True, ""
+            log.info("%s: online", self.name)
+
+        def codecs(video: str, audio: str) -> None:
+            st.video_codec, st.audio_codec = video, audio
+
+        log.info("%s: connecting (own RTSP client, %s)", self.name, plan.transport)
+        self.ingest = ingest = RtspIngest(
+            self.name,
+            plan.url,
+            self.hub,
+            transport=plan.transport,
+            timeout=plan.timeout_s,
+            stall_timeout=self.stall_timeout,
+            audio=plan.audio,
+            ffmpeg=self.binary,
+            on_media=online,
+            on_codecs=codecs,
+        )
+        first_media = 0.0
+        try:
+            first_media = await ingest.run()
+        except Unsupported as e:
+            log.info("%s: the camera sends %s: using ffmpeg for this source", self.name, e)
+            self._ffmpeg_only = True
+            self.supervisor.restart_now()
+            return False
+        except RtspError as e:
+            st.last_error = redact(str(e), *self.secrets)
+            first_media = ingest.first_media
+            if "stalled" in st.last_error:
+                log.warning("%s: watchdog: %s, reconnecting", self.name, st.last_error)
+            else:
+                log.warning("%s: camera: %s", self.name, st.last_error)
+        finally:
+            st.online = False
+            st.bytes_in += ingest.client.bytes_in if ingest.client is not None else 0
         return bool(first_media) and time.monotonic() - first_media > 5.0
 
     async def _read_stdout(self, proc: asyncio.subprocess.Process) -> float:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from workers.child import Child
 from workers.fmp4 import FragInfo, InitInfo, parse_init
 from workers.hub import StreamHub
 from workers.mp4mux import (
@@ -33,6 +34,7 @@ from workers.rtp.aac import AacDepacketizer, AdtsReader, AudioFrame, asc_info, m
 from workers.rtp.packet import AccessUnit, FrameAssembler, parse_rtp
 from workers.rtsp.client import RtspClient, RtspError
 from workers.rtsp.sdp import Media, Sdp
+from workers.supervise import RunState, Watchdog
 
 log = logging.getLogger("h5gate.rtsp")
 
@@ -143,7 +145,7 @@ class RtspIngest:
         self.audio_clock: TrackClock | None = None
         self.interval = 0  # last frame interval, in 90 kHz ticks
         self.last_video_ts: int | None = None
-        self.last_packet = 0.0
+        self.watchdog = Watchdog(stall_timeout)  # fed by every packet
         self.first_media = 0.0
         self.timeline_resets = 0
         self.error: RtspError | None = None
@@ -154,7 +156,8 @@ class RtspIngest:
         self.client = client = RtspClient(self.url, self._packet, transport=self.transport, timeout=self.timeout)
         try:
             await client.start(self._choose)
-            self.origin = self.last_packet = time.monotonic()
+            self.origin = time.monotonic()
+            self.watchdog.feed()
             await self._watch(client)
         finally:
             await client.close()
@@ -175,11 +178,10 @@ class RtspIngest:
                 raise client.closed.result()
             if self.transcoder is not None and self.transcoder.ended in done:
                 raise RtspError(f"audio transcoder ended: {self.transcoder.ended.result()}")
-            silent = time.monotonic() - self.last_packet
-            if not self.first_media and silent > self.timeout:
+            if not self.first_media and self.watchdog.idle > self.timeout:
                 what = "UDP" if self.transport == "udp" else "the camera"
                 raise RtspError(f"no media from {what} within {self.timeout:.0f}s (timed out)")
-            if silent > self.stall_timeout:
+            if self.watchdog.expired:
                 raise RtspError(f"no data from source for {self.stall_timeout:.0f}s (stalled)")
 
     def _choose(self, sdp: Sdp) -> list[Media]:
@@ -225,7 +227,7 @@ class RtspIngest:
 
     # -- packets --------------------------------------------------------------------------------------
     def _packet(self, index: int, data: bytes, arrived: float) -> None:
-        self.last_packet = arrived
+        self.watchdog.last = arrived
         pkt = parse_rtp(data, arrived)
         if pkt is None:
             return
@@ -331,6 +333,7 @@ class G711Transcoder:
         self.media = media
         self.on_frame = on_frame
         self.proc: asyncio.subprocess.Process | None = None
+        self.child = Child(RunState())  # the same child-process rules as every ffmpeg (group, PDEATHSIG)
         self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._reader: asyncio.Task[None] | None = None
         self._first_ts: int | None = None
@@ -343,8 +346,6 @@ class G711Transcoder:
         self._reader = asyncio.create_task(self._run(), name=f"g711:{self.name}")
 
     async def _spawn(self) -> None:
-        from workers.child import set_pdeathsig  # the same child-process rules as every ffmpeg
-
         fmt = "alaw" if self.media.encoding == "PCMA" else "mulaw"
         argv = [
             self.binary, "-hide_banner", "-nostats", "-loglevel", "error",
@@ -352,13 +353,8 @@ class G711Transcoder:
             "-f", fmt, "-ar", str(self.media.clock_rate), "-ac", str(self.media.channels), "-i", "pipe:0",
             "-c:a", "aac", "-b:a", "64k", "-f", "adts", "-flush_packets", "1", "pipe:1",
         ]  # fmt: skip
-        self.proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=set_pdeathsig,
+        self.proc = await self.child.spawn(
+            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
         )
         log.info("%s: input audio is %s: transcoding to AAC (ffmpeg pid %d)", self.name, self.codec, self.proc.pid)
         assert self.proc.stdin is not None
@@ -423,14 +419,12 @@ class G711Transcoder:
                 self.ended.set_result(f"exit code {rc}")
 
     async def stop(self) -> None:
-        from workers.child import stop_group
-
         if self.proc is None and self._reader is not None:
             self._reader.cancel()  # still starting
         if self.proc is not None:
             if self.proc.stdin is not None and not self.proc.stdin.is_closing():
                 self.proc.stdin.close()
-            await stop_group(self.proc, grace=1.0)
+            await self.child.stop(grace=1.0)
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
         if not self.ended.done():
