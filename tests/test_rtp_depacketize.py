@@ -20,7 +20,7 @@ from workers.rtp import h264, h265
 from workers.rtp.aac import AacDepacketizer, AdtsReader, asc_info, make_asc
 from workers.rtp.packet import RtpPacket, parse_rtp
 from workers.rtsp.auth import Authenticator, parse_challenges
-from workers.rtsp.client import split_url
+from workers.rtsp.client import parse_rtp_info, split_url
 from workers.rtsp.sdp import control_url, parse_sdp
 
 # x264 Constrained Baseline 1280x720 and its PPS, as the GStreamer test camera sends them
@@ -263,3 +263,11 @@ def test_written_fmp4_reads_back_and_decodes(encoded: list[av.Packet]) -> None:
     with av.open(io.BytesIO(stream), "r", format="mp4") as container:
         frames = list(container.decode(video=0))
     assert len(frames) == len(nals) and (frames[0].width, frames[0].height) == (320, 240)
+
+
+def test_rtp_info_matches_streams_by_url_or_order() -> None:
+    urls = ["rtsp://cam/live/stream=0", "rtsp://cam/live/stream=1"]
+    value = "url=rtsp://cam/live/stream=1;seq=5;rtptime=4294967295, url=stream=0;seq=9;rtptime=100"
+    assert parse_rtp_info(value, urls) == {1: 4294967295, 0: 100}
+    assert parse_rtp_info("url=x;seq=1;rtptime=7,url=y;seq=2;rtptime=8", urls) == {0: 7, 1: 8}
+    assert parse_rtp_info("", urls) == {} and parse_rtp_info("url=a;seq=1", urls) == {}

@@ -66,7 +66,8 @@ def test_auth_and_transports_deliver_frames_at_their_interval(auth_camera: GstCa
     video_span = video[-1].end - video[0].dts
     assert len(audio) * 1024 / 48000 >= 0.8 * video_span, (len(audio), video_span)
     assert all(b.info.tfdt - a.info.tfdt == 1024 for a, b in zip(audio, audio[1:], strict=False))
-    # audio and video start in step (both anchored on arrival)
+    # audio and video start in step: the camera's RTP-Info puts both on one clock
+    assert ingest.client is not None and len(ingest.client.rtp_info) == 2
     assert abs(audio[0].dts - video[0].dts) < 0.2
     assert ingest.client is not None and ingest.client.transport_kind == transport
 

@@ -42,6 +42,7 @@ VIDEO_CODECS = {"H264": "h264", "H265": "hevc"}  # SDP encoding -> the name GetS
 AUDIO_CODECS = {"MPEG4-GENERIC": "aac", "PCMA": "pcm_alaw", "PCMU": "pcm_mulaw"}
 FFMPEG_NAMES = {"JPEG": "mjpeg", "MP4V-ES": "mpeg4", "MP4A-LATM": "aac_latm", "OPUS": "opus", "MPA": "mp3"}
 DEFAULT_INTERVAL = 0.040  # seconds: a frame interval to assume before two frames have been seen
+AUDIO_WAIT = 2.0  # seconds the first video waits for the audio track to start before going out alone
 
 
 class Unsupported(Exception):
@@ -59,19 +60,37 @@ def codec_name(media: Media | None) -> str:
     return VIDEO_CODECS.get(enc) or AUDIO_CODECS.get(enc) or FFMPEG_NAMES.get(enc, enc.lower())
 
 
+def _signed32(value: int) -> int:
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= 0x80000000 else value
+
+
 class TrackClock:
     """A track's RTP timestamps as decode times on the run's timeline, in the track's own clock.
 
-    The first packet anchors the track on arrival time (so audio and video start in step); after that the
-    camera's timestamps rule, unwrapped past 2^32, and the output never goes back: a timestamp that jumps
-    back, or forward past the wall clock, re-anchors on arrival time.
+    Where the camera's PLAY answer gives each stream's RTP time at one instant (RTP-Info rtptime), the
+    tracks are placed on that common clock, so audio and video keep the camera's own sync: the first
+    packet of either track fixes where that instant lies on our timeline (its arrival time). Without
+    RTP-Info each track is anchored on its own first arrival. After that the camera's timestamps rule,
+    unwrapped past 2^32, and the output never goes back: a timestamp that jumps back, or forward past
+    the wall clock, re-anchors on arrival time.
     """
 
-    def __init__(self, name: str, rate: int, origin: float, on_reset: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        name: str,
+        rate: int,
+        origin: float,
+        on_reset: Callable[[str], None],
+        ref: int | None = None,
+        sync: dict[str, float] | None = None,
+    ) -> None:
         self.name = name
         self.rate = rate
         self.origin = origin
         self.on_reset = on_reset
+        self.ref = ref  # RTP-Info rtptime of this track
+        self.sync = sync if sync is not None else {}  # shared by the run's tracks: "anchor" in seconds
         self._last_in: int | None = None
         self._ext = 0  # unwrapped input
         self._offset = 0  # output = input + offset
@@ -82,12 +101,15 @@ class TrackClock:
         wall = round((arrived - self.origin) * self.rate)
         if self._last_in is None:
             self._ext = ts
-            self._offset = max(wall, self.last_end) - ts
+            if self.ref is not None:
+                since = _signed32(ts - self.ref) / self.rate  # seconds after the common instant
+                anchor = self.sync.setdefault("anchor", (arrived - self.origin) - since)
+                start = round((since + anchor) * self.rate)
+            else:
+                start = wall
+            self._offset = max(start, self.last_end) - ts
         else:
-            delta = (ts - self._last_in) & 0xFFFFFFFF
-            if delta >= 0x80000000:
-                delta -= 1 << 32
-            self._ext += delta
+            self._ext += _signed32(ts - self._last_in)
         self._last_in = ts
         out = self._ext + self._offset
         if self.last_out >= 0 and (out < self.last_out or out > wall + 2 * self.rate):
@@ -139,6 +161,10 @@ class RtspIngest:
         self.params: dict[int, bytes] = {}  # newest parameter set of each NAL type
         self.init_params: dict[int, bytes] | None = None
         self.init: InitInfo | None = None
+        self._pending_init: tuple[bytes, InitInfo] | None = None
+        self._held: list[tuple[bytes, FragInfo]] | None = None  # video waiting for the audio to start
+        self._hold_until = 0.0
+        self._audio_started = False
         self.seq = 0
         self.origin = 0.0
         self.video_clock: TrackClock | None = None
@@ -148,6 +174,7 @@ class RtspIngest:
         self.watchdog = Watchdog(stall_timeout)  # fed by every packet
         self.first_media = 0.0
         self.timeline_resets = 0
+        self.sync: dict[str, float] = {}
         self.error: RtspError | None = None
 
     # -- the run --------------------------------------------------------------------------------------
@@ -245,6 +272,14 @@ class RtspIngest:
             if self.error is None:
                 self.error = RtspError(f"invalid data from source: {e}")
 
+    def _rtptime(self, index: int) -> int | None:
+        """The RTP time of stream `index` at the instant PLAY started, if the camera said (and all did)."""
+        info = self.client.rtp_info if self.client is not None else {}
+        streams = 1 + (self.audio_media is not None)
+        if len(info) < streams or self.transcoder is not None:
+            return None  # G.711 comes back from the transcoder in its own frames: arrival keeps it in step
+        return info.get(index)
+
     def _reset(self, why: str) -> None:
         self.timeline_resets += 1
         log.warning("%s: timeline reset: %s", self.name, why)
@@ -256,10 +291,10 @@ class RtspIngest:
         if au.keyframe and self.params != self.init_params:
             if not self._write_init():
                 return
-        if self.init is None:
+        if self.init is None and self._held is None:
             return
         if self.video_clock is None:
-            self.video_clock = TrackClock("video", 90000, self.origin, self._reset)
+            self.video_clock = TrackClock("video", 90000, self.origin, self._reset, self._rtptime(0), self.sync)
         if self.last_video_ts is not None:
             step = (au.timestamp - self.last_video_ts) & 0xFFFFFFFF
             if 0 < step < 90000:  # a sane interval; jumps are the clock's business, not a duration
@@ -271,10 +306,26 @@ class RtspIngest:
         self.seq += 1
         data = fragment(self.seq, VIDEO_TRACK, dts, duration, length_prefixed(au.nals), au.keyframe)
         info = FragInfo(VIDEO_TRACK, dts, TFDT_POS, 8, duration, au.keyframe, 1, DURATION_POS)
+        if self._held is not None:
+            if time.monotonic() < self._hold_until:
+                self._held.append((data, info))
+                return
+            self._release()
+        self._publish_video(data, info)
+
+    def _publish_video(self, data: bytes, info: FragInfo) -> None:
         if self.hub.publish(data, info) is not None and not self.first_media:
             self.first_media = time.monotonic()
             if self.on_media is not None:
                 self.on_media()
+
+    def _release(self) -> None:
+        """The stream starts: its init, then the video held while the audio track got going."""
+        assert self._pending_init is not None and self._held is not None
+        held, self._held = self._held, None
+        self._set_init(*self._pending_init)
+        for data, info in held:
+            self._publish_video(data, info)
 
     def _nominal_interval(self) -> int:
         rate = self.video_media.framerate if self.video_media is not None else 0.0
@@ -297,16 +348,32 @@ class RtspIngest:
         except (ValueError, IndexError) as e:
             raise ValueError(f"unreadable parameter set ({e})") from None
         data = init_segment(spec, self.audio_spec)
-        self.init = self.hub.set_init(data, parse_init(data))
         self.init_params = dict(p)
-        log.info("%s: stream %s (own RTSP client, %s)", self.name, self.init.mime, self.transport)
+        if self.init is None and self.audio_spec is not None and not self._audio_started:
+            # A player plays where both tracks have media: going out before the audio (G.711 comes
+            # through a transcoder that takes a while to start) would only show viewers a stalled start.
+            self._pending_init = (data, parse_init(data))
+            self._held = []
+            self._hold_until = time.monotonic() + AUDIO_WAIT
+        else:
+            self._set_init(data, parse_init(data))
         return True
 
+    def _set_init(self, data: bytes, info: InitInfo) -> None:
+        self.init = self.hub.set_init(data, info)
+        log.info("%s: stream %s (own RTSP client, %s)", self.name, info.mime, self.transport)
+
     def _audio(self, ts: int, data: bytes, arrived: float) -> None:
-        if self.init is None or self.audio_spec is None:
+        if self.audio_spec is None:
+            return
+        self._audio_started = True
+        if self._held is not None:
+            self._release()
+        if self.init is None:
             return
         if self.audio_clock is None:
-            self.audio_clock = TrackClock("audio", self.audio_spec.rate, self.origin, self._reset)
+            rate = self.audio_spec.rate
+            self.audio_clock = TrackClock("audio", rate, self.origin, self._reset, self._rtptime(1), self.sync)
         dts = self.audio_clock.map(ts, arrived)
         self.audio_clock.last_end = dts + 1024
         self.seq += 1

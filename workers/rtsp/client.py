@@ -77,6 +77,27 @@ def split_url(url: str) -> tuple[str, str, str, str, int]:
     return clean, unquote(parts.username or ""), unquote(parts.password or ""), host, parts.port or 554
 
 
+def parse_rtp_info(value: str, urls: list[str]) -> dict[int, int]:
+    """RTP-Info (RFC 2326 §12.33): each stream's rtptime at PLAY, by the index of its SETUP URL.
+
+    Streams are matched by URL (cameras write it absolute or as the control attribute), else by order.
+    """
+    out: dict[int, int] = {}
+    for order, entry in enumerate(e for e in value.split(",") if e.strip()):
+        fields = dict(p.strip().partition("=")[::2] for p in entry.split(";"))
+        if "rtptime" not in fields:
+            continue
+        try:
+            rtptime = int(fields["rtptime"]) & 0xFFFFFFFF
+        except ValueError:
+            continue
+        url = fields.get("url", "")
+        index = next((i for i, u in enumerate(urls) if url and (u == url or u.endswith("/" + url.lstrip("/")))), order)
+        if index < len(urls):
+            out[index] = rtptime
+    return out
+
+
 class _Wire(asyncio.Protocol):
     """Parses the TCP byte stream into RTSP responses and interleaved $-frames."""
 
@@ -184,6 +205,8 @@ class RtspClient:
         self._keepalive: asyncio.Task[None] | None = None
         self.packets = 0
         self.bytes_in = 0
+        self.setup_urls: list[str] = []
+        self.rtp_info: dict[int, int] = {}  # stream index -> RTP timestamp at the start of PLAY
 
     # -- the session ----------------------------------------------------------------------------------
     async def start(self, choose: Callable[[Sdp], list[Media]]) -> Sdp:
@@ -204,7 +227,8 @@ class RtspClient:
             raise RtspError("no usable stream in the camera's SDP")
         for index, media in enumerate(self.chosen):
             await self._setup(index, media)
-        await self.request("PLAY", self.aggregate, {"Range": "npt=0.000-"})
+        resp = await self.request("PLAY", self.aggregate, {"Range": "npt=0.000-"})
+        self.rtp_info = parse_rtp_info(resp.get("rtp-info"), self.setup_urls)
         self._keepalive = asyncio.create_task(self._keep_alive(), name=f"rtsp-keepalive:{self.host}")
         return sdp
 
@@ -226,6 +250,7 @@ class RtspClient:
 
     async def _setup(self, index: int, media: Media) -> None:
         url = control_url(self.base, media.control)
+        self.setup_urls.append(url)
         if self.transport_kind == "udp":
             rtp_port = await self._bind_udp(index)
             spec = f"RTP/AVP;unicast;client_port={rtp_port}-{rtp_port + 1}"
