@@ -79,16 +79,15 @@ def test_quick_run_reports_sane_figures() -> None:
     wire = lat["wire"]
     assert "error" not in wire, wire
     assert wire["match_rate"] > 0.5, wire
-    assert _number(wire["p50_ms"], 0, 3000), wire
+    # our RTSP client hands a frame on at its marker bit: at most one frame interval (40 ms) behind the wire
+    assert _number(wire["p50_ms"], -5, 40), wire
     assert _number(wire["pyav_holdback_p50_ms"], -100, 1000), wire
 
     res = report["resources"]
     assert res["measured"] is True
     assert _number(res["supervisor"]["cpu_cores"], 0, os.cpu_count() or 1), res
     assert _number(res["supervisor"]["rss_mb"], 10, 4000), res
-    assert len(res["ffmpeg"]) == 1, res
-    assert _number(res["ffmpeg"][0]["cpu_cores"], 0, os.cpu_count() or 1), res
-    assert _number(res["ffmpeg"][0]["rss_mb"], 1, 4000), res
+    assert res["ffmpeg"] == [], res  # an H.264 + AAC camera needs no ffmpeg on the own RTSP path
 
     fanout = {run["viewers"]: run for run in report["fanout"]}
     assert sorted(fanout) == [1, 20]

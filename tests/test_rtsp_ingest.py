@@ -228,3 +228,35 @@ def _direct_decode(url: str) -> bytes:
     assert len(data) >= 30 * size, "GStreamer decoded too little of the camera"
     frames = len(data) // size
     return data[(frames - 1) * size : frames * size]
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_hls_of_an_own_client_camera_plays(gateway: Gateway, camera: GstCamera, version: str) -> None:
+    """No ffmpeg reads this camera: HLS is cut from the hub, and plays (video and audio) in ffmpeg."""
+    token = f"hls{version}"
+    gateway.ok("AddSrcRTSP", token=token, name="HLS", url=camera.url("h264"))
+    try:
+        gateway.wait_online(token)
+        path = f"/hls/{version}/{token}/hls.m3u8?session={gateway.session}"
+        deadline = time.monotonic() + 20
+        text = ""
+        while time.monotonic() < deadline:
+            status, _, body = gateway.request(path)
+            text = body.decode(errors="replace")
+            if status == 200 and text.count("#EXTINF") >= 2:
+                break
+            time.sleep(0.5)
+        assert text.count("#EXTINF") >= 2, text
+        out = subprocess.run(
+            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", gateway.base + path]
+            + ["-t", "3", "-f", "framemd5", "-"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        rows = [line.split(",") for line in out.stdout.splitlines() if line and not line.startswith("#")]
+        assert sum(r[0].strip() == "0" for r in rows) >= 60  # video frames of 3 s at 25 fps
+        assert sum(r[0].strip() == "1" for r in rows) >= 50  # AAC frames (48 kHz: 47 a second)
+    finally:
+        gateway.ok("DelSrc", token=token)
