@@ -60,7 +60,9 @@ def test_auth_and_transports_deliver_frames_at_their_interval(auth_camera: GstCa
     audio = [f for f in hub.ring if not f.video]
     assert video[0].keyframe and len(video) >= 60, len(video)
     steps = [b.info.tfdt - a.info.tfdt for a, b in zip(video, video[1:], strict=False)]
-    assert all(f.info.duration == 3600 for f in video[1:])  # 25 fps at 90 kHz, learned from the stream
+    lost = ingest.depack.lost_packets if ingest.depack is not None else 0
+    # 25 fps at 90 kHz, learned from the stream (a frame lost over UDP may make one odd)
+    assert sum(f.info.duration == 3600 for f in video[1:]) >= len(video[1:]) - 2 * lost, lost
     assert sorted(steps)[len(steps) // 2] == 3600 and min(steps) >= 3600 - 1
     # AAC 48 kHz, 1024 samples a frame: audio covers what video covers (the camera sends both all along)
     video_span = video[-1].end - video[0].dts

@@ -178,6 +178,7 @@ class FfmpegProcess:
             ffmpeg=self.binary,
             on_media=online,
             on_codecs=codecs,
+            timeline=self.timeline,
         )
         first_media = 0.0
         try:

@@ -35,6 +35,7 @@ from workers.rtp.packet import AccessUnit, FrameAssembler, parse_rtp
 from workers.rtsp.client import RtspClient, RtspError
 from workers.rtsp.sdp import Media, Sdp
 from workers.supervise import RunState, Watchdog
+from workers.timeline import SourceTimeline, TrackTimeline
 
 log = logging.getLogger("h5gate.rtsp")
 
@@ -42,6 +43,7 @@ VIDEO_CODECS = {"H264": "h264", "H265": "hevc"}  # SDP encoding -> the name GetS
 AUDIO_CODECS = {"MPEG4-GENERIC": "aac", "PCMA": "pcm_alaw", "PCMU": "pcm_mulaw"}
 FFMPEG_NAMES = {"JPEG": "mjpeg", "MP4V-ES": "mpeg4", "MP4A-LATM": "aac_latm", "OPUS": "opus", "MPA": "mp3"}
 DEFAULT_INTERVAL = 0.040  # seconds: a frame interval to assume before two frames have been seen
+INPUT_BIAS = 1  # seconds added to every track's input time (see _input)
 AUDIO_WAIT = 2.0  # seconds the first video waits for the audio track to start before going out alone
 
 
@@ -60,69 +62,6 @@ def codec_name(media: Media | None) -> str:
     return VIDEO_CODECS.get(enc) or AUDIO_CODECS.get(enc) or FFMPEG_NAMES.get(enc, enc.lower())
 
 
-def _signed32(value: int) -> int:
-    value &= 0xFFFFFFFF
-    return value - (1 << 32) if value >= 0x80000000 else value
-
-
-class TrackClock:
-    """A track's RTP timestamps as decode times on the run's timeline, in the track's own clock.
-
-    Where the camera's PLAY answer gives each stream's RTP time at one instant (RTP-Info rtptime), the
-    tracks are placed on that common clock, so audio and video keep the camera's own sync: the first
-    packet of either track fixes where that instant lies on our timeline (its arrival time). Without
-    RTP-Info each track is anchored on its own first arrival. After that the camera's timestamps rule,
-    unwrapped past 2^32, and the output never goes back: a timestamp that jumps back, or forward past
-    the wall clock, re-anchors on arrival time.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        rate: int,
-        origin: float,
-        on_reset: Callable[[str], None],
-        ref: int | None = None,
-        sync: dict[str, float] | None = None,
-    ) -> None:
-        self.name = name
-        self.rate = rate
-        self.origin = origin
-        self.on_reset = on_reset
-        self.ref = ref  # RTP-Info rtptime of this track
-        self.sync = sync if sync is not None else {}  # shared by the run's tracks: "anchor" in seconds
-        self._last_in: int | None = None
-        self._ext = 0  # unwrapped input
-        self._offset = 0  # output = input + offset
-        self.last_out = -1
-        self.last_end = 0
-
-    def map(self, ts: int, arrived: float) -> int:
-        wall = round((arrived - self.origin) * self.rate)
-        if self._last_in is None:
-            self._ext = ts
-            if self.ref is not None:
-                since = _signed32(ts - self.ref) / self.rate  # seconds after the common instant
-                anchor = self.sync.setdefault("anchor", (arrived - self.origin) - since)
-                start = round((since + anchor) * self.rate)
-            else:
-                start = wall
-            self._offset = max(start, self.last_end) - ts
-        else:
-            self._ext += _signed32(ts - self._last_in)
-        self._last_in = ts
-        out = self._ext + self._offset
-        if self.last_out >= 0 and (out < self.last_out or out > wall + 2 * self.rate):
-            why = "went back" if out < self.last_out else "ran ahead of the clock"
-            self._offset = max(wall, self.last_end) - self._ext
-            out = self._ext + self._offset
-            self.on_reset(f"{self.name} timestamps {why}")
-        if out < self.last_end:
-            out = self.last_end  # a frame early by a little jitter: never overlap the previous sample
-        self.last_out = out
-        return out
-
-
 class RtspIngest:
     """One run: connect, stream into the hub until the camera fails; raises RtspError or Unsupported."""
 
@@ -139,6 +78,7 @@ class RtspIngest:
         ffmpeg: str = "ffmpeg",
         on_media: Callable[[], None] | None = None,
         on_codecs: Callable[[str, str], None] | None = None,
+        timeline: SourceTimeline | None = None,
     ) -> None:
         self.name = name
         self.url = url
@@ -166,15 +106,19 @@ class RtspIngest:
         self._hold_until = 0.0
         self._audio_started = False
         self.seq = 0
-        self.origin = 0.0
-        self.video_clock: TrackClock | None = None
-        self.audio_clock: TrackClock | None = None
+        # Decode times come from the source's timeline (it outlives this run): our input to it is each
+        # track's RTP time since the instant PLAY started (RTP-Info), one clock for audio and video.
+        self.timeline = timeline if timeline is not None else SourceTimeline(name, common_clock=True)
+        self.video_track: TrackTimeline | None = None
+        self.audio_track: TrackTimeline | None = None
+        self._refs: dict[int, int] = {}  # stream index -> RTP time of the common instant
+        self._first_arrival: float | None = None
+        self._video_end = 0  # where the last video sample written ends: the next never overlaps it
+        self._audio_end = 0
         self.interval = 0  # last frame interval, in 90 kHz ticks
         self.last_video_ts: int | None = None
         self.watchdog = Watchdog(stall_timeout)  # fed by every packet
         self.first_media = 0.0
-        self.timeline_resets = 0
-        self.sync: dict[str, float] = {}
         self.error: RtspError | None = None
 
     # -- the run --------------------------------------------------------------------------------------
@@ -183,7 +127,7 @@ class RtspIngest:
         self.client = client = RtspClient(self.url, self._packet, transport=self.transport, timeout=self.timeout)
         try:
             await client.start(self._choose)
-            self.origin = time.monotonic()
+            self.timeline.new_run()
             self.watchdog.feed()
             await self._watch(client)
         finally:
@@ -272,17 +216,24 @@ class RtspIngest:
             if self.error is None:
                 self.error = RtspError(f"invalid data from source: {e}")
 
-    def _rtptime(self, index: int) -> int | None:
-        """The RTP time of stream `index` at the instant PLAY started, if the camera said (and all did)."""
-        info = self.client.rtp_info if self.client is not None else {}
-        streams = 1 + (self.audio_media is not None)
-        if len(info) < streams or self.transcoder is not None:
-            return None  # G.711 comes back from the transcoder in its own frames: arrival keeps it in step
-        return info.get(index)
+    def _input(self, index: int, ts: int, rate: int, arrived: float) -> int:
+        """A packet's RTP time as the timeline's input: ticks since the run's common instant (plus a
+        second, so packets from just before it stay positive), wrapping at 32 bits as RTP does.
 
-    def _reset(self, why: str) -> None:
-        self.timeline_resets += 1
-        log.warning("%s: timeline reset: %s", self.name, why)
+        The common instant is PLAY's start, where the camera gave every stream's RTP time there (RTP-Info);
+        otherwise each stream is placed by its first packet's arrival, relative to the run's first packet.
+        """
+        ref = self._refs.get(index)
+        if ref is None:
+            info = self.client.rtp_info if self.client is not None else {}
+            if len(info) >= 1 + (self.audio_media is not None) and index in info:
+                ref = info[index]
+            else:
+                if self._first_arrival is None:
+                    self._first_arrival = arrived
+                ref = (ts - round((arrived - self._first_arrival) * rate)) & 0xFFFFFFFF
+            self._refs[index] = ref
+        return (ts - ref + rate * INPUT_BIAS) & 0xFFFFFFFF
 
     def _video(self, au: AccessUnit) -> None:
         for nal in au.params:
@@ -293,16 +244,17 @@ class RtspIngest:
                 return
         if self.init is None and self._held is None:
             return
-        if self.video_clock is None:
-            self.video_clock = TrackClock("video", 90000, self.origin, self._reset, self._rtptime(0), self.sync)
+        if self.video_track is None:
+            self.video_track = self.timeline.track("video", 90000, wrap_bits=32)
         if self.last_video_ts is not None:
             step = (au.timestamp - self.last_video_ts) & 0xFFFFFFFF
             if 0 < step < 90000:  # a sane interval; jumps are the clock's business, not a duration
                 self.interval = step
         self.last_video_ts = au.timestamp
-        dts = self.video_clock.map(au.timestamp, au.arrived)
-        duration = self.interval or self._nominal_interval()
-        self.video_clock.last_end = dts + duration
+        tl = self.video_track
+        dts = max(tl.map(self._input(0, au.timestamp, 90000, au.arrived), au.arrived), self._video_end)
+        duration = self._duration(tl)
+        self._video_end = dts + duration
         self.seq += 1
         data = fragment(self.seq, VIDEO_TRACK, dts, duration, length_prefixed(au.nals), au.keyframe)
         info = FragInfo(VIDEO_TRACK, dts, TFDT_POS, 8, duration, au.keyframe, 1, DURATION_POS)
@@ -326,6 +278,15 @@ class RtspIngest:
         self._set_init(*self._pending_init)
         for data, info in held:
             self._publish_video(data, info)
+
+    def _duration(self, tl: TrackTimeline) -> int:
+        """The frame interval seen last (the next frame's time is not known yet); where that step spans
+        a lost frame or a jump, the timeline's smoothed interval; before two frames, the SDP's rate."""
+        if not self.interval:
+            return self._nominal_interval()
+        if abs(self.interval - tl.interval) <= tl.interval / 4:
+            return self.interval
+        return max(1, round(tl.interval))
 
     def _nominal_interval(self) -> int:
         rate = self.video_media.framerate if self.video_media is not None else 0.0
@@ -371,11 +332,11 @@ class RtspIngest:
             self._release()
         if self.init is None:
             return
-        if self.audio_clock is None:
-            rate = self.audio_spec.rate
-            self.audio_clock = TrackClock("audio", rate, self.origin, self._reset, self._rtptime(1), self.sync)
-        dts = self.audio_clock.map(ts, arrived)
-        self.audio_clock.last_end = dts + 1024
+        rate = self.audio_spec.rate
+        if self.audio_track is None:
+            self.audio_track = self.timeline.track("audio", rate, wrap_bits=32)
+        dts = max(self.audio_track.map(self._input(1, ts, rate, arrived), arrived), self._audio_end)
+        self._audio_end = dts + 1024
         self.seq += 1
         info = FragInfo(AUDIO_TRACK, dts, TFDT_POS, 8, 1024, True, 1, DURATION_POS)
         self.hub.publish(fragment(self.seq, AUDIO_TRACK, dts, 1024, data, True), info)
