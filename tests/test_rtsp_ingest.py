@@ -60,9 +60,11 @@ def test_auth_and_transports_deliver_frames_at_their_interval(auth_camera: GstCa
     audio = [f for f in hub.ring if not f.video]
     assert video[0].keyframe and len(video) >= 60, len(video)
     steps = [b.info.tfdt - a.info.tfdt for a, b in zip(video, video[1:], strict=False)]
-    lost = ingest.depack.lost_packets if ingest.depack is not None else 0
-    # 25 fps at 90 kHz, learned from the stream (a frame lost over UDP may make one odd)
-    assert sum(f.info.duration == 3600 for f in video[1:]) >= len(video[1:]) - 2 * lost, lost
+    # 25 fps at 90 kHz, learned from the stream: the interval seen last, or the smoothed one where that
+    # step spans a frame the camera (loaded encoder) or the network lost
+    durations = [f.info.duration for f in video[1:]]
+    assert all(2700 <= d <= 4500 for d in durations), durations
+    assert sum(d == 3600 for d in durations) >= 0.9 * len(durations), durations
     assert sorted(steps)[len(steps) // 2] == 3600 and min(steps) >= 3600 - 1
     # AAC 48 kHz, 1024 samples a frame: audio covers what video covers (the camera sends both all along)
     video_span = video[-1].end - video[0].dts
