@@ -244,11 +244,10 @@ class _Connection:
             self.status("error", "NetStream.Play.Failed", "this server takes publishers only")
             await self.writer.drain()
             raise _Closed("refused: playing is not offered")
-        elif name in ("deleteStream", "closeStream", "FCUnpublish"):
+        elif name in ("deleteStream", "closeStream"):
             if self.publisher is not None:
-                if name != "FCUnpublish":
-                    raise _Closed("encoder stopped publishing")
-        elif txn:  # releaseStream, FCPublish, getStreamLength ...: a plain answer keeps every client going
+                raise _Closed("encoder stopped publishing")
+        elif txn:  # releaseStream, FCPublish, FCUnpublish ...: a plain answer keeps every client going
             self.command("_result", txn, None)
 
     def _publish(self, raw: str) -> None:
