@@ -440,6 +440,35 @@ def test_flv_client_that_stops_reading_is_dropped(push_gw: Gateway) -> None:
         stop(encoder)
 
 
+def test_codecs_it_cannot_carry(push_gw: Gateway) -> None:
+    """Sorenson H.263 video is refused in words; MP3 audio is left out while the H.264 goes on."""
+    gw = push_gw
+    url = add_push(gw, "pushc")
+    encoder = publish(url, "-c:v", "flv", "-c:a", "copy")
+    try:
+        deadline = time.monotonic() + 15
+        src = gw.source("pushc")
+        while time.monotonic() < deadline and src["strVideoCodec"] != "h263":
+            time.sleep(0.3)
+            src = gw.source("pushc")
+        assert src["strVideoCodec"] == "h263" and src["strLastError"] == "video is h263: publish H.264", src
+        time.sleep(1)
+        assert not gw.source("pushc")["bOnline"]
+    finally:
+        stop(encoder)
+    wait_line(gw, "pushc/main: video is h263: only H.264 is taken")
+    encoder = publish(url, "-c:v", "copy", "-c:a", "libmp3lame", "-ar", "44100")
+    try:
+        src = gw.wait_online("pushc", timeout=15)
+        assert (src["strVideoCodec"], src["strAudioCodec"]) == ("h264", "mp3"), src
+        got = watch_sync(gw.ws_url("pushc"), frames=25)
+        assert got.mime == 'video/mp4; codecs="avc1.4d401e"'
+        check_playable(got)
+        wait_line(gw, "pushc/main: audio is mp3: only AAC is taken")
+    finally:
+        stop(encoder)
+
+
 def test_publish_url_shown_to_administrators_only(push_gw: Gateway) -> None:
     gw = push_gw
     url = add_push(gw, "push4")

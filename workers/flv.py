@@ -34,11 +34,12 @@ class FlvError(ValueError):
 
 @dataclass
 class VideoTag:
-    codec_id: int
+    codec_id: int  # -1 for Enhanced RTMP's FourCC form (then `fourcc` names the codec)
     keyframe: bool
     packet_type: int  # AVC: 0 sequence header, 1 NAL units, 2 end of sequence
     cts: int  # composition time offset, milliseconds
     data: bytes  # the avcC record (packet 0) or the length-prefixed NAL units (packet 1)
+    fourcc: str = ""
 
 
 @dataclass
@@ -52,6 +53,9 @@ def parse_video(body: bytes) -> VideoTag:
     if len(body) < 1:
         raise FlvError("empty video tag")
     frame_type, codec = body[0] >> 4, body[0] & 0x0F
+    if body[0] & 0x80:  # Enhanced RTMP (OBS 29+ for H.265/AV1): a FourCC instead of a codec id
+        fourcc = body[1:5].decode("latin-1") if len(body) >= 5 else "?"
+        return VideoTag(-1, (frame_type & 0x07) == 1, -1, 0, body[5:], fourcc)
     if codec != CODEC_AVC:
         return VideoTag(codec, frame_type == 1, -1, 0, body[1:])
     if len(body) < 5:

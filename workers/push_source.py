@@ -92,7 +92,7 @@ class PushSession:
         except FlvError as e:
             return self._warn("video", f"unreadable video tag: {e}")
         if tag.codec_id != CODEC_AVC:
-            codec = VIDEO_CODECS.get(tag.codec_id, f"codec id {tag.codec_id}")
+            codec = tag.fourcc or VIDEO_CODECS.get(tag.codec_id, f"codec id {tag.codec_id}")
             self.source.state.video_codec = codec
             self.source.state.last_error = f"video is {codec}: publish H.264"
             return self._warn("video", f"video is {codec}: only H.264 is taken, publish H.264")
