@@ -38,6 +38,7 @@ from supervisor.api import (
     onvif,
     organisation,
     records,
+    settings_pages,
     sources,
     streams,
     system,
@@ -73,6 +74,7 @@ OLD_PAGES = {"/login": f"{CONSOLE}/login", "/addcamera": f"{CONSOLE}/addcamera",
 # The manual's chapters, in the order their routes are matched and their steps run.
 CHAPTERS: tuple[common.Chapter, ...] = (
     system.chapter,
+    settings_pages.chapter,  # early: the stored settings apply before the other chapters start
     users.chapter,
     sources.chapter,
     organisation.chapter,

@@ -127,21 +127,79 @@ def serve(settings: Settings) -> int:
     except OSError as e:
         print(f"h5gate: cannot listen on {settings.host}:{settings.port}: {e.strerror or e}", file=sys.stderr)
         return EXIT_RUNTIME
-    config = uvicorn.Config(
-        create_app(settings, restarter),
-        host=settings.host,
-        port=settings.port,
+    https = https_listener(settings)  # before the app: the stored console settings may change the web root
+    app = create_app(settings, restarter)
+    common = {
+        "host": settings.host,
         # No permessage-deflate: compressing every video fragment for every viewer costs CPU for nothing.
-        ws=media_ws_protocol(settings.ws_send_buffer),
-        ws_per_message_deflate=False,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        timeout_graceful_shutdown=3,
-    )
-    server = _Server(config, settings)
-    server.run(sockets=[sock])
+        "ws": media_ws_protocol(settings.ws_send_buffer),
+        "ws_per_message_deflate": False,
+        "log_level": settings.log_level.lower(),
+        "access_log": False,
+        "timeout_graceful_shutdown": 3,
+    }
+    server = _Server(uvicorn.Config(app, port=settings.port, **common), settings)
+    restarter.shutdown = lambda: setattr(server, "should_exit", True)
+    extra: list[tuple[uvicorn.Server, socket.socket]] = []
+    if https is not None:
+        port, cert = https
+        try:
+            tls_sock = bind(settings.host, port)
+        except OSError as e:
+            print(f"h5gate: cannot listen on {settings.host}:{port} (HTTPS): {e.strerror or e}", file=sys.stderr)
+            return EXIT_RUNTIME
+        # the same app on a TLS socket; its lifespan runs once, with the HTTP server
+        tls = uvicorn.Config(app, port=port, ssl_certfile=str(cert), lifespan="off", **common)
+        extra.append((uvicorn.Server(tls), tls_sock))
+        log.info("HTTPS on port %d with %s", port, cert)
+
+    async def serve_all() -> None:
+        main = asyncio.create_task(server.serve(sockets=[sock]))
+        others = [asyncio.create_task(s.serve(sockets=[k])) for s, k in extra]
+        await main
+        for s, _ in extra:  # the HTTP server carries the lifespan: when it stops, everything stops
+            s.should_exit = True
+        await asyncio.gather(*others, return_exceptions=True)
+
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:  # uvloop where installed
+        runner.run(serve_all())
     restarter.exec_if_requested()  # Restart (or a configuration restore) asked for a fresh start
     return 0 if server.started else EXIT_RUNTIME
+
+
+def https_listener(settings: Settings) -> tuple[int, Any] | None:
+    """(port, PEM file) for HTTPS from the settings or, where set, the console's SetHTTPConf; None if off.
+
+    The console's values are read straight from the database, before the app opens it. Its document
+    root becomes the web root.
+    """
+    import json
+    import sqlite3
+
+    from supervisor.console_conf import check_certificate
+
+    port, cert = settings.https_port, settings.https_cert
+    try:
+        conn = sqlite3.connect(f"file:{settings.db_path}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT value FROM conf WHERE name = 'http'").fetchone()
+        finally:
+            conn.close()
+        stored = json.loads(row[0]) if row else {}
+    except (sqlite3.Error, ValueError):
+        stored = {}
+    if stored:
+        port = int(stored.get("nHTTPSPort") or 0)
+        cert = stored.get("strSSLCertificateFile") or cert
+        if stored.get("strDocumentRoot"):
+            settings.web_root = stored["strDocumentRoot"]
+    if not port:
+        return None
+    try:
+        return port, check_certificate(settings, cert or "server.pem")
+    except Exception as e:
+        log.error("HTTPS not started: %s", e)
+        return None
 
 
 class _Server(uvicorn.Server):

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -171,6 +171,36 @@ UrlResolver = Callable[[SourceConfig, str], Awaitable[str]]
 SnapshotFallback = Callable[[SourceConfig], Awaitable[bytes | None]]
 
 
+@dataclass
+class PortCheck:
+    """Get/SetIpPortCheck: before each ffmpeg start, the camera's host:port must accept a TCP connection;
+    one that did not is left alone for `period` seconds (the vendor's detention period) before the next try."""
+
+    enabled: bool = False
+    period: float = 30.0
+    blocked_until: dict[str, float] = field(default_factory=dict)
+
+    async def check(self, token: str, url: str) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if self.blocked_until.get(token, 0.0) > now:
+            wait = self.blocked_until[token] - now
+            raise OSError(f"camera port did not answer; next check in {wait:.0f}s (IP port check)")
+        parts = urlsplit(url)
+        default = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443, "http": 80, "https": 443}
+        host, port = parts.hostname, parts.port or default.get(parts.scheme.lower(), 0)
+        if not host or not port:
+            return
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 3.0)
+            writer.close()
+            self.blocked_until.pop(token, None)
+        except (OSError, TimeoutError):
+            self.blocked_until[token] = now + self.period
+            raise OSError(f"camera port {host}:{port} did not answer (IP port check)") from None
+
+
 class Registry:
     def __init__(self, settings: Settings, db: Database, ffmpeg: str) -> None:
         self.settings = settings
@@ -179,7 +209,8 @@ class Registry:
         self.sources: dict[str, SourceRuntime] = {}
         self.url_resolvers: dict[str, UrlResolver] = {}
         self.snapshot_fallbacks: dict[str, SnapshotFallback] = {}
-        self.on_delete: list[Callable[[str], Awaitable[None]]] = []  # told each deleted token (roles, regions)
+        self.on_delete: list[Callable[[str], Awaitable[None]]] = []
+        self.port_check = PortCheck()  # told each deleted token (roles, regions)
         self._lock = asyncio.Lock()
 
     @property
@@ -337,6 +368,7 @@ class Registry:
                 url, is_file = await self.url_resolvers[cfg.kind](cfg, profile), False
             else:
                 raw = cfg.url_sub if profile == "sub" and cfg.url_sub else cfg.url
+                await self.port_check.check(cfg.token, raw)
                 url, is_file = with_credentials(raw, cfg.user, cfg.password), False
             return Plan(
                 url=url,

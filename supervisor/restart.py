@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 log = logging.getLogger("h5gate")
 
@@ -22,6 +23,9 @@ class Restarter:
     def __init__(self) -> None:
         self.requested = False
         self.reason = ""
+        # how to end the server gracefully; the CLI sets it to its uvicorn server's should_exit. (A SIGTERM
+        # would do too, but uvicorn raises it again once it has stopped, which kills the process.)
+        self.shutdown: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGTERM)
 
     def request(self, reason: str) -> None:
         """Shut down gracefully (as SIGTERM does) after DELAY; `exec_if_requested` then starts again."""
@@ -29,7 +33,7 @@ class Restarter:
             return
         self.requested, self.reason = True, reason
         log.warning("restarting: %s", reason)
-        asyncio.get_running_loop().call_later(DELAY, os.kill, os.getpid(), signal.SIGTERM)
+        asyncio.get_running_loop().call_later(DELAY, self.shutdown)
 
     def exec_if_requested(self) -> None:
         """Called once the server has stopped: re-execute this program with the same arguments."""
