@@ -27,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ExceptionHandler
 
-from supervisor import rtmp_push
+from supervisor import rtmp_push, rtsp_serve
 from supervisor.api import (
     audio,
     common,
@@ -88,6 +88,7 @@ CHAPTERS: tuple[common.Chapter, ...] = (
     rtmp_push.chapter,
     flv.chapter,
     transcoding.chapter,
+    rtsp_serve.chapter,
     observe.chapter,
     unsupported.chapter,
 )

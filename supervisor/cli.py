@@ -220,6 +220,7 @@ class _Server(uvicorn.Server):
 async def _passwd(settings: Settings, user: str, role: str | None) -> int:
     from supervisor.auth import Auth, User, md5_hex
     from supervisor.db import Database
+    from supervisor.digest_keys import DigestKeys
 
     password = getpass.getpass(f"new password for {user}: ") if sys.stdin.isatty() else sys.stdin.readline()
     password = password.rstrip("\n")
@@ -233,6 +234,7 @@ async def _passwd(settings: Settings, user: str, role: str | None) -> int:
     await auth.load()
     existing = auth.users.get(user)
     await auth.save_user(User(user, md5_hex(password), role or (existing.role if existing else "Viewer")))
+    await DigestKeys(db).learn(auth.users[user], password)  # the one moment the plain password is known
     await db.close()
     print(f"password of {user} set")
     return 0

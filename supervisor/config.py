@@ -59,6 +59,7 @@ class Settings:
     webrtc_keepalive_timeout: float = 15.0  # close a WebRTC session whose player sent nothing for this long
     rtmp_port: int = 8935  # RTMP push-in (rtmp://HOST:PORT/live/<token>?key=...); 0 = off, port not opened
     flv_port: int = 8090  # HTTP-FLV out (http://HOST:PORT/live/<token>.flv, also on the main port); 0 = off
+    rtsp_port: int = 8554  # RTSP re-serve of every source (rtsp://HOST:PORT/<token>); 0 = off, port not opened
     metrics_token: str = ""  # bearer token for /metrics (a scraper); a logged-in session works too
     log_level: str = "INFO"
     web_root: str = ""  # a folder served at / (a vendor console dist, your own pages); our console: /console/
@@ -153,7 +154,7 @@ def validate(settings: Settings) -> None:
 
     need(1 <= settings.port <= 65535, "port", "must be between 1 and 65535")
     need(bool(settings.host.strip()), "host", "must not be empty")
-    for name in ("rtmp_port", "flv_port"):
+    for name in ("rtmp_port", "flv_port", "rtsp_port"):
         need(0 <= getattr(settings, name) <= 65535, name, "must be between 0 (off) and 65535")
     for name in ("webrtc_port_min", "webrtc_port_max"):
         need(0 <= getattr(settings, name) <= 65535, name, "must be between 0 (any) and 65535")

@@ -116,6 +116,14 @@ MIGRATIONS: list[str] = [
         created REAL NOT NULL
     );
     """,
+    # RTSP Digest keys (supervisor/digest_keys.py): HA1 per user, with the stored password it was made under.
+    """
+    CREATE TABLE digest_keys (
+        name TEXT PRIMARY KEY,
+        ha1 TEXT NOT NULL,
+        password TEXT NOT NULL
+    );
+    """,
 ]
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from supervisor.config import Settings
     from supervisor.db import Database
     from supervisor.events import EventBus
+    from supervisor.digest_keys import DigestKeys
     from supervisor.hls import HlsService
     from supervisor.metrics import LoopLag, RequestCounts
     from supervisor.organisation import Organisation
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from supervisor.transcode import Transcoder
     from supervisor.webrtc import WebRTCService
     from workers.rtmp.server import RtmpServer
+    from workers.rtsp.server import RtspServer
     from workers.snapshot import SnapshotCache
 
 # h5swsapi?playback=true hands its socket to this, when the recordings chapter runs (WebRTC playback uses
@@ -71,3 +73,5 @@ class Services:
     rtmp: RtmpServer | None = None  # RTMP push-in; None when rtmp_port = 0 or it could not listen
     events: EventBus | None = None  # the event socket's bus, set by the events chapter
     transcoder: Transcoder | None = None  # transcoding profiles and their shared ffmpegs, set by its chapter
+    digest_keys: DigestKeys | None = None  # users' RTSP Digest keys, learnt from plain passwords (rtsp chapter)
+    rtsp: RtspServer | None = None  # the RTSP re-serve; None when rtsp_port = 0 or it could not listen

@@ -42,6 +42,9 @@ async def login(request: Request, _: None) -> Any:
         return JSONResponse(
             {"bStatus": False, "strCode": code, "nFaultTimes": faults.count, "tLockTimeResidue": residue}
         )
+    keys = services(request).digest_keys
+    if keys is not None and not MD5_RE.match(password):  # the plain password: its RTSP Digest key can be made
+        await keys.learn(auth.users[user], password)
     response = JSONResponse(
         {"bStatus": True, "strCode": "Login successfully", "strSession": session, "nTimeout": auth.timeout}
     )

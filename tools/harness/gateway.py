@@ -43,12 +43,14 @@ class Gateway:
     def start(self, timeout: float = 30.0) -> Gateway:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # Tests never multicast: ONVIF discovery goes to a dead loopback port unless a test says otherwise.
-        # Nor do they open the RTMP and HTTP-FLV ports (fixed defaults would collide between parallel servers).
+        # Nor do they open the RTMP, HTTP-FLV and RTSP ports (fixed defaults would collide between parallel
+        # servers) unless asked (rtsp_port=).
         env = {
             **os.environ,
             "H5GATE_ONVIF_DISCOVERY_TARGET": "127.0.0.1:9",
             "H5GATE_RTMP_PORT": "0",
             "H5GATE_FLV_PORT": "0",
+            "H5GATE_RTSP_PORT": "0",
             **self.env,
         }
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's life
