@@ -114,7 +114,11 @@ async def start(services: Services) -> None:
         log.info("RTSP re-serve off (rtsp_port = 0)")
         return
     server = RtspServer(
-        UserGate(services, keys), REALM, send_timeout=settings.send_timeout, slow_seconds=settings.slow_viewer_seconds
+        UserGate(services, keys),
+        REALM,
+        send_timeout=settings.send_timeout,
+        slow_seconds=settings.slow_viewer_seconds,
+        send_buffer=settings.ws_send_buffer,
     )
     try:
         await server.start(settings.host, settings.rtsp_port)

@@ -72,6 +72,7 @@ async def metrics(request: Request) -> Response:
             if session.playback is None:
                 rtc_by_token[session.name.split("/", 1)[0]] += 1
     hls_by_token = svc.hls_viewers.by_token()
+    rtsp_by_token = dict(svc.rtsp.by_token) if svc.rtsp is not None else {}
     usage: dict[str, dict[str, Any]] = {}
     recordings = svc.recordings
     if recordings is not None:
@@ -95,7 +96,12 @@ async def metrics(request: Request) -> Response:
         restarts.append((label, sum(s.process.state.restarts for s in runtime.streams.values())))
         skips.append((label, sum(s.hub.skips for s in runtime.streams.values())))
         resets.append((label, sum(s.process.timeline.resets for s in runtime.streams.values())))
-        for protocol, counts in (("ws", ws_by_token), ("webrtc", rtc_by_token), ("hls", hls_by_token)):
+        for protocol, counts in (
+            ("ws", ws_by_token),
+            ("webrtc", rtc_by_token),
+            ("hls", hls_by_token),
+            ("rtsp", rtsp_by_token),
+        ):
             viewers.append(({"token": token, "protocol": protocol}, counts.get(token, 0)))
         u = usage.get(token, {})
         rec_bytes.append((label, u.get("record", 0)))
@@ -108,7 +114,7 @@ async def metrics(request: Request) -> Response:
     out.family("h5gate_source_fps", "gauge", f"Video frames per second received, over {RATE_WINDOW:g} s.", fps)
     out.family("h5gate_source_bitrate_bps", "gauge", f"Bits per second received, over {RATE_WINDOW:g} s.", bitrate)
     out.family("h5gate_source_received_bytes_total", "counter", "Media bytes received from the source.", received)
-    out.family("h5gate_source_viewers", "gauge", "Live viewers by protocol (ws, webrtc, hls).", viewers)
+    out.family("h5gate_source_viewers", "gauge", "Live viewers by protocol (ws, webrtc, hls, rtsp).", viewers)
     out.family("h5gate_source_restarts_total", "counter", "Restarts of the source's ffmpeg.", restarts)
     out.family("h5gate_source_timeline_resets_total", "counter", "Source timestamp breaks re-anchored.", resets)
     out.family("h5gate_source_viewer_skips_total", "counter", "Viewers moved to the newest keyframe (too slow).", skips)

@@ -29,12 +29,14 @@ class Gateway:
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
         port: int | None = None,
+        rtsp_port: int = 0,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.ws_base = f"ws://127.0.0.1:{self.port}"
         self.extra_args = extra_args or []
+        self.rtsp_port = rtsp_port  # RTSP re-serve; 0 = off (the harness default, see start())
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.session = ""
@@ -50,7 +52,7 @@ class Gateway:
             "H5GATE_ONVIF_DISCOVERY_TARGET": "127.0.0.1:9",
             "H5GATE_RTMP_PORT": "0",
             "H5GATE_FLV_PORT": "0",
-            "H5GATE_RTSP_PORT": "0",
+            "H5GATE_RTSP_PORT": str(self.rtsp_port),
             **self.env,
         }
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's life

@@ -43,7 +43,11 @@ MAX_BODY = 64 * 1024
 SESSION_TIMEOUT = 60
 READY_TIMEOUT = 8.0
 SR_INTERVAL = 2.0  # seconds between RTCP sender reports per track
-HIGH_WATER = 1 << 20  # bytes queued in a TCP client's socket before we wait for it to drain
+HIGH_WATER = 256 * 1024  # bytes queued in a TCP client's socket before we wait for it to drain
+# The GOP cache goes to a UDP client in bursts of this many bytes, UDP_PAUSE apart (about 50 Mbit/s): at
+# loopback speed a whole GOP overflows the client's socket buffer, and UDP has no flow control to stop us.
+UDP_BURST = 64 * 1024
+UDP_PAUSE = 0.01
 BAD_AUTH_DELAY = 1.0  # a wrong password is answered this much later (slows guessing)
 METHODS = ("OPTIONS", "DESCRIBE", "SETUP", "PLAY", "PAUSE", "TEARDOWN", "GET_PARAMETER", "SET_PARAMETER")
 KNOWN = (*METHODS, "ANNOUNCE", "RECORD", "REDIRECT")
@@ -266,8 +270,16 @@ class Stats:
 
 
 class RtspServer:
-    def __init__(self, gate: Gate, realm: str, send_timeout: float = 10.0, slow_seconds: float = 4.0) -> None:
+    def __init__(
+        self,
+        gate: Gate,
+        realm: str,
+        send_timeout: float = 10.0,
+        slow_seconds: float = 4.0,
+        send_buffer: int = 262144,
+    ) -> None:
         self.gate = gate
+        self.send_buffer = send_buffer  # kernel send buffer per TCP client: bounds what a stuck one holds
         self.digest = DigestGuard(realm)
         self.realm = realm
         self.send_timeout = send_timeout
@@ -306,6 +318,11 @@ class RtspServer:
         log.info("RTSP re-serve stopped")
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
+        writer.transport.set_write_buffer_limits(high=HIGH_WATER)
         conn = _Connection(self, reader, writer)
         conn.task = asyncio.current_task()
         self._conns.add(conn)
@@ -720,6 +737,7 @@ class _Connection:
         transport = writer.transport
         tracks = session.tracks
         next_sr = 0.0
+        burst = 0
         why = ""
         try:
             while True:
@@ -749,6 +767,13 @@ class _Connection:
                 else:
                     assert out.rtp_addr is not None
                     server.udp_send(frame.packets, out.rtp_addr)
+                    if hub.get(cursor.seq) is not None:  # catching up from the ring (the GOP cache): pace it
+                        burst += frame.octets
+                        if burst >= UDP_BURST:
+                            burst = 0
+                            await asyncio.sleep(UDP_PAUSE)
+                    else:
+                        burst = 0
                 out.packets += len(frame.packets)
                 out.octets += frame.octets
                 out.last_ts, out.last_media = frame.timestamp, frame.media
