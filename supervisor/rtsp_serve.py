@@ -6,9 +6,9 @@ itself, and on loopback nobody can read it off the wire), a console session give
 which hub a path names, held through the registry exactly as a WebSocket viewer holds it, so an
 on-demand source starts for an RTSP client and no second camera connection is ever made.
 
-Rights: a user sees only the cameras of their role. The roles today (Viewer, Operator, Administrator)
-all see every camera; `may_watch` is the one place that changes when per-camera rights come (issue #10).
-A camera a user may not see answers 404, like the REST API: to them it does not exist.
+Rights: a user watches only the cameras of their role (per-camera rights, issue #10: `Auth.sees`, the
+same check as the WebSocket, HLS and FLV paths). A camera a user may not see answers 404, like the REST
+API: to them it does not exist.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import logging
 import re
 
 from supervisor.api.common import TOKEN_RE, Chapter
-from supervisor.auth import ROLES, User
 from supervisor.digest_keys import REALM, DigestKeys
 from supervisor.registry import Stream
 from supervisor.services import Services
@@ -28,11 +27,6 @@ from workers.rtsp.server import Refused, RtspServer
 log = logging.getLogger("h5gate.rtsp.serve")
 
 MD5_RE = re.compile(r"^[0-9a-fA-F]{32}$")
-
-
-def may_watch(user: User, token: str) -> bool:
-    """Whether the user's role has this camera (every role has every camera until per-camera rights)."""
-    return user.role in ROLES
 
 
 class _Held:
@@ -96,7 +90,7 @@ class UserGate:
         if user is None:
             raise Refused(401, f"user {user_name[:64]} is gone")
         runtime = self.services.registry.get(token) if TOKEN_RE.match(token) else None
-        if runtime is None or not may_watch(user, token):
+        if runtime is None or not self.services.auth.sees(user, token):
             raise Refused(404, f"unknown token: {token[:64]}")
         if profile not in ("main", "sub"):
             raise Refused(404, f"unknown profile: {profile[:64]}")

@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from supervisor import RELEASE_DATE
 from supervisor.api.common import Chapter, endpoint, ok, param, param_token, require_camera, services, session_of
-from supervisor.api.users import USER_RE
+from supervisor.api.users import MD5_RE, USER_RE
 from supervisor.auth import User
 from supervisor.errors import NotFound, Unavailable
 
