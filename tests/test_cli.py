@@ -130,7 +130,7 @@ def test_flags_after_serve_and_listening_logged_once_bound(tmp_path: Path) -> No
     )
     try:
         deadline = time.monotonic() + 40
-        while "listening on" not in log_path.read_text() and time.monotonic() < deadline:
+        while "listening on http" not in log_path.read_text() and time.monotonic() < deadline:
             assert proc.poll() is None, log_path.read_text()
             time.sleep(0.05)
         text = log_path.read_text()
@@ -139,7 +139,7 @@ def test_flags_after_serve_and_listening_logged_once_bound(tmp_path: Path) -> No
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/Login?user=admin&password=12345", timeout=10) as r:
             assert json.loads(r.read())["bStatus"] is True
         assert (tmp_path / "d" / "h5gate.db").exists()  # --data-dir after serve counted too
-        assert text.count("listening on") == 1
+        assert text.count("listening on http") == 1
     finally:
         _stop(proc)
 
@@ -154,7 +154,7 @@ def test_flags_before_and_after_serve_merge(tmp_path: Path) -> None:
     )
     try:
         deadline = time.monotonic() + 40
-        while "listening on" not in log_path.read_text() and time.monotonic() < deadline:
+        while "listening on http" not in log_path.read_text() and time.monotonic() < deadline:
             assert proc.poll() is None, log_path.read_text()
             time.sleep(0.05)
         assert f"listening on http://127.0.0.1:{port}" in log_path.read_text()
