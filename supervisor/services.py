@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from supervisor.conf_store import ConfStore
     from supervisor.config import Settings
     from supervisor.db import Database
-    from supervisor.events import EventBus
     from supervisor.digest_keys import DigestKeys
+    from supervisor.events import EventBus
     from supervisor.hls import HlsService
     from supervisor.metrics import LoopLag, RequestCounts
     from supervisor.organisation import Organisation
