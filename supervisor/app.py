@@ -69,6 +69,8 @@ PAGES = {
     f"{CONSOLE}/login": "login.html",
     f"{CONSOLE}/addcamera": "addcamera.html",
     f"{CONSOLE}/recordings": "recordings.html",
+    f"{CONSOLE}/status": "status.html",
+    f"{CONSOLE}/users": "users.html",
 }
 OLD_PAGES = {"/login": f"{CONSOLE}/login", "/addcamera": f"{CONSOLE}/addcamera", "/recordings": f"{CONSOLE}/recordings"}
 # The manual's chapters, in the order their routes are matched and their steps run.
