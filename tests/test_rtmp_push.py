@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.test_flv import FlvRead, read_flv
 from tests.wsclient import Received, check_playable, watch, watch_sync
 from tools.harness.camera import free_port
 from tools.harness.gateway import ROOT, Gateway
@@ -438,6 +440,37 @@ def test_flv_client_that_stops_reading_is_dropped(push_gw: Gateway) -> None:
         assert status == 200 and body[:2] == b"\xff\xd8"  # the source and the server carry on
     finally:
         stop(encoder)
+
+
+def test_flv_client_stays_across_a_publish_gap(push_gw: Gateway) -> None:
+    """An HTTP-FLV client of a push source keeps its stream while the encoder stops and starts again: one
+    stream, timestamps going forward with no hole and no jump back (the encoder's clock restarts at 0)."""
+    gw = push_gw
+    url = add_push(gw, "pushg", audio="false")
+    encoder = publish(url)
+    try:
+        gw.wait_online("pushg", timeout=15)
+        reading: dict[str, FlvRead] = {}
+        port = gw.ports.flv  # type: ignore[attr-defined]
+        thread = threading.Thread(
+            target=lambda: reading.update(got=read_flv(port, f"/live/pushg.flv?session={gw.session}", 14.0))
+        )
+        thread.start()
+        time.sleep(4)
+        stop(encoder)
+        time.sleep(2)
+        encoder = publish(url)
+        thread.join(30)
+    finally:
+        stop(encoder)
+    got = reading["got"]
+    assert got.status == 200 and got.flags == 1  # video only (audio=false)
+    video = [t for t in got.tags if t.kind == 9 and t.body[1] == 1]
+    stamps = [t.ms for t in video]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    steps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    assert len(video) >= 150, len(video)  # ~4 s before the gap and ~6 s after, at 25 fps
+    assert all(0 < s <= 100 for s in steps), steps  # no gap and no jump back for the player
 
 
 def test_codecs_it_cannot_carry(push_gw: Gateway) -> None:
