@@ -167,7 +167,11 @@ async def start(svc: Services) -> None:
     )
     app.state.services = svc
     try:
-        sock = socket.create_server((settings.host, settings.flv_port), reuse_port=False, backlog=256)
+        v6 = ":" in settings.host
+        family = socket.AF_INET6 if v6 else socket.AF_INET
+        dual = v6 and settings.host in ("::", "[::]") and socket.has_dualstack_ipv6()
+        address = (settings.host.strip("[]"), settings.flv_port)
+        sock = socket.create_server(address, family=family, backlog=256, dualstack_ipv6=dual)
     except OSError as e:
         log.error("HTTP-FLV cannot listen on %s:%d: %s", settings.host, settings.flv_port, e.strerror or e)
         return
