@@ -18,7 +18,7 @@ from workers.fmp4 import Splitter, parse_fragment, parse_init, read_traf
 from workers.mp4mux import AudioSpec, VideoSpec, fragment, init_segment, length_prefixed
 from workers.rtp import h264, h265
 from workers.rtp.aac import AacDepacketizer, AdtsReader, asc_info, make_asc
-from workers.rtp.packet import RtpPacket, parse_rtp
+from workers.rtp.packet import RtpPacket, UnsupportedPacketization, parse_rtp
 from workers.rtsp.auth import Authenticator, parse_challenges
 from workers.rtsp.client import parse_rtp_info, split_url
 from workers.rtsp.sdp import control_url, parse_sdp
@@ -271,3 +271,11 @@ def test_rtp_info_matches_streams_by_url_or_order() -> None:
     assert parse_rtp_info(value, urls) == {1: 4294967295, 0: 100}
     assert parse_rtp_info("url=x;seq=1;rtptime=7,url=y;seq=2;rtptime=8", urls) == {0: 7, 1: 8}
     assert parse_rtp_info("", urls) == {} and parse_rtp_info("url=a;seq=1", urls) == {}
+
+
+def test_payload_formats_we_do_not_carry_are_said_so() -> None:
+    """STAP-B (H.264) and PACI (H.265) are not ours to guess at: the source is handed to ffmpeg."""
+    with pytest.raises(UnsupportedPacketization):
+        h264.H264Depacketizer().push(pkt(1, 0, bytes([25, 0, 1]) + b"\x00\x02" + b"\x65\x88", marker=True))
+    with pytest.raises(UnsupportedPacketization):
+        h265.H265Depacketizer().push(pkt(1, 0, bytes([50 << 1, 1, 0, 0]), marker=True))

@@ -31,7 +31,7 @@ from workers.mp4mux import (
 )
 from workers.rtp import h264, h265
 from workers.rtp.aac import AacDepacketizer, AdtsReader, AudioFrame, asc_info, make_asc
-from workers.rtp.packet import AccessUnit, FrameAssembler, parse_rtp
+from workers.rtp.packet import AccessUnit, FrameAssembler, UnsupportedPacketization, parse_rtp
 from workers.rtsp.client import RtspClient, RtspError
 from workers.rtsp.sdp import Media, Sdp
 from workers.supervise import RunState, Watchdog
@@ -119,7 +119,7 @@ class RtspIngest:
         self.last_video_ts: int | None = None
         self.watchdog = Watchdog(stall_timeout)  # fed by every packet
         self.first_media = 0.0
-        self.error: RtspError | None = None
+        self.error: RtspError | Unsupported | None = None
 
     # -- the run --------------------------------------------------------------------------------------
     async def run(self) -> float:
@@ -212,6 +212,9 @@ class RtspIngest:
                     self._audio(frame.timestamp, frame.data, frame.arrived)
             elif self.transcoder is not None:
                 self.transcoder.feed(pkt.timestamp, pkt.payload, arrived)
+        except UnsupportedPacketization as e:  # ffmpeg's depacketizers know more formats
+            if self.error is None:
+                self.error = Unsupported(f"{codec_name(self.video_media)} ({e})", codec_name(self.audio_media))
         except (ValueError, IndexError) as e:  # a parameter set we cannot read: say so, restart
             if self.error is None:
                 self.error = RtspError(f"invalid data from source: {e}")

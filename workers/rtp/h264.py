@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from workers.rtp.bits import BitReader, unescape
-from workers.rtp.packet import FrameAssembler
+from workers.rtp.packet import FrameAssembler, UnsupportedPacketization
 
 SPS, PPS, AUD, IDR = 7, 8, 9, 5
 HIGH_PROFILES = (100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135)
@@ -42,7 +42,7 @@ class H264Depacketizer(FrameAssembler):
                 self._nals.append(bytes(self._fu))
                 self._fu = None
         else:
-            raise ValueError(f"unsupported H.264 packetization type {t}")
+            raise UnsupportedPacketization(f"H.264 packetization type {t}")
 
 
 def sps_size(sps: bytes) -> tuple[int, int]:

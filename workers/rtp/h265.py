@@ -5,7 +5,7 @@ what cameras send)."""
 from __future__ import annotations
 
 from workers.rtp.bits import BitReader, unescape
-from workers.rtp.packet import FrameAssembler
+from workers.rtp.packet import FrameAssembler, UnsupportedPacketization
 
 VPS, SPS, PPS, AUD = 32, 33, 34, 35
 IRAP = (16, 17, 18, 19, 20, 21)
@@ -48,7 +48,7 @@ class H265Depacketizer(FrameAssembler):
                 self._nals.append(bytes(self._fu))
                 self._fu = None
         else:
-            raise ValueError(f"unsupported H.265 packetization type {t}")
+            raise UnsupportedPacketization(f"H.265 packetization type {t}")
 
 
 def _skip_sub_layers(r: BitReader, max_sub_layers_minus1: int) -> None:

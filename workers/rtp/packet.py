@@ -35,6 +35,10 @@ def parse_rtp(data: bytes, arrived: float = 0.0) -> RtpPacket | None:
     return RtpPacket(bool(b1 & 0x80), b1 & 0x7F, seq, ts, ssrc, data[pos:end], arrived)
 
 
+class UnsupportedPacketization(ValueError):
+    """A payload format we do not depacketize (STAP-B, MTAP, DONL, ...): the source needs ffmpeg."""
+
+
 @dataclass(slots=True)
 class AccessUnit:
     """One whole video frame: its NAL units (without start codes), in decode order."""
@@ -93,6 +97,8 @@ class FrameAssembler:
         if pkt.payload:
             try:
                 self.unpack(pkt.payload)
+            except UnsupportedPacketization:
+                raise
             except (IndexError, ValueError):
                 self._broken = True
         if pkt.marker:
