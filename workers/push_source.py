@@ -189,10 +189,8 @@ class PushSession:
 
     def _audio_frame(self, timestamp: int, data: bytes) -> None:
         spec = self.audio_spec
-        if self.init is None or spec is None or self.init_dirty and self.init.video is None:
-            return
-        if AUDIO_TRACK not in self.init.tracks:
-            return  # the config came after this run's init: audio joins at the next keyframe
+        if self.init is None or spec is None or self.init_dirty or AUDIO_TRACK not in self.init.tracks:
+            return  # a config changed (or came after this init): audio joins with the next keyframe's init
         given = self._ms(timestamp) * spec.rate // 1000
         if self.next_audio >= 0 and abs(given - self.next_audio) < AAC_SAMPLES:
             given = self.next_audio  # millisecond timestamps jitter by up to 48 samples: the count is exact
