@@ -225,14 +225,17 @@ def test_sigkilled_ffmpeg_is_restarted_at_once(tmp_path: Path, camera: GstCamera
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_no_ffmpeg_left_behind(tmp_path: Path, camera: GstCamera, sig: int) -> None:
     gw = Gateway(tmp_path).start()  # the demo's ffmpeg, and the one making AAC of the camera's G.711
-    gw.wait_online("demo")
-    gw.ok("AddSrcRTSP", token="c", name="c", url=camera.url("h264_pcma"))
-    gw.wait_online("c")
-    assert wait_until(lambda: len(ffmpeg_pids(gw)) == 2, timeout=5)
-    pids = ffmpeg_pids(gw)
-    assert len(pids) == 2
-    gw.stop(sig)
-    assert wait_until(lambda: not any(psutil.pid_exists(p) for p in pids), timeout=5), pids
+    try:
+        gw.wait_online("demo")
+        gw.ok("AddSrcRTSP", token="c", name="c", url=camera.url("h264_pcma"))
+        gw.wait_online("c")
+        assert wait_until(lambda: len(ffmpeg_pids(gw)) == 2, timeout=5)
+        pids = ffmpeg_pids(gw)
+        assert len(pids) == 2
+        gw.stop(sig)
+        assert wait_until(lambda: not any(psutil.pid_exists(p) for p in pids), timeout=5), pids
+    finally:
+        gw.stop()  # a failed assertion must not leave a server (and its ffmpeg) running
 
 
 def test_sources_persist_across_restart_and_crash(tmp_path: Path, camera: GstCamera) -> None:
