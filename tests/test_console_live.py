@@ -7,15 +7,19 @@ Set H5GATE_SCREENSHOTS=<dir> to keep screenshots of what the tests saw.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page
 
 from tests.browser import launch, new_page, screenshot
-from tests.test_records import iso_time
-from tools.harness.gateway import Gateway
+from tests.test_records import FFMPEG, iso_time
+from tools.harness.gateway import Gateway, free_port
+
+DEMO = Path(__file__).resolve().parents[1] / "media" / "demo.mp4"
 
 GRID_TILES = "() => Array.from(document.querySelectorAll('#grid .tile')).map(t => t.dataset.token)"
 
@@ -313,3 +317,38 @@ def test_sources_page_edits_every_kind(page: Page, gateway: Gateway) -> None:
     finally:
         gw.get("DelSrc", token="edit1")
         gw.get("DelSrc", token="edit2")
+
+
+def test_sources_page_adds_an_rtmp_push_source(page: Page, tmp_path: Path) -> None:
+    """RTMP push: the page shows the publish URL (with its key) that AddRTMPPush answered; ffmpeg publishing
+    the demo clip to exactly that URL brings the source online."""
+    gw = Gateway(tmp_path / "gw", extra_args=["--no-demo"], env={"H5GATE_RTMP_PORT": str(free_port())}).start()
+    publisher = None
+    try:
+        sign_in(page, gw, "/console/addcamera?kind=push")
+        form = page.locator("#push-form")
+        form.locator("input[name=name]").fill("Studio encoder")
+        form.locator("input[name=token]").fill("studio")
+        form.locator("button[type=submit]").click()
+        page.locator("#push-result").wait_for(state="visible", timeout=10_000)
+        url = page.input_value("#push-url")
+        src = gw.source("studio")
+        assert src["nType"] == "H5_RTMP_PUSH" and src["strName"] == "Studio encoder"
+        assert url == src["strUrl"] and url.startswith("rtmp://127.0.0.1:") and "/live/studio?key=" in url
+        row = page.locator("#source-rows tr[data-token=studio]")
+        row.wait_for(timeout=5_000)
+        assert "RTMP push" in row.inner_text() and row.locator("button.edit").is_disabled()
+        screenshot(page, "sources-push.png", full_page=True)
+        publisher = subprocess.Popen(
+            [FFMPEG, "-nostdin", "-v", "error", "-re", "-stream_loop", "-1", "-i", str(DEMO), "-c", "copy",
+             "-f", "flv", url],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        gw.wait_online("studio", timeout=30)
+        assert page.page_errors == []
+    finally:
+        if publisher is not None:
+            publisher.kill()
+            publisher.wait()
+        gw.stop()

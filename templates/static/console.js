@@ -1047,7 +1047,7 @@ function h5gateConsolePage() {
 
 /* ---------------------------------------------------------------- sources page: list, add and edit */
 
-var H5GATE_KIND_OF_TYPE = { H5_STREAM: 'stream', H5_FILE: 'file', H5_ONVIF: 'onvif' };
+var H5GATE_KIND_OF_TYPE = { H5_STREAM: 'stream', H5_FILE: 'file', H5_ONVIF: 'onvif', H5_RTMP_PUSH: 'push' };
 
 function h5gateKindLabel(src) {
     if (src.nType === 'H5_FILE') {
@@ -1055,6 +1055,9 @@ function h5gateKindLabel(src) {
     }
     if (src.nType === 'H5_ONVIF') {
         return 'ONVIF';
+    }
+    if (src.nType === 'H5_RTMP_PUSH') {
+        return 'RTMP push';
     }
     var scheme = String(src.strUrl || '').split(':')[0].toUpperCase();
     return scheme || 'Stream';
@@ -1096,7 +1099,9 @@ var H5gateSources = {
                 h5gateEl('td', {}, [h5gateEl('span', { class: 'dot' + (src.bOnline ? ' online' : '') }),
                     ' ' + (src.bOnline ? 'online' : 'offline')]),
                 h5gateEl('td', { class: 'actions' }, [
-                    h5gateEl('button', { type: 'button', class: 'small edit', text: 'Edit',
+                    h5gateEl('button', src.nType === 'H5_RTMP_PUSH' ? { type: 'button', class: 'small edit',
+                        text: 'Edit', disabled: '', title: 'an RTMP push source has nothing to edit; for a new ' +
+                        'key, delete it and add it again' } : { type: 'button', class: 'small edit', text: 'Edit',
                         onclick: function () { self.edit(src.strToken); } }),
                     h5gateEl('button', { type: 'button', class: 'small danger', text: 'Delete',
                         onclick: function () { self.remove(src.strToken); } })
@@ -1233,6 +1238,33 @@ var H5gateSources = {
             message.textContent = 'cannot reach the server: ' + err.message;
         }).then(function () {
             button.disabled = false;
+        });
+    },
+
+    /* RTMP push: the answer carries the publish URL, which the user needs now, so the page stays. */
+    addPush: function () {
+        var self = this;
+        var f = this.el('push-form').elements;
+        var message = this.el('push-message');
+        var params = { token: f.token.value.trim(), name: f.name.value.trim() || f.token.value.trim(),
+            audio: f.audio.checked ? 'true' : 'false' };
+        message.textContent = '';
+        this.el('push-result').hidden = true;
+        return h5gateApi('AddRTMPPush', params).then(function (res) {
+            if (!res.bStatus) {
+                message.textContent = res.strCode || 'add failed';
+                return;
+            }
+            if (!res.strUrl) {
+                message.textContent = 'added, but RTMP push-in is turned off on this server (rtmp_port = 0)';
+            }
+            self.el('push-url').value = res.strUrl || '';
+            self.el('push-live').href = h5gateBase() + '/?added=' + encodeURIComponent(params.token);
+            self.el('push-result').hidden = false;
+            self.el('push-form').reset();
+            self.load();
+        }).catch(function (err) {
+            message.textContent = 'cannot reach the server: ' + err.message;
         });
     },
 
@@ -1511,8 +1543,12 @@ function h5gateAddCameraPage() {
     Array.prototype.slice.call(document.querySelectorAll('.cancel-edit')).forEach(function (b) {
         b.addEventListener('click', function () { sources.reset(); });
     });
+    page.el('push-form').addEventListener('submit', function (ev) {
+        ev.preventDefault();
+        sources.addPush();
+    });
     var query = new URLSearchParams(window.location.search);
-    sources.setKind(['stream', 'file', 'onvif'].indexOf(query.get('kind')) >= 0 ? query.get('kind') : 'stream');
+    sources.setKind(['stream', 'push', 'file', 'onvif'].indexOf(query.get('kind')) >= 0 ? query.get('kind') : 'stream');
     sources.load().then(function () {
         if (query.get('edit')) {
             sources.edit(query.get('edit'));
