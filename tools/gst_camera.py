@@ -10,6 +10,10 @@ so frames can be matched by hash end to end.
 
 Mounts: /h264 (+AAC), /h264_pcma, /h264_pcmu, /h264_noaudio, /h264_sliced (4 slices a frame, SPS/PPS
 before each keyframe slice, as many IP cameras send it), /h265 (+AAC), /mjpeg.
+With --backchannel-dir the server is GStreamer's ONVIF server and adds /backchannel (H.264 + an ONVIF audio
+back-channel, PCMU, for clients that send `Require: www.onvif.org/ver20/backchannel`) and /backchannel_pcma
+(the same with PCMA): what a client sends there is written, as the G.711 bytes that arrived, appended to
+<dir>/backchannel.ulaw and <dir>/backchannel_pcma.alaw (a camera's speaker, recorded).
 Prints ``READY rtsp://127.0.0.1:<port>`` once listening; exits 0 on SIGTERM/SIGINT.
 """
 
@@ -132,6 +136,33 @@ def pipelines(a: argparse.Namespace) -> dict[str, str]:
     }
 
 
+BACKCHANNELS = {  # mount: (payload type, encoding, depayloader, file)
+    "backchannel": (0, "PCMU", "rtppcmudepay", "backchannel.ulaw"),
+    "backchannel_pcma": (8, "PCMA", "rtppcmadepay", "backchannel_pcma.alaw"),
+}
+
+
+def _backchannel_factory(
+    a: argparse.Namespace, mount: str, pool: GstRtspServer.RTSPAddressPool
+) -> GstRtspServer.RTSPOnvifMediaFactory:
+    """An ONVIF media factory whose back-channel writes the G.711 payloads it receives to a file, unbuffered."""
+    payload, encoding, depay, name = BACKCHANNELS[mount]
+    factory = GstRtspServer.RTSPOnvifMediaFactory()
+    factory.set_launch(f"( {_h264(a)} )")
+    caps = f"application/x-rtp, media=audio, payload={payload}, clock-rate=8000, encoding-name={encoding}"
+    location = f"{a.backchannel_dir}/{name}"
+    factory.set_backchannel_launch(
+        f'( capsfilter caps="{caps}" name=depay_backchannel ! {depay}'
+        f" ! filesink location={location} append=true buffer-mode=unbuffered sync=false async=false )"
+    )
+    factory.set_media_gtype(GstRtspServer.RTSPOnvifMedia.__gtype__)  # the media that can hold a back-channel
+    factory.set_shared(False)  # one back-channel per client, like a camera's single speaker session
+    factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP | GstRtsp.RTSPLowerTrans.UDP)
+    factory.set_address_pool(pool)
+    factory.set_latency(0)
+    return factory
+
+
 def _setup_auth(server: GstRtspServer.RTSPServer, user: str, password: str, method: str) -> None:
     """Camera-style auth; one 'user' role may access and construct media.
 
@@ -177,6 +208,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fps", type=int, default=25)
     p.add_argument("--gop", type=int, default=50, help="keyframe interval in frames")
     p.add_argument("--bitrate", type=int, default=2000, help="video bitrate in kbit/s")
+    p.add_argument("--backchannel-dir", default=None, help="serve ONVIF back-channel mounts, recording here")
     p.add_argument("--print-pipelines", action="store_true", help="print launch lines and exit")
     a = p.parse_args(argv)
     if (a.user is None) != (a.password is None):
@@ -194,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"/{mount}: {launch}")
         return 0
 
-    server = GstRtspServer.RTSPServer()
+    server = GstRtspServer.RTSPOnvifServer() if a.backchannel_dir else GstRtspServer.RTSPServer()
     server.set_address(HOST)
     server.set_service(str(a.port))
     pool = GstRtspServer.RTSPAddressPool()
@@ -205,6 +237,16 @@ def main(argv: list[str] | None = None) -> int:
     mounts = server.get_mount_points()
     for mount, launch in launches.items():
         mounts.add_factory(f"/{mount}", _factory(launch, pool, auth))
+    if a.backchannel_dir:
+        for mount in BACKCHANNELS:
+            factory = _backchannel_factory(a, mount, pool)
+            if auth:
+                factory.add_role_from_structure(
+                    Gst.Structure.from_string(
+                        "user, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"
+                    )[0]
+                )
+            mounts.add_factory(f"/{mount}", factory)
 
     if server.attach(None) == 0:
         print(f"gst_camera: cannot listen on {HOST}:{a.port}", file=sys.stderr, flush=True)

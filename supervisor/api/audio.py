@@ -1,4 +1,4 @@
-"""Audio listen (h5saudapi): a source's audio alone, for the vendor player's listen button or an MSE page.
+"""Audio listen (h5saudapi) and talk-back (h5saudbackapi): the vendor player's listen and microphone buttons.
 
 `h5saudapi?token&session[&profile][&format=pcm|fmp4]`. The default form is what the vendor's
 `H5sPlayerAudio` plays: binary messages of signed 16-bit little-endian mono PCM at 8000 Hz, each played
@@ -6,6 +6,11 @@ the moment it arrives. `format=fmp4` is for MSE: the MIME string (`audio/mp4; co
 first binary message, an init segment holding only the audio track, then the audio fragments with a
 timeline that starts at zero. Both start at the live edge (the GOP cache is history for a listener: the
 vendor player would play all of it at once) and are fed from the hub, never from a new camera connection.
+
+`h5saudbackapi?token&session[&samplerate=48000]` takes what the vendor's `H5sPlayerAudBack` sends: binary
+messages of signed 16-bit mono PCM at `samplerate` (text messages are keep-alives), and plays them on the
+camera's speaker through its ONVIF audio back-channel (workers/talkback.py): one RTSP session per talker,
+opened when the socket opens, one talker per camera at a time.
 """
 
 from __future__ import annotations
@@ -13,21 +18,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from supervisor import errors
 from supervisor.api.common import (
     CLOSE_BAD_REQUEST,
     CLOSE_UNAUTHORIZED,
+    CLOSE_UNKNOWN,
     CLOSE_UNSUPPORTED,
+    TOKEN_RE,
     Chapter,
     services,
     session_of,
 )
 from supervisor.api.streams import _read_commands, _reject, open_live
 from workers.audio_listen import AudioOnly, PcmDecoder, audio_track
+from workers.credentials import strip_credentials, with_credentials
 from workers.hub import HubClosed, StreamHub
+from workers.rtsp.client import RtspError
+from workers.talkback import Talkback
 
 log = logging.getLogger("h5gate.audio")
 
@@ -123,5 +135,94 @@ async def _send_audio(ws: WebSocket, hub: StreamHub, fmp4: bool) -> tuple[int, s
         return 1000, "source deleted"
 
 
-routes = [WebSocketRoute("/api/v1/h5saudapi", h5saudapi)]
+CLOSE_BUSY = 4409  # another talker has the camera's speaker
+CLOSE_DEVICE = 4502  # the camera refused or dropped the back-channel
+MAX_TALK_MESSAGE = 192_000  # bytes: one second at 96 kHz; the vendor player sends 2 kB (1024 samples)
+_talking: set[str] = set()  # tokens whose speaker is in use (one server per process)
+
+
+async def _talk_url(ws: WebSocket, token: str) -> str:
+    """The camera's RTSP URL with its credentials, for an RTSP or ONVIF source; ValueError if it has none."""
+    svc = services(ws)
+    runtime = svc.registry.get(token)
+    assert runtime is not None
+    cfg = runtime.config
+    resolvers = svc.registry.url_resolvers
+    if cfg.kind == "H5_STREAM":
+        url = with_credentials(cfg.url, cfg.user, cfg.password)
+    elif cfg.kind in resolvers:
+        url = await resolvers[cfg.kind](cfg, "main")
+    else:
+        url = ""
+    if not url.lower().startswith("rtsp://"):
+        raise ValueError("talk-back needs an RTSP or ONVIF camera source")
+    return url
+
+
+async def h5saudbackapi(ws: WebSocket) -> None:
+    svc = services(ws)
+    user = svc.auth.check(session_of(ws))  # a real login: anonymous viewers do not speak through cameras
+    if user is None:
+        return await _reject(ws, CLOSE_UNAUTHORIZED, "session is missing, invalid or expired")
+    token = ws.query_params.get("token", "")
+    if not (TOKEN_RE.match(token) and svc.auth.sees(user, token) and svc.registry.get(token) is not None):
+        return await _reject(ws, CLOSE_UNKNOWN, f"unknown token: {token[:64]}")
+    rate_text = ws.query_params.get("samplerate") or "48000"
+    if not rate_text.isdigit() or not 8000 <= int(rate_text) <= 192000:
+        return await _reject(ws, CLOSE_BAD_REQUEST, "samplerate must be a whole number from 8000 to 192000")
+    try:
+        url = await _talk_url(ws, token)
+    except (ValueError, errors.DomainError) as e:
+        return await _reject(ws, CLOSE_UNSUPPORTED, str(e))
+    if token in _talking:
+        return await _reject(ws, CLOSE_BUSY, "another user is talking through this camera")
+    _talking.add(token)
+    talk = Talkback(url, int(rate_text), timeout=svc.settings.rtsp_timeout)
+    client = ws.client.host if ws.client else "?"
+    try:
+        try:
+            await talk.open()
+        except RtspError as e:
+            log.info("%s: talk-back from %s refused: %s", token, client, e)
+            return await _reject(ws, CLOSE_DEVICE, f"camera: {e}")
+        await ws.accept()
+        log.info("%s: talk-back from %s to %s (%s)", token, client, strip_credentials(url), talk.encoding)
+        code, reason = await _talk(ws, talk)
+        if code:
+            with contextlib.suppress(TimeoutError, RuntimeError, ConnectionError):
+                await asyncio.wait_for(ws.close(code=code, reason=reason), 2.0)
+    except (WebSocketDisconnect, RuntimeError, ConnectionError):
+        pass
+    finally:
+        _talking.discard(token)
+        await talk.close()
+        log.info("%s: talk-back from %s ended (%d packets sent, %d dropped)", token, client, talk.packets, talk.dropped)
+
+
+async def _talk(ws: WebSocket, talk: Talkback) -> tuple[int, str]:
+    """Browser PCM to the camera until either side ends; the close code and reason for the browser (0: none)."""
+    assert talk.client is not None
+    camera_gone = talk.client.closed
+    while True:
+        receive: asyncio.Future[Any] = asyncio.ensure_future(ws.receive())
+        waiters: set[asyncio.Future[Any]] = {receive, camera_gone}
+        done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if receive not in done:
+            receive.cancel()
+            return CLOSE_DEVICE, f"camera: {camera_gone.result()}"[:120]
+        message = receive.result()
+        if message["type"] == "websocket.disconnect":
+            return 0, ""
+        data = message.get("bytes")
+        if data is None:
+            continue  # "keepalive" or any other text
+        if len(data) > MAX_TALK_MESSAGE:
+            return CLOSE_BAD_REQUEST, "audio message too large"
+        talk.feed(data)
+
+
+routes = [
+    WebSocketRoute("/api/v1/h5saudapi", h5saudapi),
+    WebSocketRoute("/api/v1/h5saudbackapi", h5saudbackapi),
+]
 chapter = Chapter("audio", routes)

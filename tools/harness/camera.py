@@ -136,6 +136,7 @@ class GstCamera(_Tool):
         fps: int = 25,
         gop: int = 25,
         bitrate: int = 1000,
+        backchannel_dir: str | None = None,
         timeout: float = 20.0,
     ) -> None:
         super().__init__()
@@ -147,6 +148,8 @@ class GstCamera(_Tool):
         ]  # fmt: skip
         if user is not None:
             cmd += ["--user", user, "--password", password or "", "--auth", auth]
+        if backchannel_dir is not None:
+            cmd += ["--backchannel-dir", backchannel_dir]
         self._spawn(cmd, timeout)
         self.port = int(self.ready_line.rsplit(":", 1)[1])
 

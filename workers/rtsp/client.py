@@ -183,6 +183,7 @@ class RtspClient:
         transport: str = "tcp",
         timeout: float = 5.0,
         on_rtcp: PacketHandler | None = None,
+        require: str = "",
     ) -> None:
         self.url, user, password, self.host, self.port = split_url(url)
         self.auth = Authenticator(user, password)
@@ -190,6 +191,7 @@ class RtspClient:
         self.timeout = timeout
         self.on_packet = on_packet
         self.on_rtcp = on_rtcp
+        self.require = require  # a Require header for DESCRIBE, SETUP and PLAY (the ONVIF back-channel's)
         self.session = ""
         self.session_timeout = 60.0
         self.public: set[str] = set()
@@ -218,7 +220,10 @@ class RtspClient:
         except RtspError as e:
             if e.status in (401, 403, 404) or not e.status:
                 raise  # some cameras refuse OPTIONS without harm; these answers are not that
-        resp = await self.request("DESCRIBE", self.url, {"Accept": "application/sdp"})
+        describe = {"Accept": "application/sdp"}
+        if self.require:
+            describe["Require"] = self.require
+        resp = await self.request("DESCRIBE", self.url, describe)
         self.base = resp.get("content-base") or resp.get("content-location") or self.url
         self.sdp = sdp = parse_sdp(resp.body.decode("utf-8", "replace"))
         self.aggregate = control_url(self.base, sdp.control)
@@ -227,7 +232,10 @@ class RtspClient:
             raise RtspError("no usable stream in the camera's SDP")
         for index, media in enumerate(self.chosen):
             await self._setup(index, media)
-        resp = await self.request("PLAY", self.aggregate, {"Range": "npt=0.000-"})
+        play = {"Range": "npt=0.000-"}
+        if self.require:
+            play["Require"] = self.require
+        resp = await self.request("PLAY", self.aggregate, play)
         self.rtp_info = parse_rtp_info(resp.get("rtp-info"), self.setup_urls)
         self._keepalive = asyncio.create_task(self._keep_alive(), name=f"rtsp-keepalive:{self.host}")
         return sdp
@@ -257,6 +265,8 @@ class RtspClient:
         else:
             spec = f"RTP/AVP/TCP;unicast;interleaved={2 * index}-{2 * index + 1}"
         headers = {"Transport": spec}
+        if self.require:
+            headers["Require"] = self.require
         if self.session:
             headers["Session"] = self.session
         resp = await self.request("SETUP", url, headers)
@@ -315,6 +325,20 @@ class RtspClient:
                 await self.request(method, self.aggregate, wait=False)
             except RtspError:
                 return
+
+    def send_interleaved(self, index: int, packet: bytes) -> bool:
+        """Write one RTP packet to the camera on stream `index`'s interleaved channel (TCP transport only).
+
+        False when the connection is gone or its send buffer is over 256 kB (a camera that stopped reading):
+        the packet is dropped rather than queued without bound.
+        """
+        wire = self._wire
+        if self.closed.done() or wire is None or wire.transport is None or wire.transport.is_closing():
+            return False
+        if wire.transport.get_write_buffer_size() > 256 * 1024:
+            return False
+        wire.transport.write(bytes([0x24, 2 * index]) + len(packet).to_bytes(2, "big") + packet)
+        return True
 
     async def close(self) -> None:
         """TEARDOWN (briefly: a dead camera must not hold us up), then close every socket."""

@@ -22,6 +22,7 @@ class Media:
     fmtp: dict[str, str] = field(default_factory=dict)
     control: str = ""
     framerate: float = 0.0
+    direction: str = "sendrecv"  # a=sendonly/recvonly/...: an ONVIF back-channel is the camera's "sendonly"
 
     def param_sets(self, *names: str) -> list[bytes]:
         """Base64 parameter sets from fmtp (sprop-parameter-sets, sprop-vps/sps/pps), in the order named."""
@@ -93,6 +94,8 @@ def parse_sdp(text: str) -> Sdp:
                         k, _, v = item.strip().partition("=")
                         if k:
                             current.fmtp[k.strip().lower()] = v.strip()
+            elif name in ("sendonly", "recvonly", "sendrecv", "inactive") and not arg:
+                current.direction = name
             elif name == "framerate":
                 try:
                     current.framerate = float(arg)
