@@ -34,7 +34,9 @@ def aud_url(gw: Gateway, token: str, session: str | None = None, **params: str) 
     return gw.ws_url(token, session, **params).replace("/h5swsapi?", "/h5saudapi?")
 
 
-async def _collect(url: str, seconds: float) -> tuple[list[bytes], float, tuple[int | None, str]]:
+async def _collect(
+    url: str, seconds: float, times: list[float] | None = None
+) -> tuple[list[bytes], float, tuple[int | None, str]]:
     got: list[bytes] = []
     started = 0.0
     async with websockets.connect(url, max_size=None, compression=None) as ws:
@@ -51,11 +53,15 @@ async def _collect(url: str, seconds: float) -> tuple[list[bytes], float, tuple[
                 if not got:
                     started = time.monotonic()
                 got.append(msg)
+                if times is not None:
+                    times.append(time.monotonic())
         return got, started, (ws.close_code, ws.close_reason or "")
 
 
-def collect(url: str, seconds: float) -> tuple[list[bytes], float, tuple[int | None, str]]:
-    return asyncio.run(_collect(url, seconds))
+def collect(
+    url: str, seconds: float, times: list[float] | None = None
+) -> tuple[list[bytes], float, tuple[int | None, str]]:
+    return asyncio.run(_collect(url, seconds, times))
 
 
 async def _closed(url: str) -> tuple[int | None, str]:
@@ -70,15 +76,21 @@ async def _closed(url: str) -> tuple[int | None, str]:
 def test_vendor_pcm_is_the_tone_in_real_time(gateway: Gateway, tone_source: str) -> None:
     """Binary messages of s16le mono 8 kHz PCM (what H5sPlayerAudio plays), in real time, holding 440 Hz."""
     t0 = time.monotonic()
-    messages, started, close = collect(aud_url(gateway, tone_source), 4.0)
-    elapsed = time.monotonic() - started
+    times: list[float] = []
+    messages, started, close = collect(aud_url(gateway, tone_source), 5.0, times)
     assert messages and close[0] in (None, 1000), close
     assert started - t0 < 2.0, "the first audio comes from the live edge at once"
     pcm = b"".join(messages)
     assert all(len(m) % 2 == 0 for m in messages)
     samples = samples_s16le(pcm)
-    # 8000 samples a second at the live edge: no GOP-cache burst, no loss (decoder delay and jitter allowed)
-    assert 8000 * (elapsed - 0.6) <= len(samples) <= 8000 * (elapsed + 0.6), (len(samples), elapsed)
+    counts = [len(m) // 2 for m in messages]
+    # what came at once is the live edge, not the GOP cache (the test camera's GOP is 1 s)
+    burst = sum(n for n, t in zip(counts, times, strict=True) if t - started < 0.2)
+    assert burst < 8000 * 0.8, burst
+    # then 8000 samples a second: no loss, no doubling (measured after the first second, over 3 s or more)
+    later = [(t, sum(counts[: i + 1])) for i, t in enumerate(times) if t - started >= 1.0]
+    (t1, n1), (t2, n2) = later[0], later[-1]
+    assert t2 - t1 > 3.0 and 0.9 * 8000 <= (n2 - n1) / (t2 - t1) <= 1.1 * 8000, (n2 - n1, t2 - t1)
     block = samples[4000:12000]
     assert rms(block) > 1000, "the tone is audible, not silence"
     assert abs(dominant(block, 8000) - TONE) <= 10
@@ -96,9 +108,12 @@ def test_fmp4_audio_only_init_and_fragments(gateway: Gateway, tone_source: str) 
         assert kinds == [b"moof", b"mdat"], kinds  # one fragment a message, audio only
         frags.append(parse_fragment(msg))
     assert len(frags) > 80  # 3 s of AAC at 48 kHz is about 140 frames
-    assert all(f.track_id == 2 and f.samples == 1 and f.duration == 1024 for f in frags)
+    assert all(f.track_id == 2 and f.samples == 1 for f in frags)
+    # 1024 samples a frame; the source's owned timeline (workers/timeline.py) may round a frame by a tick
+    assert all(abs(f.duration - 1024) <= 1 for f in frags), [f.duration for f in frags]
     assert frags[0].tfdt == 0, "the listener's timeline starts at zero"
-    assert all(b.tfdt == a.tfdt + a.duration for a, b in zip(frags, frags[1:], strict=False)), "no gap, no overlap"
+    steps = [b.tfdt - a.tfdt - a.duration for a, b in zip(frags, frags[1:], strict=False)]
+    assert all(abs(step) <= 1 for step in steps), ("no gap, no overlap", steps)
     # the bytes are a playable MP4: init + fragments decode to the tone
     with av.open(io.BytesIO(b"".join(messages[1:])), format="mp4") as container:
         resampler = av.AudioResampler(format="s16", layout="mono", rate=8000)
