@@ -129,7 +129,7 @@ def serve(settings: Settings) -> int:
         return EXIT_RUNTIME
     https = https_listener(settings)  # before the app: the stored console settings may change the web root
     app = create_app(settings, restarter)
-    common = {
+    common: dict[str, Any] = {
         "host": settings.host,
         # No permessage-deflate: compressing every video fragment for every viewer costs CPU for nothing.
         "ws": media_ws_protocol(settings.ws_send_buffer),

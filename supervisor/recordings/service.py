@@ -93,7 +93,7 @@ class Recordings:
         self._reindex_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         # told of each file started or finished and of a recorder stopped by a full disk (the event socket)
-        self.notify: Callable[[str, str, dict[str, Any]], None] | None = None
+        self.notify: Callable[[str, str, dict[str, Any]], object] | None = None
 
     def _notify(self, kind: str, token: str, **detail: Any) -> None:
         if self.notify is not None:
