@@ -201,6 +201,9 @@ var H5gateRecordings = {
         });
         var step = H5GATE_TICKS[this.zoom];
         for (var t = Math.ceil(start / step) * step; t <= start + width; t += step) {
+            if ((t - start) / width < 0.02 || (t - start) / width > 0.98) {
+                continue;  /* a label at the very edge would be cut in half */
+            }
             var label = step < 60000 ? h5gateClock(t) : h5gateClock(t).slice(0, 5);
             line.appendChild(h5gateEl('span', { class: 'tick', text: label,
                 style: 'left:' + (100 * (t - start) / width) + '%' }));
