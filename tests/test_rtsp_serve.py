@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
+import json
 import re
 import socket
 import subprocess
@@ -118,7 +119,7 @@ def test_ffprobe_decodes_h264_aac_without_a_new_camera_connection(
 def test_ffprobe_decodes_h265(gw: Gateway, transport: str) -> None:
     # Counted in packets, not seconds: x265 is the slowest encoder here, and under load the camera's
     # H.265 timeline is not what this test is about.
-    code, streams, err = probe(rtsp_url(gw, "live/hevc"), transport, packets=90)
+    code, streams, err = probe(rtsp_url(gw, "live/hevc"), transport, packets=200)
     assert code == 0, err
     assert streams["video"]["codec_name"] == "hevc" and streams["video"]["width"] == "320"
     assert int(streams["video"]["nb_read_frames"]) >= 5, streams["video"]
@@ -413,13 +414,13 @@ def test_gstreamer_rtspsrc_plays_video_and_audio(gw: Gateway) -> None:
                 " s. ! rtpmp4gdepay ! avdec_aac ! fakesink silent=false name=a"
             )
             r = subprocess.run(
-                ["timeout", "-s", "INT", "10", "gst-launch-1.0", "-v", *pipeline.split()],
+                ["timeout", "-s", "INT", "15", "gst-launch-1.0", "-v", *pipeline.split()],
                 capture_output=True,
                 text=True,
                 timeout=30,
             )
             video, audio = r.stdout.count("(v:sink) ("), r.stdout.count("(a:sink) (")
-            # 10 s, minus start-up: decoded pictures and audio buffers both flow (x265 on a loaded machine may
+            # 15 s, minus start-up: decoded pictures and audio buffers both flow (x265 on a loaded machine may
             # make only a few pictures a second: the camera's pace, not ours, so the bar is low)
             assert video >= 20 and audio >= 100, (token, proto, video, audio, r.stderr[-1500:])
 
@@ -461,3 +462,17 @@ def test_rtsp_port_zero_opens_no_port(tmp_path: Path) -> None:
         assert "RTSP re-serve off (rtsp_port = 0)" in g.log()
     finally:
         g.stop()
+
+
+def test_bench_tool_short_pull() -> None:
+    """tools/bench_rtsp_serve.py (the 16-stream, one-minute VMS pull in docs/performance.md), run short so it
+    cannot rot: every client >= 95 % of the frames, with no gap, and the server's CPU reported."""
+    r = subprocess.run(
+        [sys.executable, "tools/bench_rtsp_serve.py", "--sources", "3", "--seconds", "8", "--width", "320",
+         "--height", "180", "--bitrate", "400"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(r.stdout)
+    assert report["clients_at_95_percent"] == "3/3", report
+    assert report["min_continuity"] >= 0.95 and report["server_cpu_cores"] > 0, report
