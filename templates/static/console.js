@@ -386,6 +386,8 @@ H5gateTile.prototype.toggleFullscreen = function () {
         document.exitFullscreen();
     } else if (this.box.requestFullscreen) {
         this.box.requestFullscreen().catch(function (err) { h5gateNotify('full screen refused: ' + err.message, true); });
+    } else if (this.video.webkitEnterFullscreen) {
+        this.video.webkitEnterFullscreen();  /* iPhone Safari: only a video element goes full screen */
     }
 };
 
