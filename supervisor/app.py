@@ -48,7 +48,7 @@ from supervisor.api import (
     webrtc,
 )
 from supervisor.api.paths import VendorPaths
-from supervisor.auth import Auth
+from supervisor.auth import SESSION_FLUSH_SECONDS, USERS_POLL_SECONDS, Auth
 from supervisor.conf_store import ConfStore
 from supervisor.config import Settings
 from supervisor.db import Database
@@ -125,11 +125,19 @@ def create_app(settings: Settings, restarter: Restarter | None = None) -> Starle
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.chmod(0o700)  # the database, the key for camera secrets and recordings: owner only
         settings.media_store.mkdir(parents=True, exist_ok=True)
         db = Database(settings.db_path)
         await db.open()
         conf = ConfStore(db)
-        auth = Auth(db, settings.login_timeout, settings.login_max_faults, settings.login_lock_seconds, conf)
+        auth = Auth(
+            db,
+            settings.login_timeout,
+            settings.login_max_faults,
+            settings.login_lock_seconds,
+            conf,
+            settings.login_fault_records,
+        )
         await auth.load()
         ffmpeg = find_ffmpeg(settings.ffmpeg)
         log.info("using ffmpeg %s", ffmpeg)
@@ -156,7 +164,7 @@ def create_app(settings: Settings, restarter: Restarter | None = None) -> Starle
         await services.registry.load()
         for chapter in CHAPTERS:
             await chapter.started(services)
-        background = [asyncio.create_task(_expire_sessions(auth))]
+        background = [asyncio.create_task(_expire_sessions(auth)), asyncio.create_task(_watch_users(auth))]
         # "listening on" comes from the CLI once the socket accepts connections (supervisor/cli.py).
         log.info("h5gate %s started, data in %s", release, settings.data_dir)
         try:
@@ -164,6 +172,7 @@ def create_app(settings: Settings, restarter: Restarter | None = None) -> Starle
         finally:
             for task in background:
                 task.cancel()
+            await auth.flush_sessions()
             for chapter in CHAPTERS:
                 await chapter.stop(services)
             await services.registry.stop_all()
@@ -223,8 +232,24 @@ def create_app(settings: Settings, restarter: Restarter | None = None) -> Starle
 
 
 async def _expire_sessions(auth: Auth) -> None:
+    """Every SESSION_FLUSH_SECONDS: drop idle sessions and old failure records, save renewed sessions."""
     while True:
-        await asyncio.sleep(60)
-        dropped = auth.expire()
-        if dropped:
-            log.info("%d idle sessions expired", dropped)
+        await asyncio.sleep(SESSION_FLUSH_SECONDS)
+        try:
+            dropped = auth.expire()
+            if dropped:
+                log.info("%d idle sessions expired", dropped)
+            await auth.flush_sessions()
+        except Exception:
+            log.exception("session upkeep failed")
+
+
+async def _watch_users(auth: Auth) -> None:
+    """`h5gate passwd` writes the database from another process: pick its change up within a second."""
+    while True:
+        await asyncio.sleep(USERS_POLL_SECONDS)
+        try:
+            if await auth.reload_if_changed():
+                log.info("users re-read: the database was changed by another process")
+        except Exception:
+            log.exception("re-reading users failed")

@@ -1,8 +1,12 @@
 """Users, roles with per-camera rights, sessions, login lockout and anonymous viewing.
 
-Passwords are stored as the lower-case hex MD5 the H5Stream consoles send (the vendor's own scheme, kept
-so existing clients log in unchanged). Sessions live in memory with an idle timeout renewed by every
-authenticated call; a restart logs everyone out, and clients see HTTP 401 and log in again.
+A client proves its password by sending it or its lower-case hex MD5 (the vendor's scheme, kept so
+existing clients log in unchanged); the database keeps only a salted scrypt of that MD5
+(supervisor/passwords.py). Sessions are kept in memory with an idle timeout renewed by every
+authenticated call, and in the database as SHA-256 hashes, so a restart keeps everyone logged in
+and a copy of the database holds no usable session. Users are re-read when another process
+(`h5gate passwd`) changes the database, within a second. Failed-login records are bounded in number
+and expire.
 
 A user belongs to one role (the vendor consoles' model). A role has a kind (Viewer < Operator <
 Administrator: what its users may do) and a set of cameras (what they may list, watch, search, play
@@ -12,14 +16,16 @@ with CreateRole see only the cameras added to them; an Administrator sees everyt
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import hmac
 import logging
 import secrets
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 
+from supervisor import passwords
 from supervisor.conf_store import ConfStore
 from supervisor.db import Database
 from supervisor.errors import BadValue, Conflict, Forbidden, NotFound
@@ -29,6 +35,16 @@ log = logging.getLogger("h5gate.auth")
 DEFAULT_USER, DEFAULT_PASSWORD = "admin", "12345"
 ROLES = ("Viewer", "Operator", "Administrator")  # role kinds; each may do what the ones before it may
 ANONYMOUS = ""  # the name of the user a session-less viewer acts as, when anonymous view is on
+FAULT_EXPIRY_INTERVAL = 1.0  # seconds between sweeps of old failure records (done on a failed login)
+SESSION_FLUSH_SECONDS = 30.0  # how often renewed sessions' last-seen times reach the database
+USERS_POLL_SECONDS = 0.5  # how often the database is asked whether another process changed users
+
+md5_hex = passwords.md5_hex
+
+
+def session_hash(session: str) -> str:
+    """What the database keeps of a session id: enough to recognise it, useless to present."""
+    return hashlib.sha256(session.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -46,27 +62,25 @@ class Role:
         return self.all_cams or self.kind == "Administrator" or cam in self.cams
 
 
-def md5_hex(text: str) -> str:
-    return hashlib.md5(text.encode("utf-8")).hexdigest()
-
-
 @dataclass
 class User:
     name: str
-    password_md5: str
+    password_md5: str  # the stored form: scrypt of the MD5 (see passwords.py); save_user hashes a bare MD5
     role: str
 
 
 @dataclass
 class Session:
     user: str
-    last_seen: float
+    last_seen: float  # wall-clock seconds, so the idle timeout counts across a restart
+    dirty: bool = False  # renewed since it was last written to the database
 
 
 @dataclass
 class Faults:
     count: int = 0
     locked_until: float = 0.0
+    last: float = 0.0  # monotonic time of the last failure (old records expire)
 
 
 class Auth:
@@ -77,49 +91,82 @@ class Auth:
         max_faults: int = 4,
         lock_seconds: int = 300,
         conf: ConfStore | None = None,
+        max_fault_records: int = 4096,
     ) -> None:
         self.db = db
         self.conf = conf or ConfStore(db)
         self.timeout = timeout
         self.max_faults = max_faults
         self.lock_seconds = lock_seconds
+        self.max_fault_records = max_fault_records  # failed-login records kept at most (user name@address)
         self.users: dict[str, User] = {}
         self.roles: dict[str, Role] = {}
-        self.sessions: dict[str, Session] = {}
-        self.faults: dict[str, Faults] = {}
+        self.sessions: dict[str, Session] = {}  # SHA-256 of the session id -> session
+        self.faults: OrderedDict[str, Faults] = OrderedDict()  # oldest failure first
+        self._faults_swept = 0.0
+        self._data_version = 0
 
     async def load(self) -> None:
         await self.conf.load()
-        rows = await self.db.fetchall("SELECT name, password_md5, role FROM users")
-        self.users = {r["name"]: User(r["name"], r["password_md5"], r["role"]) for r in rows}
+        await self.load_users()
         await self._load_roles()
         if not self.users:
             await self.save_user(User(DEFAULT_USER, md5_hex(DEFAULT_PASSWORD), "Administrator"))
             log.info("created default user %s", DEFAULT_USER)
-        self.warn_default_password()
+        await self.load_sessions()
+        self._data_version = await self.db.data_version()
+        await self.warn_default_password()
 
-    def warn_default_password(self) -> None:
+    async def load_users(self) -> None:
+        """Read the users; a row still holding a bare MD5 (before hashing) is hashed and written back."""
+        rows = await self.db.fetchall("SELECT name, password_md5, role FROM users")
+        users = {r["name"]: User(r["name"], r["password_md5"], r["role"]) for r in rows}
+        for user in users.values():
+            if not passwords.is_hashed(user.password_md5):
+                await self.save_user(user)
+                log.info("password of %s now stored as a salted hash", user.name)
+        old, self.users = self.users, {**self.users, **users}
+        for name in set(self.users) - set(users):
+            del self.users[name]
+        for name, user in self.users.items():  # a password changed elsewhere ends that user's sessions
+            before = old.get(name)
+            if before is not None and before.password_md5 != user.password_md5:
+                self._end_sessions(name)
+
+    async def reload_if_changed(self) -> bool:
+        """Re-read users if another connection committed since the last look (`h5gate passwd`)."""
+        version = await self.db.data_version()
+        if version == self._data_version:
+            return False
+        self._data_version = version
+        await self.load_users()
+        return True
+
+    async def warn_default_password(self) -> None:
         admin = self.users.get(DEFAULT_USER)
-        if admin and admin.password_md5 == md5_hex(DEFAULT_PASSWORD):
+        if admin is not None and await asyncio.to_thread(passwords.verify, admin.password_md5, DEFAULT_PASSWORD):
             log.warning(
                 "user %s still has the default password: change it (UpdateUser or `h5gate passwd`)", DEFAULT_USER
             )
 
     async def save_user(self, user: User) -> None:
+        if passwords.MD5_RE.match(user.password_md5):
+            user.password_md5 = await asyncio.to_thread(passwords.hash_md5, user.password_md5)
         await self.db.execute(
             "INSERT INTO users (name, password_md5, role) VALUES (?, ?, ?) "
             "ON CONFLICT(name) DO UPDATE SET password_md5 = excluded.password_md5, role = excluded.role",
             (user.name, user.password_md5, user.role),
         )
         self.users[user.name] = user
+        self._data_version = await self.db.data_version()  # our own write is no news
 
     @staticmethod
-    def password_matches(user: User, given: str) -> bool:
-        """Accept the plain password (the manual's example) or its MD5 (what the consoles send)."""
-        given_md5 = given.lower() if len(given) == 32 else md5_hex(given)
-        return hmac.compare_digest(given_md5, user.password_md5) or hmac.compare_digest(
-            md5_hex(given), user.password_md5
-        )
+    async def password_matches(user: User, given: str) -> bool:
+        """Accept the plain password (the manual's example) or its MD5 (what the consoles send).
+
+        The stored hash itself is not accepted: it is neither the password nor its MD5.
+        """
+        return await asyncio.to_thread(passwords.verify, user.password_md5, given)
 
     @property
     def lock_enabled(self) -> bool:
@@ -132,25 +179,49 @@ class Auth:
             self.faults.clear()
         log.info("login lockout %s", "on" if enabled else "off")
 
-    def login(self, name: str, password: str, client: str) -> tuple[str | None, Faults]:
+    # ------------------------------------------------------------------ failed logins
+
+    def _faults_of(self, key: str, now: float) -> Faults:
+        """The failure record of name@client, kept in order of last failure; the oldest go past the cap."""
+        if now - self._faults_swept >= FAULT_EXPIRY_INTERVAL:
+            self._faults_swept = now
+            self.expire_faults(now)
+        faults = self.faults.pop(key, None) or Faults()
+        self.faults[key] = faults
+        while len(self.faults) > self.max_fault_records:  # a running lock goes last: flooding must not lift it
+            unlocked = next((k for k, f in self.faults.items() if f.locked_until <= now), None)
+            self.faults.pop(unlocked if unlocked is not None else next(iter(self.faults)))
+        return faults
+
+    def expire_faults(self, now: float | None = None) -> int:
+        """Drop failure records with no lock running and no failure for lock_seconds: memory stays bounded."""
+        now = time.monotonic() if now is None else now
+        dead = [k for k, f in self.faults.items() if f.locked_until <= now and now - f.last > self.lock_seconds]
+        for key in dead:
+            del self.faults[key]
+        return len(dead)
+
+    async def login(self, name: str, password: str, client: str) -> tuple[str | None, Faults]:
         """A new session id, or None with the fault record (count and lock) of this user at this client.
 
         The consoles show "3 - nFaultTimes tries left" up to 3 failures and the lock after that, so a
         lock keeps the count that caused it until it ends.
         """
         key = f"{name}@{client}"
-        faults = self.faults.setdefault(key, Faults())
         now = time.monotonic()
-        if faults.locked_until > now:
-            return None, faults
-        if faults.locked_until:  # a lock that has run out starts the count again
-            faults.count, faults.locked_until = 0, 0.0
+        known = self.faults.get(key)
+        if known is not None and known.locked_until > now:
+            return None, known
+        if known is not None and known.locked_until:  # a lock that has run out starts the count again
+            known.count, known.locked_until = 0, 0.0
         user = self.users.get(name)
-        if user is None or not self.password_matches(user, password):
+        if user is None or not await self.password_matches(user, password):
             if not self.lock_enabled:
                 log.info("login failed for %s from %s", name, client)
                 return None, Faults()
+            faults = self._faults_of(key, now)
             faults.count += 1
+            faults.last = now
             if faults.count >= self.max_faults:
                 faults.locked_until = now + self.lock_seconds
                 log.warning(
@@ -165,45 +236,89 @@ class Auth:
             return None, faults
         self.faults.pop(key, None)
         session = str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
-        self.sessions[session] = Session(name, now)
+        entry = self.sessions[session_hash(session)] = Session(name, time.time())
+        await self.db.execute(
+            "INSERT OR REPLACE INTO sessions (id_hash, user, last_seen) VALUES (?, ?, ?)",
+            (session_hash(session), name, entry.last_seen),
+        )
         log.info("login %s from %s", name, client)
-        return session, faults
+        return session, Faults()
+
+    # ------------------------------------------------------------------ sessions
+
+    async def load_sessions(self) -> None:
+        """Bring back the sessions a previous run left that are still inside the idle timeout."""
+        now = time.time()
+        await self.db.execute("DELETE FROM sessions WHERE last_seen < ?", (now - self.timeout,))
+        rows = await self.db.fetchall("SELECT id_hash, user, last_seen FROM sessions")
+        self.sessions = {r["id_hash"]: Session(r["user"], r["last_seen"]) for r in rows if r["user"] in self.users}
+        if self.sessions:
+            log.info("%d sessions kept from the last run", len(self.sessions))
+
+    async def flush_sessions(self) -> None:
+        """Write renewed sessions' last-seen times (every SESSION_FLUSH_SECONDS and at shutdown)."""
+        dirty = [(e.last_seen, h) for h, e in self.sessions.items() if e.dirty]
+        for entry in self.sessions.values():
+            entry.dirty = False
+        if dirty:
+            await self.db.executemany("UPDATE sessions SET last_seen = ? WHERE id_hash = ?", dirty)
 
     def check(self, session: str | None) -> User | None:
         """The user of a live session (renewing its idle timer), or None."""
         if not session:
             return None
-        entry = self.sessions.get(session)
-        now = time.monotonic()
+        key = session_hash(session)
+        entry = self.sessions.get(key)
+        now = time.time()
         if entry is None:
             return None
         if now - entry.last_seen > self.timeout:
-            del self.sessions[session]
+            self._forget([key])
             return None
         user = self.users.get(entry.user)
         if user is None:
-            del self.sessions[session]
+            self._forget([key])
             return None
         entry.last_seen = now
+        entry.dirty = True
         return user
 
+    def _forget(self, keys: list[str]) -> None:
+        """Drop sessions from memory now and from the database soon (check() is not async)."""
+        for key in keys:
+            self.sessions.pop(key, None)
+        if keys:
+            rows = [(k,) for k in keys]
+            asyncio.get_running_loop().create_task(self.db.executemany("DELETE FROM sessions WHERE id_hash = ?", rows))
+
+    def _end_sessions(self, name: str, keep: str | None = None) -> None:
+        kept = session_hash(keep) if keep else None
+        self._forget([h for h, e in self.sessions.items() if e.user == name and h != kept])
+
     def logout(self, session: str) -> bool:
-        return self.sessions.pop(session, None) is not None
+        key = session_hash(session)
+        found = key in self.sessions
+        self._forget([key])
+        return found
 
     def expire(self) -> int:
-        """Drop idle sessions; run periodically so memory does not grow with abandoned logins."""
-        now = time.monotonic()
-        dead = [s for s, e in self.sessions.items() if now - e.last_seen > self.timeout]
-        for s in dead:
-            del self.sessions[s]
+        """Drop idle sessions and old failure records; run periodically so memory does not grow."""
+        now = time.time()
+        dead = [h for h, e in self.sessions.items() if now - e.last_seen > self.timeout]
+        self._forget(dead)
+        self.expire_faults()
         return len(dead)
 
     async def change_password(self, name: str, new_md5: str, keep: str | None = None) -> None:
         """Set a new password; every other session of that user ends (the caller's `keep` stays)."""
         user = self.users[name]
         await self.save_user(User(name, new_md5.lower(), user.role))
-        for sid in [s for s, e in self.sessions.items() if e.user == name and s != keep]:
-            del self.sessions[sid]
+        self._end_sessions(name, keep)
+
+    async def set_password(self, name: str, md5: str, role: str | None) -> None:
+        """`h5gate passwd`: set (or create) a user with this password; a running server sees it at once."""
+        existing = self.users.get(name)
+        await self.save_user(User(name, md5.lower(), role or (existing.role if existing else "Viewer")))
 
     # ------------------------------------------------------------------ roles and camera rights
 
@@ -312,8 +427,7 @@ class Auth:
             raise Forbidden("the last Administrator cannot be deleted")
         await self.db.execute("DELETE FROM users WHERE name = ?", (name,))
         del self.users[name]
-        for sid in [s for s, e in self.sessions.items() if e.user == name]:
-            del self.sessions[sid]
+        self._end_sessions(name)
         log.info("user %s deleted", name)
 
     # ------------------------------------------------------------------ anonymous view

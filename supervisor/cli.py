@@ -113,8 +113,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(settings: Settings) -> int:
     from supervisor.app import create_app
+    from supervisor.connections import uvicorn_options
     from supervisor.restart import Restarter
-    from supervisor.ws_protocol import media_ws_protocol
 
     restarter = Restarter()
     try:
@@ -132,11 +132,12 @@ def serve(settings: Settings) -> int:
     common: dict[str, Any] = {
         "host": settings.host,
         # No permessage-deflate: compressing every video fragment for every viewer costs CPU for nothing.
-        "ws": media_ws_protocol(settings.ws_send_buffer),
         "ws_per_message_deflate": False,
         "log_level": settings.log_level.lower(),
         "access_log": False,
         "timeout_graceful_shutdown": 3,
+        # protocols with request deadlines and one per-client cap for both listeners; trusted proxies only
+        **uvicorn_options(settings),
     }
     server = _Server(uvicorn.Config(app, port=settings.port, **common), settings)
     restarter.shutdown = lambda: setattr(server, "should_exit", True)

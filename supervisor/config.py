@@ -24,6 +24,7 @@ class Settings:
     login_timeout: int = 600  # session idle timeout, seconds (H5Stream nLoginTimeout)
     login_max_faults: int = 4  # failed logins before a lockout (the consoles show "3 - n tries left")
     login_lock_seconds: int = 300
+    login_fault_records: int = 4096  # failed-login records (user@address) kept at most; old ones expire
     demo_source: bool = True  # add the looping demo clip on the very first start
     media_roots: list[str] = field(default_factory=list)  # where AddSrcFile may read files (+ media/)
     hls: str = "v1,v2"  # which HLS flavours are served (made on demand): "", "v1", "v2" or "v1,v2"
@@ -61,6 +62,15 @@ class Settings:
     flv_port: int = 8090  # HTTP-FLV out (http://HOST:PORT/live/<token>.flv, also on the main port); 0 = off
     rtsp_port: int = 8554  # RTSP re-serve of every source (rtsp://HOST:PORT/<token>); 0 = off, port not opened
     metrics_token: str = ""  # bearer token for /metrics (a scraper); a logged-in session works too
+    trusted_proxies: str = ""  # comma-separated proxy addresses whose X-Forwarded-For/-Proto is believed
+    request_timeout: float = 10.0  # seconds a client may take to send a request's head (and body)
+    idle_timeout: float = 5.0  # seconds an idle keep-alive connection is kept open
+    max_connections_per_client: int = 0  # open connections per client address; 0 = a quarter of the fd limit
+    snapshot_quota_mb: float = 1024.0  # snapshots (Snapshot/PathSnapshot) may keep at most this much; 0 = no cap
+    archive_quota_mb: float = 4096.0  # exported clips (Archive/ExportClip) may keep at most this much; 0 = no cap
+    archive_keep_hours: float = 24.0  # exported clips are deleted this long after they were made
+    media_rate_per_minute: int = 60  # snapshots and exports each user may start per minute
+    record_max_seconds: int = 86400  # how far ahead of now a recording's stop may be set or pushed
     log_level: str = "INFO"
     web_root: str = ""  # a folder served at / (a vendor console dist, your own pages); our console: /console/
     https_port: int = 0  # HTTPS on this port too (0 = off; SetHTTPConf can turn it on), with the cert and key below
@@ -166,7 +176,7 @@ def validate(settings: Settings) -> None:
     need(all(k in ("v1", "v2") for k in flavours), "hls", 'must be "v1", "v2", "v1,v2" or ""')
     for name in ("login_timeout", "login_lock_seconds", "hls_duration", "record_file_seconds", "ws_send_buffer"):
         need(getattr(settings, name) > 0, name, "must be above 0")
-    for name in ("login_max_faults", "hls_segment_num"):
+    for name in ("login_max_faults", "hls_segment_num", "login_fault_records"):
         need(getattr(settings, name) >= 1, name, "must be at least 1")
     for name in (
         "rtsp_timeout",
@@ -191,6 +201,11 @@ def validate(settings: Settings) -> None:
         need(shutil.which(settings.ffmpeg) is not None, "ffmpeg", "must be an executable (a path, or a name on PATH)")
     if settings.web_root:
         need(Path(settings.web_root).expanduser().is_dir(), "web_root", "must name an existing folder")
+    for name in ("request_timeout", "idle_timeout", "archive_keep_hours"):
+        need(getattr(settings, name) > 0, name, "must be above 0")
+    for name in ("max_connections_per_client", "snapshot_quota_mb", "archive_quota_mb", "media_rate_per_minute"):
+        need(getattr(settings, name) >= 0, name, "must not be negative (0 = no limit)")
+    need(settings.record_max_seconds >= 60, "record_max_seconds", "must be at least 60")
 
 
 def load_settings(config_file: str | None = None, overrides: dict[str, Any] | None = None) -> Settings:

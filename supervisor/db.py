@@ -7,7 +7,9 @@ keeps disk waits off the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -124,6 +126,15 @@ MIGRATIONS: list[str] = [
         password TEXT NOT NULL
     );
     """,
+    # Sessions survive a restart (issue #11): only a SHA-256 of each session id is kept, so the table
+    # gives no one a session; last_seen is wall-clock seconds (the idle timeout counts across restarts).
+    """
+    CREATE TABLE sessions (
+        id_hash TEXT PRIMARY KEY,
+        user TEXT NOT NULL,
+        last_seen REAL NOT NULL
+    );
+    """,
 ]
 
 
@@ -137,6 +148,11 @@ class Database:
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.created = not self.path.exists()
+        # owner-only from its first byte: it holds users' password hashes, sessions and camera configs
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        for path in (self.path, *(self.path.with_name(self.path.name + x) for x in ("-wal", "-shm"))):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(path, 0o600)
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
@@ -186,6 +202,15 @@ class Database:
         def work() -> list[sqlite3.Row]:
             assert self._conn is not None
             return self._conn.execute(sql, params).fetchall()
+
+        return await self.run(work)
+
+    async def data_version(self) -> int:
+        """SQLite's PRAGMA data_version: it changes when another connection (`h5gate passwd`) commits."""
+
+        def work() -> int:
+            assert self._conn is not None
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
         return await self.run(work)
 

@@ -21,7 +21,8 @@ from supervisor.api.common import TOKEN_RE
 from supervisor.config import Settings
 from supervisor.db import Database
 from supervisor.errors import BadValue, Conflict, NotFound
-from workers.credentials import redact_url, with_credentials
+from supervisor.secretbox import SecretBox
+from workers.credentials import query_secrets, redact_url, with_credentials
 from workers.ffmpeg import STREAM_SCHEMES, Plan
 from workers.hub import StreamHub
 from workers.process import FfmpegProcess
@@ -212,6 +213,18 @@ class Registry:
         self.on_delete: list[Callable[[str], Awaitable[None]]] = []
         self.port_check = PortCheck()  # told each deleted token (roles, regions)
         self._lock = asyncio.Lock()
+        self._box: SecretBox | None = None
+
+    @property
+    def box(self) -> SecretBox:
+        """Encrypts camera secrets in the stored configs (key made on first use, in the data dir)."""
+        if self._box is None:
+            self._box = SecretBox(self.settings.data_dir / "secret.key")
+        return self._box
+
+    def stored(self, cfg: SourceConfig) -> str:
+        """The config as the database keeps it: secrets encrypted."""
+        return self.box.seal_config(cfg.to_json())
 
     @property
     def media_roots(self) -> list[Path]:
@@ -225,10 +238,14 @@ class Registry:
         rows = await self.db.fetchall("SELECT config FROM sources ORDER BY created")
         for row in rows:
             try:
-                cfg = SourceConfig.from_json(row["config"])
-            except (ValueError, TypeError):
-                log.error("skipping an unreadable source row")
+                text, plain = self.box.open_config(row["config"])
+                cfg = SourceConfig.from_json(text)
+            except (ValueError, TypeError) as e:
+                log.error("skipping an unreadable source row: %s", e)
                 continue
+            if plain:  # a row from before encryption at rest: store it sealed now
+                await self.db.execute("UPDATE sources SET config = ? WHERE token = ?", (self.stored(cfg), cfg.token))
+                log.info("%s: camera secrets now encrypted at rest", cfg.token)
             self._start(cfg)
         if self.db.created and self.settings.demo_source and "demo" not in self.sources:
             await self.add(SourceConfig("demo", "Demo clip", "H5_FILE", f"file:{MEDIA_DIR / 'demo.mp4'}"))
@@ -259,9 +276,8 @@ class Registry:
         async with self._lock:
             if cfg.token in self.sources:
                 raise Conflict(f"token already exists: {cfg.token}")
-            await self.db.execute(
-                "INSERT INTO sources (token, config, created) VALUES (?, ?, ?)", (cfg.token, cfg.to_json(), time.time())
-            )
+            row = (cfg.token, self.stored(cfg), time.time())
+            await self.db.execute("INSERT INTO sources (token, config, created) VALUES (?, ?, ?)", row)
             runtime = self._start(cfg)
         log.info("%s: source added (%s %s)", cfg.token, cfg.kind, redact_url(cfg.url))
         return runtime
@@ -278,7 +294,7 @@ class Registry:
                 raise NotFound(f"no such source: {token}")
             # Names were checked above; mypy cannot match dynamic keyword names to field types.
             cfg = dataclasses.replace(runtime.config, **changes)  # type: ignore[arg-type]
-            await self.db.execute("UPDATE sources SET config = ? WHERE token = ?", (cfg.to_json(), token))
+            await self.db.execute("UPDATE sources SET config = ? WHERE token = ?", (self.stored(cfg), token))
             for name, value in changes.items():
                 setattr(runtime.config, name, value)
         log.info("%s: source updated (%s)", token, ", ".join(f"{k}={v}" for k, v in changes.items()))
@@ -347,7 +363,9 @@ class Registry:
                 stall_timeout=self.settings.stall_timeout,
                 restart_min=self.settings.restart_min,
                 restart_max=self.settings.restart_max,
-                secrets=tuple(s for s in (cfg.password,) if len(s) >= 3),
+                secrets=tuple(
+                    s for s in (cfg.password, *query_secrets(cfg.url), *query_secrets(cfg.url_sub)) if len(s) >= 3
+                ),
                 own_rtsp=self.settings.rtsp_client != "ffmpeg",
             )
             always = profile == "main" and cfg.connect_type != "H5_ONDEMAND"

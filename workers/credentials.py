@@ -13,10 +13,18 @@ registry and ONVIF wiring add and strip credentials.
 from __future__ import annotations
 
 import re
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 # scheme://userinfo@ or a bare //userinfo@ (as ffmpeg prints some URLs): userinfo to hide in free text
 USERINFO_RE = re.compile(r"((?:[a-z][a-z0-9+.-]*:)?//)[^/@\s]*@", re.I)
+# Query parameters that carry a secret (Dahua's ?user=&password=, Axis' &pwd=, tokens, keys, signatures):
+# a name that contains one of these words. Cameras need them in the URL, so they are kept there and
+# hidden wherever the URL is shown (GetSrc to non-administrators, the logs, ffmpeg's stderr).
+SECRET_PARAM_RE = re.compile(r"pass|pwd|secret|token|key|auth|sig|^pw$|^psw$", re.I)
+# name=value of such a parameter inside free text (a log line, ffmpeg's stderr)
+SECRET_PAIR_RE = re.compile(
+    r"([?&;]([A-Za-z0-9_.\-]*(?:pass|pwd|secret|token|key|auth|sig)[A-Za-z0-9_.\-]*|pw|psw)=)[^&\s\"']*", re.I
+)
 
 
 def _split_netloc(netloc: str) -> tuple[str, str]:
@@ -51,10 +59,29 @@ def split_credentials(url: str) -> tuple[str, str, str]:
 
 
 def redact_url(url: str) -> str:
-    """scheme://***@host/... : shows that a URL carries credentials without showing them."""
+    """scheme://***@host/...?password=*** : shows that a URL carries credentials without showing them."""
     parts = urlsplit(url)
     userinfo, hostport = _split_netloc(parts.netloc)
-    return urlunsplit(parts._replace(netloc=f"***@{hostport}")) if userinfo else url
+    if userinfo:
+        parts = parts._replace(netloc=f"***@{hostport}")
+    return urlunsplit(parts._replace(query=redact_query(parts.query)))
+
+
+def redact_query(query: str) -> str:
+    """A query string with the value of every secret-carrying parameter replaced by ***, order kept."""
+    if not query:
+        return query
+    out = []
+    for item in query.split("&"):
+        name, eq, _ = item.partition("=")
+        out.append(f"{name}=***" if eq and SECRET_PARAM_RE.search(unquote(name)) else item)
+    return "&".join(out)
+
+
+def query_secrets(url: str) -> list[str]:
+    """The values of the URL's secret-carrying query parameters (for redacting them from free text)."""
+    pairs = parse_qsl(urlsplit(url).query, keep_blank_values=True)
+    return [value for name, value in pairs if value and SECRET_PARAM_RE.search(name)]
 
 
 def redact(text: str, *secrets: str) -> str:
@@ -66,4 +93,5 @@ def redact(text: str, *secrets: str) -> str:
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         for form in {secret, quote(secret, safe=""), quote(secret)}:
             text = text.replace(form, "***")
+    text = SECRET_PAIR_RE.sub(r"\1***", text)
     return USERINFO_RE.sub(r"\1***@", text)

@@ -106,6 +106,121 @@ def fail(code: str, status: int = 400, **extra: Any) -> JSONResponse:
     return JSONResponse({"bStatus": False, "strCode": code, **extra}, status_code=status)
 
 
+# Which API calls change state, in one place (issue #11, cross-site requests). A call listed False only
+# reads, and the console's cookie alone may authenticate it (a page embedding a snapshot, a player); every
+# other call, and any call not listed here (new calls are actions until classified), changes something and
+# needs the session in the query or the Authorization header, which another site cannot know, and must not
+# come from another site's page (Sec-Fetch-Site, Origin). HEAD never runs an action.
+CHANGES_STATE: dict[str, bool] = {
+    # reads
+    "GetSrc": False,
+    "GetImage": False,
+    "GetLoadingImage": False,
+    "GetPresets": False,
+    "GetSystemInfo": False,
+    "GetRunInfo": False,
+    "GetUserInfo": False,
+    "GetRecordStatus": False,
+    "GetRecordConf": False,
+    "GetRecordDuration": False,
+    "GetStorageInfo": False,
+    "GetArchiveStatus": False,
+    "Search": False,
+    "GetSrcCamera": False,
+    "GetSrcWithoutDevice": False,
+    "GetVidStreamStatus": False,
+    "GetCodecInfo": False,
+    "GetDeviceSummary": False,
+    "GetLicEndTime": False,
+    "GetVersion": False,
+    "GetUserList": False,
+    "GetRoleList": False,
+    "GetRoleInfo": False,
+    "GetRegion": False,
+    "GetView": False,
+    "GetAnonymousView": False,
+    "GetLoginLockStatus": False,
+    "Keepalive": False,  # renews the idle timer only
+    "Login": False,  # takes no session (a cookie makes no difference to it)
+    # actions
+    "Logout": True,
+    "UpdateUser": True,
+    "AddSrcRTSP": True,
+    "AddSrcFile": True,
+    "AddSrcONVIF": True,
+    "DelSrc": True,
+    "Ptz": True,
+    "SetPreset": True,
+    "DelPreset": True,
+    "OnvifProbe": True,  # sends requests to addresses the caller names
+    "OnvifSearch": True,
+    "Record": True,
+    "ManualRecordStart": True,
+    "ManualRecordStop": True,
+    "PathRecord": True,
+    "Snapshot": True,
+    "PathSnapshot": True,
+    "SetRecord": True,
+    "SetRecordSchedule": True,
+    "SetRecordQuota": True,
+    "SetRecordConf": True,
+    "SetRecordDuration": True,
+    "ReindexRecords": True,
+    "Archive": True,
+    "ExportClip": True,
+    "CreateUser": True,
+    "DeleteUser": True,
+    "CreateRole": True,
+    "DeleteRole": True,
+    "AddCamToRole": True,
+    "DelCamInRole": True,
+    "AddRegion": True,
+    "DelRegion": True,
+    "AddRegionCam": True,
+    "DelRegionCam": True,
+    "AddView": True,
+    "DelView": True,
+    "SetAnonymousView": True,
+    "SetLoginLockStatus": True,
+    "Restart": True,
+    # anything else, the vendor's calls h5gate answers as unsupported (api/unsupported.py) included,
+    # counts as an action: they answer the same with the session in the query
+}
+
+
+def changes_state(path: str) -> bool:
+    """Whether the API call at this path changes state (unknown calls do, until classified above)."""
+    return CHANGES_STATE.get(path.rstrip("/").rsplit("/", 1)[-1], True)
+
+
+def explicit_session(conn: HTTPConnection) -> bool:
+    """Whether the session came in the query or the Authorization header, not only as the cookie."""
+    return bool(conn.query_params.get("session")) or conn.headers.get("authorization", "")[:6].lower() == "token "
+
+
+def cross_site(conn: HTTPConnection) -> bool:
+    """Whether the browser says this request comes from another site's page (Sec-Fetch-Site, Origin)."""
+    if conn.headers.get("sec-fetch-site", "").lower() == "cross-site":
+        return True
+    origin = conn.headers.get("origin")
+    if origin is None:
+        return False  # not a browser, or a same-origin GET (browsers send no Origin then)
+    host = conn.headers.get("host", "")
+    return origin.lower() not in (f"http://{host}".lower(), f"https://{host}".lower())
+
+
+def check_action(request: Request) -> None:
+    """ApiError unless this request may carry out a state-changing call (see CHANGES_STATE)."""
+    if not changes_state(request.url.path):
+        return
+    if request.method == "HEAD":
+        raise ApiError("HEAD does not carry out actions: use GET", 405)
+    if cross_site(request):
+        raise ApiError("refused: this action comes from another site's page", 403)
+    if not explicit_session(request) and request.cookies.get("h5gate_session"):
+        raise ApiError("actions need the session in the query (session=) or an Authorization header", 403)
+
+
 def session_of(conn: HTTPConnection) -> str | None:
     """The session may come as ?session=, as `Authorization: token <s>`, or as the console's cookie."""
     s = conn.query_params.get("session")
@@ -157,6 +272,8 @@ def endpoint(role: str | None = "Viewer") -> Callable[[Handler], Callable[[Reque
         @functools.wraps(fn)
         async def run(request: Request) -> Response:
             try:
+                if role:
+                    check_action(request)
                 user = require_user(request, role) if role else None
                 result = await fn(request, user)
             except ApiError as e:

@@ -110,6 +110,7 @@ async def record(request: Request, user: User) -> Any:
     duration = _duration(request)
     name = _filename(request, False) or str(int(time.time()))
     stem = f"{storage.dated_dir('record', token, time.time())}/{name}"
+    _service(request).check_duration(duration)
     session = await _service(request).start(token, "Record", "H5_REC_MANUAL", stem, duration)
     return _started(session, "Record successfully")
 
@@ -123,6 +124,10 @@ async def manual_record_start(request: Request, user: User) -> Any:
     if session is not None:
         return _started(session, "Already recording")
     stem = f"{storage.dated_dir('record', token, time.time())}/{int(time.time())}"
+    service.check_duration(duration)
+    # without a duration it runs until ManualRecordStop, but never longer than record_max_seconds: a
+    # running recording is out of retention's reach, so a forgotten one must end by itself
+    duration = duration or float(service.settings.record_max_seconds)
     session = await service.start(token, "ManualRecordStart", "H5_REC_MANUAL", stem, duration)
     return _started(session, "Record start successfully")
 
@@ -130,7 +135,9 @@ async def manual_record_start(request: Request, user: User) -> Any:
 @endpoint(role="Operator")
 async def manual_record_stop(request: Request, user: User) -> Any:
     token = camera_param(request, user)
-    stopped = await _service(request).stop_manual(token)
+    # an Administrator's stop ends every recording of the source, PathRecord's too (and for good)
+    everything = services(request).auth.may(user, "Administrator")
+    stopped = await _service(request).stop_manual(token, everything=everything)
     files = [storage.http_path(f) for s in stopped for f in s.recorder.files]
     return ok("Record stop successfully" if stopped else "Not recording", strPath=files)
 
@@ -146,14 +153,17 @@ async def path_record(request: Request, user: User) -> Any:
     service = _service(request)
     running = service.running_session(token, "PathRecord")
     if not always and running is not None:
-        await service.extend(running, duration)
-        return _started(running, "Record extended")
+        capped = await service.extend(running, duration)
+        limit = service.settings.record_max_seconds
+        return _started(running, f"Record extended to at most {limit}s from now" if capped else "Record extended")
+    service.check_duration(duration)
     session = await service.start(token, "PathRecord", kind, stem, duration)
     return _started(session, "Record successfully")
 
 
-async def _snapshot(request: Request, token: str, stem: str) -> dict[str, Any]:
+async def _snapshot(request: Request, user: User, token: str, stem: str) -> dict[str, Any]:
     service = _service(request)
+    service.snapshot_rate.take(user.name)
     stream = service.stream(token)
     hub = stream.acquire()
     try:
@@ -177,14 +187,14 @@ async def _snapshot(request: Request, token: str, stem: str) -> dict[str, Any]:
 async def snapshot(request: Request, user: User) -> Any:
     token = camera_param(request, user)
     name = _filename(request, False) or str(int(time.time() * 1000))
-    return await _snapshot(request, token, f"{storage.dated_dir('snapshot', token, time.time())}/{name}")
+    return await _snapshot(request, user, token, f"{storage.dated_dir('snapshot', token, time.time())}/{name}")
 
 
 @endpoint(role="Operator")
 async def path_snapshot(request: Request, user: User) -> Any:
     token = camera_param(request, user)
     stem = f"{_path_dir(request, 'snapshot', token)}/{_filename(request, True)}"
-    return await _snapshot(request, token, stem)
+    return await _snapshot(request, user, token, stem)
 
 
 def _time(request: Request, name: str, default: float | None) -> tuple[float, int | None]:
@@ -410,8 +420,10 @@ def _disk_usage(root: Path) -> Any:
 # -- clip export -------------------------------------------------------------------------------------------
 
 
-async def _export(request: Request, token: str, begin: float, end: float) -> dict[str, Any]:
-    name, rel = await _service(request).export(token, begin, end)
+async def _export(request: Request, user: User, token: str, begin: float, end: float) -> dict[str, Any]:
+    service = _service(request)
+    service.export_rate.take(user.name)
+    name, rel = await service.export(token, begin, end)
     return ok("Archive started", strFileName=name, strUrl=storage.http_path(rel))
 
 
@@ -429,7 +441,7 @@ async def archive(request: Request, user: User) -> Any:
     begin = _clock_time(request)
     duration = _duration(request)
     assert duration is not None
-    return await _export(request, token, begin, begin + duration)
+    return await _export(request, user, token, begin, begin + duration)
 
 
 @endpoint(role="Operator")
@@ -437,7 +449,7 @@ async def export_clip_call(request: Request, user: User) -> Any:
     token = camera_param(request, user)
     begin = _time(request, "start", None)[0]
     end = _time(request, "end", None)[0]
-    return await _export(request, token, begin, end)
+    return await _export(request, user, token, begin, end)
 
 
 @endpoint()
@@ -477,7 +489,11 @@ async def media_file(request: Request) -> Response:
         path = await asyncio.to_thread(storage.resolve, root, rel)
     except BadValue:
         return fail("invalid path", 400)
-    if path.suffix not in MEDIA_TYPES or not await asyncio.to_thread(path.is_file):
+    try:
+        found = path.suffix in MEDIA_TYPES and await asyncio.to_thread(path.is_file)
+    except OSError:  # a name the file system refuses (too long, not a directory ...) is not a file of ours
+        found = False
+    if not found:
         return fail("file not found", 404)
     return FileResponse(path, media_type=MEDIA_TYPES[path.suffix], headers={"Cache-Control": "no-cache"})
 

@@ -38,7 +38,7 @@ from supervisor.registry import (
 )
 from supervisor.rtmp_push import KIND as PUSH_KIND
 from supervisor.rtmp_push import new_key, publish_url
-from workers.credentials import split_credentials
+from workers.credentials import redact_url, split_credentials
 from workers.snapshot import SnapshotError
 
 log = logging.getLogger("h5gate.api")
@@ -55,10 +55,14 @@ def describe(
 
     A push source's strUrl is the URL its encoder publishes to, with the publish key only where `reveal`
     (an Administrator, who could make a new source and key anyway); it is empty while rtmp_port is 0.
+
+    Userinfo is stored apart from the URL; secrets a camera needs in the query string (?password=) stay
+    in it and only an Administrator (who could set them anyway) sees them: everyone else gets ***.
     """
     cfg = runtime.config
+    url = cfg.url if reveal else redact_url(cfg.url)
+    url_sub = cfg.url_sub if reveal or not cfg.url_sub else redact_url(cfg.url_sub)
     state = runtime.main.process.state
-    url = cfg.url
     if cfg.kind == PUSH_KIND:
         url = publish_url(rtmp_host, rtmp_port, cfg.token, cfg.password if reveal else None)
     parts = urlsplit(cfg.url) if cfg.kind not in ("H5_FILE", PUSH_KIND) else None
@@ -94,7 +98,7 @@ def describe(
         "strServerUuid": "",
         "nOriginalType": "H5_CH_SRC",
         "bDisable": False,
-        "strUrlSub": cfg.url_sub,
+        "strUrlSub": url_sub,
         "bEnableUrlSub": bool(cfg.url_sub),
         # h5gate additions: why a source is offline, and what the supervisor did about it
         "strLastError": state.last_error,
@@ -111,7 +115,8 @@ def listed_sources(request: Request, user: User, filters: bool = True) -> list[d
     """GetSrc's list: the sources the user's role may see, filtered by `token`, `type` and `getonline`."""
     svc = services(request)
     runtimes = [r for t, r in svc.registry.sources.items() if svc.auth.sees(user, t)]
-    reveal = svc.auth.may(user, "Administrator")  # a push source's key, in its publish URL
+    # a push source's key in its publish URL, and query-string passwords: for Administrators only
+    reveal = svc.auth.may(user, "Administrator")
     host, port = request.url.hostname or "127.0.0.1", svc.settings.rtmp_port
 
     def entry(r: SourceRuntime) -> dict[str, Any]:

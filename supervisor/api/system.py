@@ -33,7 +33,7 @@ async def login(request: Request, _: None) -> Any:
     password = param(request, "password", maxlen=128)
     auth = services(request).auth
     client = request.client.host if request.client else "?"
-    session, faults = auth.login(user, password, client)
+    session, faults = await auth.login(user, password, client)
     if session is None:
         residue = max(0, int(faults.locked_until - time.monotonic()))
         code = "login locked, try again later" if residue else "wrong user or password"
@@ -48,7 +48,9 @@ async def login(request: Request, _: None) -> Any:
     response = JSONResponse(
         {"bStatus": True, "strCode": "Login successfully", "strSession": session, "nTimeout": auth.timeout}
     )
-    response.set_cookie("h5gate_session", session, httponly=True, samesite="lax")
+    # Strict: no other site's link, image or form makes the browser send it (the session for actions
+    # travels in the query or the Authorization header, which the console sets: see common.check_action)
+    response.set_cookie("h5gate_session", session, httponly=True, samesite="strict")
     return response
 
 

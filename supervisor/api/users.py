@@ -95,10 +95,10 @@ async def update_user(request: Request, user: User) -> Any:
     new = param(request, "newpassword", required=not role, pattern=MD5_RE, maxlen=32)
     if new:
         old = param(request, "oldpassword", required=name == user.name, maxlen=64)
-        if name == user.name and not auth.password_matches(target, old):
+        if name == user.name and not await auth.password_matches(target, old):
             raise Forbidden("old password is wrong")
         await auth.change_password(name, new, keep=session_of(request))
-        auth.warn_default_password()
+        await auth.warn_default_password()
     if role:
         if not admin:
             raise Forbidden("only an Administrator may change a user's role")

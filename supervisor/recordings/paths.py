@@ -143,6 +143,10 @@ def path_dir(kind: str, token: str, start1: str, start2: str, tz: str) -> str:
     return f"{kind}/{token}/{t.year}-{t.month}-{t.day}TZ{tz_label(offset)}/{t.hour}-{t.minute}-{t.second}"
 
 
+MAX_NAME = 255  # bytes in one path component (NAME_MAX on Linux and most file systems)
+MAX_PATH = 1024  # bytes in a store-relative path; ours are well under 200
+
+
 def resolve(root: Path, rel: str) -> Path:
     """The file for a store-relative path, which must stay inside the store (symlinks resolved)."""
     if not rel or rel.startswith("/") or "\\" in rel or "\0" in rel:
@@ -150,8 +154,15 @@ def resolve(root: Path, rel: str) -> Path:
     parts = rel.split("/")
     if any(p in ("", ".", "..") for p in parts) or parts[0] not in ("record", "snapshot", "archive"):
         raise BadValue("invalid path")
+    # a name the file system cannot hold is no file of ours (the OS would answer ENAMETOOLONG)
+    sizes = [len(p.encode("utf-8", "surrogateescape")) for p in parts]
+    if sum(sizes) + len(parts) > MAX_PATH or max(sizes) > MAX_NAME:
+        raise BadValue("invalid path: name too long")
     real_root = root.resolve()
-    real = (root / rel).resolve()
+    try:
+        real = (root / rel).resolve()
+    except OSError:
+        raise BadValue("invalid path") from None
     if not real.is_relative_to(real_root):
         raise BadValue("invalid path")
     return real

@@ -77,6 +77,28 @@ class Retention:
             log.info("retention: %d snapshots deleted (older than the retention period)", len(rows))
         return len(rows)
 
+    async def snapshots_by_quota(self, quota: int) -> int:
+        """The oldest snapshots go while all of them together take more than `quota` bytes (0 = no cap)."""
+        if quota <= 0:
+            return 0
+        async with self.lock:
+            row = await self.db.fetchone("SELECT SUM(size) AS used FROM snapshots")
+            over = (row["used"] or 0) - quota if row else 0
+            if over <= 0:
+                return 0
+            rows = await self.db.fetchall("SELECT id, path, size FROM snapshots ORDER BY taken LIMIT ?", (self.BATCH,))
+            picked, total = [], 0
+            for r in rows:
+                picked.append(r)
+                total += r["size"]
+                if total >= over:
+                    break
+            for r in picked:
+                await asyncio.to_thread(remove_file, self.root, r["path"])
+            await self.db.executemany("DELETE FROM snapshots WHERE id = ?", [(r["id"],) for r in picked])
+            log.info("retention: %d snapshots deleted (over the %.1f MB snapshot quota)", len(picked), quota / 2**20)
+            return len(picked)
+
     async def _by_quota(self, token: str, quota: int) -> int:
         row = await self.db.fetchone("SELECT SUM(size) AS used FROM recordings WHERE token = ?", (token,))
         over = (row["used"] or 0) - quota if row else 0

@@ -25,6 +25,7 @@ from supervisor.errors import BadValue, Busy, Conflict, NotFound
 from supervisor.jobs import Jobs
 from supervisor.recordings import paths, reindex
 from supervisor.recordings.index import RecordIndex, Recording, Snapshot
+from supervisor.recordings.limits import RateLimit, trim_archives
 from supervisor.recordings.retention import Policy, Retention
 from supervisor.recordings.schedule import DAYS, in_schedule, parse_schedule
 from supervisor.registry import Registry, SourceRuntime, Stream
@@ -36,7 +37,7 @@ log = logging.getLogger("h5gate.jobs")
 MAX_SESSIONS = 8  # timed/manual recordings of one source at once
 MAX_EXPORT = 7 * 86400
 RECONCILE_SECONDS = 60.0
-ARCHIVE_KEEP_SECONDS = 86400.0
+MAX_RUNNING_EXPORTS = 2  # clips being written at once, for all users
 # SetRecordConf parameter -> (GetRecordConf field, settings field, lowest, highest)
 CONF = {
     "recordduration": ("nRecordDuration", "record_file_seconds", 1, 3600),
@@ -89,6 +90,8 @@ class Recordings:
         self.quotas: dict[str, int] = {}
         self.errors: dict[str, str] = {}  # token -> why its recording last stopped on its own
         self.exports: dict[str, tuple[str, Export]] = {}  # file name -> (token, progress)
+        self.snapshot_rate = RateLimit("snapshots", settings.media_rate_per_minute)
+        self.export_rate = RateLimit("exports", settings.media_rate_per_minute)
         self._lock = asyncio.Lock()
         self._reindex_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -234,12 +237,24 @@ class Recordings:
         log.info("%s: %s started, %s%s", token, origin, stem, f" for {duration:g}s" if duration else "")
         return session
 
-    async def extend(self, session: Session, duration: float) -> None:
-        """PathRecord on a recording in progress: it goes on `duration` seconds longer."""
-        session.stop_at = (session.stop_at or time.time()) + duration
+    def check_duration(self, duration: float | None) -> None:
+        """A recording may be asked to run at most record_max_seconds (endless ones fill the disk)."""
+        cap = self.settings.record_max_seconds
+        if duration is not None and duration > cap:
+            raise BadValue(f"duration too long: at most {cap} seconds (record_max_seconds)")
+
+    async def extend(self, session: Session, duration: float) -> bool:
+        """PathRecord on a recording in progress: it goes on `duration` seconds longer, but never ends
+        more than record_max_seconds from now; True when that cap cut the extension short."""
+        now = time.time()
+        wanted = (session.stop_at or now) + duration
+        limit = now + self.settings.record_max_seconds
+        capped = wanted > limit
+        session.stop_at = min(wanted, limit)
         await self.db.execute("UPDATE record_sessions SET stop_at = ? WHERE id = ?", (session.stop_at, session.id))
         await self.jobs.at(f"stop-{session.id}", session.stop_at, "record_stop", {"id": session.id})
-        log.info("%s: %s extended by %gs", session.token, session.stem, duration)
+        log.info("%s: %s extended by %gs%s", session.token, session.stem, duration, " (capped)" if capped else "")
+        return capped
 
     async def stop_session(self, sid: str) -> Session | None:
         session = self.sessions.pop(sid, None)
@@ -263,14 +278,15 @@ class Recordings:
                 return session
         return None
 
-    async def stop_manual(self, token: str) -> list[Session]:
+    async def stop_manual(self, token: str, everything: bool = False) -> list[Session]:
         """ManualRecordStop: every recording of the source someone asked for, except PathRecord's (those
-        end at their own time)."""
+        end at their own time) unless `everything` (an Administrator's stop ends them too, for good: the
+        row goes, so a restart does not resume it)."""
         self.source(token)
         stopped = [
             await self.stop_session(s.id)
             for s in list(self.sessions.values())
-            if s.token == token and s.origin != "PathRecord"
+            if s.token == token and (everything or s.origin != "PathRecord")
         ]
         return [s for s in stopped if s is not None]
 
@@ -416,8 +432,19 @@ class Recordings:
             dict(self.quotas),
         )
         removed = await self.retention.run(policy)
-        await asyncio.to_thread(_expire_archives, self.root / "archive", time.time() - ARCHIVE_KEEP_SECONDS)
+        removed += await self.retention.snapshots_by_quota(int(self.settings.snapshot_quota_mb * 2**20))
+        removed += (await self.trim_archives())[0]
         return removed
+
+    async def trim_archives(self, keep: str = "") -> tuple[int, int]:
+        """Exported clips older than archive_keep_hours, then the oldest over archive_quota_mb, go (clips
+        being written stay, and `keep`, the one just finished: its caller has yet to fetch it)."""
+        before = time.time() - self.settings.archive_keep_hours * 3600
+        busy = {self.root / f"archive/{t}/{n}.mp4" for n, (t, p) in self.exports.items() if not p.done}
+        if keep:
+            busy.add(self.root / keep)
+        quota = int(self.settings.archive_quota_mb * 2**20)
+        return await asyncio.to_thread(trim_archives, self.root / "archive", before, quota, busy)
 
     # -- snapshots, search, exports, playback -------------------------------------------------------------
     def stream(self, token: str) -> Stream:
@@ -430,6 +457,7 @@ class Recordings:
         rel = await asyncio.to_thread(paths.write_new, self.root, stem, "jpg", jpeg)
         await self.index.add_snapshot(token, taken, rel, len(jpeg))
         log.info("%s: snapshot saved to %s", token, rel)
+        await self.retention.snapshots_by_quota(int(self.settings.snapshot_quota_mb * 2**20))
         return rel
 
     async def recordings(self, token: str | None, start: float, end: float) -> list[Recording]:
@@ -459,6 +487,9 @@ class Recordings:
         rows = await self.index.recordings(token, begin, end)
         if not rows:
             raise NotFound("no recording in this range")
+        if sum(1 for _, p in self.exports.values() if not p.done) >= MAX_RUNNING_EXPORTS:
+            raise Busy(f"{MAX_RUNNING_EXPORTS} clips are being exported: try again when one is done")
+        await self.trim_archives()  # make room under the quota before writing more
         spans = [Span(r.start, r.end, self.root / r.path) for r in rows]
         name = f"{token}-{int(begin)}-{int(end - begin)}-{uuid.uuid4().hex[:6]}"
         rel = f"archive/{token}/{name}.mp4"
@@ -475,6 +506,7 @@ class Recordings:
             progress.done = True
             if not progress.error or progress.duration:
                 progress.percent = 100
+            await self.trim_archives(keep=rel)
 
         self._spawn(work())
         return name, rel
@@ -516,11 +548,3 @@ def _free_stem(root: Path, stem: str, taken: set[str]) -> str:
         if candidate not in taken and not (root / f"{candidate}.mp4").exists():
             return candidate
     raise Conflict("too many recordings with this name")
-
-
-def _expire_archives(folder: Path, before: float) -> None:
-    if not folder.is_dir():
-        return
-    for path in folder.glob("*/*.mp4"):
-        if path.stat().st_mtime < before:
-            path.unlink(missing_ok=True)

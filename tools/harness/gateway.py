@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ class Gateway:
         env: dict[str, str] | None = None,
         port: int | None = None,
         rtsp_port: int = 0,
+        limit_files: int | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
@@ -41,6 +43,7 @@ class Gateway:
         self.proc: subprocess.Popen[bytes] | None = None
         self.session = ""
         self.log_path = data_dir / "server.log"
+        self.limit_files = limit_files  # RLIMIT_NOFILE of the server process (a test of fd exhaustion)
 
     def start(self, timeout: float = 30.0) -> Gateway:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -74,6 +77,7 @@ class Gateway:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=self._limits if self.limit_files else None,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -88,6 +92,10 @@ class Gateway:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"h5gate did not come up:\n{self.log()}")
+
+    def _limits(self) -> None:
+        assert self.limit_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.limit_files, self.limit_files))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
