@@ -77,8 +77,9 @@ class Retention:
             log.info("retention: %d snapshots deleted (older than the retention period)", len(rows))
         return len(rows)
 
-    async def snapshots_by_quota(self, quota: int) -> int:
-        """The oldest snapshots go while all of them together take more than `quota` bytes (0 = no cap)."""
+    async def snapshots_by_quota(self, quota: int, keep: str = "") -> int:
+        """The oldest snapshots go while all of them together take more than `quota` bytes (0 = no cap);
+        `keep` (the one just taken, whose path its caller is about to return) stays."""
         if quota <= 0:
             return 0
         async with self.lock:
@@ -89,10 +90,14 @@ class Retention:
             rows = await self.db.fetchall("SELECT id, path, size FROM snapshots ORDER BY taken LIMIT ?", (self.BATCH,))
             picked, total = [], 0
             for r in rows:
+                if r["path"] == keep:
+                    continue
                 picked.append(r)
                 total += r["size"]
                 if total >= over:
                     break
+            if not picked:
+                return 0
             for r in picked:
                 await asyncio.to_thread(remove_file, self.root, r["path"])
             await self.db.executemany("DELETE FROM snapshots WHERE id = ?", [(r["id"],) for r in picked])

@@ -457,7 +457,7 @@ class Recordings:
         rel = await asyncio.to_thread(paths.write_new, self.root, stem, "jpg", jpeg)
         await self.index.add_snapshot(token, taken, rel, len(jpeg))
         log.info("%s: snapshot saved to %s", token, rel)
-        await self.retention.snapshots_by_quota(int(self.settings.snapshot_quota_mb * 2**20))
+        await self.retention.snapshots_by_quota(int(self.settings.snapshot_quota_mb * 2**20), keep=rel)
         return rel
 
     async def recordings(self, token: str | None, start: float, end: float) -> list[Recording]:
