@@ -60,10 +60,12 @@ def metric(gw: Gateway, name: str) -> float:
 
 
 def test_long_media_store_names_are_4xx_not_500(gateway: Gateway) -> None:
+    (gateway.data_dir / "mediastore" / "record" / "demo").mkdir(parents=True, exist_ok=True)  # as after a recording
     for rel in (
-        "record/" + "a" * 400 + ".mp4",
-        "record/demo/" + "b" * 256 + ".mp4",
-        "snapshot/" + "c/" * 600 + "x.jpg",
+        "record/demo/" + "a" * 400 + ".mp4",
+        "record/demo/" + "b" * 256 + "/x.mp4",
+        "record/" + "c/" * 3000 + "x.mp4",
+        "record/" + "d" * 400 + ".mp4",
     ):
         status, headers, body = gateway.request(f"/mediastore/{rel}?session={gateway.session}")
         assert 400 <= status < 500, (len(rel), status, body[:200])
