@@ -62,6 +62,10 @@ class Settings:
     flv_port: int = 8090  # HTTP-FLV out (http://HOST:PORT/live/<token>.flv, also on the main port); 0 = off
     rtsp_port: int = 8554  # RTSP re-serve of every source (rtsp://HOST:PORT/<token>); 0 = off, port not opened
     metrics_token: str = ""  # bearer token for /metrics (a scraper); a logged-in session works too
+    tls_cert: str = ""  # PEM certificate (chain): with tls_key, h5gate serves HTTPS (and wss://) on https_port
+    tls_key: str = ""  # PEM private key of tls_cert
+    https_port: int = 8443  # where HTTPS is served when tls_cert and tls_key are set
+    http_redirect: bool = True  # with HTTPS on, the plain `port` redirects there (false: it serves the app too)
     trusted_proxies: str = ""  # comma-separated proxy addresses whose X-Forwarded-For/-Proto is believed
     request_timeout: float = 10.0  # seconds a client may take to send a request's head (and body)
     idle_timeout: float = 5.0  # seconds an idle keep-alive connection is kept open
@@ -201,6 +205,10 @@ def validate(settings: Settings) -> None:
         need(shutil.which(settings.ffmpeg) is not None, "ffmpeg", "must be an executable (a path, or a name on PATH)")
     if settings.web_root:
         need(Path(settings.web_root).expanduser().is_dir(), "web_root", "must name an existing folder")
+    need(bool(settings.tls_cert) == bool(settings.tls_key), "tls_key", "tls_cert and tls_key go together")
+    need(1 <= settings.https_port <= 65535, "https_port", "must be between 1 and 65535")
+    if settings.tls_cert:
+        need(settings.https_port != settings.port, "https_port", "must differ from port")
     for name in ("request_timeout", "idle_timeout", "archive_keep_hours"):
         need(getattr(settings, name) > 0, name, "must be above 0")
     for name in ("max_connections_per_client", "snapshot_quota_mb", "archive_quota_mb", "media_rate_per_minute"):

@@ -50,7 +50,9 @@ async def login(request: Request, _: None) -> Any:
     )
     # Strict: no other site's link, image or form makes the browser send it (the session for actions
     # travels in the query or the Authorization header, which the console sets: see common.check_action)
-    response.set_cookie("h5gate_session", session, httponly=True, samesite="strict")
+    response.set_cookie(
+        "h5gate_session", session, httponly=True, samesite="strict", secure=request.url.scheme == "https"
+    )
     return response
 
 
