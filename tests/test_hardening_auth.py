@@ -55,7 +55,10 @@ def gw(tmp_path: Path) -> Iterator[Gateway]:
 
 
 def login(gw: Gateway, user: str, password: str) -> tuple[int, dict]:
-    return gw.get("Login", session=None, user=user, password=password)
+    """(401 for a refused login, 200 for a session): Login itself answers a refusal with 200 and bStatus
+    false, as the vendor consoles need."""
+    status, body = gw.get("Login", session=None, user=user, password=password)
+    return (200 if status == 200 and body.get("bStatus") is True else 401), body
 
 
 # -- 6: secrets at rest -------------------------------------------------------------------------------------

@@ -76,11 +76,11 @@ def browser() -> Iterator[Browser]:
 
 def test_another_site_cannot_act_with_the_console_session(browser: Browser, gw: Gateway, evil: str) -> None:
     for page in new_page(browser):
-        page.goto(gw.base + "/login")
+        page.goto(gw.base + "/console/login")
         page.fill("input[name=user]", "admin")
         page.fill("input[name=password]", "12345")
         page.click("button[type=submit]")
-        page.wait_for_url(gw.base + "/", timeout=20_000)
+        page.wait_for_url(gw.base + "/console/", timeout=20_000)
         cookies = {c["name"]: c for c in page.context.cookies(gw.base)}
         assert cookies["h5gate_session"]["sameSite"] == "Strict"
 
@@ -99,7 +99,7 @@ def test_another_site_cannot_act_with_the_console_session(browser: Browser, gw: 
         assert set(VICTIMS) <= left, f"deleted from another site: {set(VICTIMS) - left}"
 
         # the gateway's own console, same browser, same session: its calls carry the session and work
-        page.goto(gw.base + "/")
+        page.goto(gw.base + "/console/")
         page.wait_for_function("() => typeof h5gateApi === 'function'")
         answer = page.evaluate("() => h5gateApi('DelSrc', {token: 'victimlink'})")
         assert answer["bStatus"] is True, answer

@@ -79,7 +79,7 @@ def test_https_and_secure_cookie(tls: tuple[Gateway, ssl.SSLContext]) -> None:
     cookie = headers["set-cookie"].lower()
     assert "secure" in cookie and "samesite=strict" in cookie
     assert gw.ok("GetSrc")["src"][0]["strToken"] == "demo"
-    assert gw.request("/login")[0] == 200  # the console's pages too
+    assert gw.request("/console/login")[0] == 200  # the console's pages too
 
 
 def test_plain_http_redirects_to_https_and_refuses_ws(tls: tuple[Gateway, ssl.SSLContext]) -> None:
