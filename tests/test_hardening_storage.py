@@ -2,7 +2,7 @@
 
 Snapshots and exported clips are rate-limited per user and kept under quotas; a recording cannot be pushed
 further than record_max_seconds ahead; an Administrator's ManualRecordStop ends any recording of a source,
-PathRecord's included, and it stays stopped after a restart.
+PathRecord's included (ManualRecordStop&all=true), and it stays stopped after a restart.
 """
 
 from __future__ import annotations
@@ -111,11 +111,16 @@ def test_a_recording_cannot_be_pushed_past_the_cap(gw: Gateway) -> None:
 def test_an_administrator_stops_any_recording_for_good(gw: Gateway) -> None:
     args = {"token": "demo", "start1": "2020-1-2", "start2": "3-4-6", "filename": "stopme"}
     gw.ok("PathRecord", duration=100, **args)
-    # an Operator's ManualRecordStop leaves PathRecord's recording alone (it ends at its own time) ...
+    # a plain ManualRecordStop leaves PathRecord's recording alone (it ends at its own time) ...
     gw.ok("ManualRecordStop", session=operator(gw), token="demo")
     assert any(origin == "PathRecord" for origin, _ in stop_ats(gw))
-    # ... an Administrator's ends it, and every other
-    stopped = gw.ok("ManualRecordStop", token="demo")
+    # ... and so does an Administrator's plain one; with all=true an Operator is refused ...
+    gw.ok("ManualRecordStop", token="demo")
+    assert any(origin == "PathRecord" for origin, _ in stop_ats(gw))
+    status, body = gw.get("ManualRecordStop", session=operator(gw), token="demo", all="true")
+    assert status == 403, body
+    # ... and an Administrator ends it, and every other
+    stopped = gw.ok("ManualRecordStop", token="demo", all="true")
     assert stopped["strCode"] == "Record stop successfully"
     assert stop_ats(gw) == []
     status = gw.ok("GetRecordStatus", token="demo")["src"][0]

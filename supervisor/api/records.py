@@ -45,7 +45,7 @@ from supervisor.api.common import (
 )
 from supervisor.api.playback_sinks import WebSocketSink
 from supervisor.auth import User
-from supervisor.errors import BadValue, DomainError, NotFound, StorageError, Unavailable
+from supervisor.errors import BadValue, DomainError, Forbidden, NotFound, StorageError, Unavailable
 from supervisor.recordings import paths as storage
 from supervisor.recordings.index import Recording
 from supervisor.recordings.service import CONF, Recordings, RecordStatus, Session
@@ -135,8 +135,11 @@ async def manual_record_start(request: Request, user: User) -> Any:
 @endpoint(role="Operator")
 async def manual_record_stop(request: Request, user: User) -> Any:
     token = camera_param(request, user)
-    # an Administrator's stop ends every recording of the source, PathRecord's too (and for good)
-    everything = services(request).auth.may(user, "Administrator")
+    # all=true (Administrators only) ends every recording of the source, PathRecord's too, and for good;
+    # without it the manual's meaning stays: the recordings someone started by hand
+    everything = param_bool(request, "all", False)
+    if everything and not services(request).auth.may(user, "Administrator"):
+        raise Forbidden("only an Administrator may stop every recording (all=true)")
     stopped = await _service(request).stop_manual(token, everything=everything)
     files = [storage.http_path(f) for s in stopped for f in s.recorder.files]
     return ok("Record stop successfully" if stopped else "Not recording", strPath=files)
