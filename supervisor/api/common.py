@@ -140,6 +140,8 @@ CHANGES_STATE: dict[str, bool] = {
     "GetView": False,
     "GetAnonymousView": False,
     "GetLoginLockStatus": False,
+    "GetTransProfile": False,
+    "GetTransProfileDefault": False,
     "Keepalive": False,  # renews the idle timer only
     "Login": False,  # takes no session (a cookie makes no difference to it)
     # actions
@@ -183,6 +185,13 @@ CHANGES_STATE: dict[str, bool] = {
     "SetAnonymousView": True,
     "SetLoginLockStatus": True,
     "Restart": True,
+    "AddRTMPPush": True,
+    "UpdateSrcRTSP": True,
+    "UpdateSrcFile": True,
+    "UpdateSrcONVIF": True,
+    "AddTransProfile": True,
+    "DelTransProfile": True,
+    "SetTransProfileDefault": True,
     # anything else, the vendor's calls h5gate answers as unsupported (api/unsupported.py) included,
     # counts as an action: they answer the same with the session in the query
 }
