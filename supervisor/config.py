@@ -62,9 +62,6 @@ class Settings:
     flv_port: int = 8090  # HTTP-FLV out (http://HOST:PORT/live/<token>.flv, also on the main port); 0 = off
     rtsp_port: int = 8554  # RTSP re-serve of every source (rtsp://HOST:PORT/<token>); 0 = off, port not opened
     metrics_token: str = ""  # bearer token for /metrics (a scraper); a logged-in session works too
-    tls_cert: str = ""  # PEM certificate (chain) for HTTPS; empty = data_dir/certificate/server.crt
-    tls_key: str = ""  # PEM private key of tls_cert; empty = data_dir/certificate/server.key
-    http_redirect: bool = True  # with HTTPS on, the plain `port` redirects there (false: it serves the app too)
     trusted_proxies: str = ""  # comma-separated proxy addresses whose X-Forwarded-For/-Proto is believed
     request_timeout: float = 10.0  # seconds a client may take to send a request's head (and body)
     idle_timeout: float = 5.0  # seconds an idle keep-alive connection is kept open
@@ -76,9 +73,9 @@ class Settings:
     record_max_seconds: int = 86400  # how far ahead of now a recording's stop may be set or pushed
     log_level: str = "INFO"
     web_root: str = ""  # a folder served at / (a vendor console dist, your own pages); our console: /console/
-    # HTTPS (and wss://) on this port too, with tls_cert/tls_key; 0 = off, unless tls_cert and tls_key are
-    # both set, which turns it on at 8443 (SetHTTPConf can turn it on too)
-    https_port: int = 0
+    https_port: int = 0  # HTTPS on this port too (0 = off; SetHTTPConf can turn it on), with the cert and key below
+    https_cert: str = ""  # PEM certificate (chain) for HTTPS; empty = data_dir/certificate/server.crt
+    https_key: str = ""  # PEM private key for HTTPS; empty = data_dir/certificate/server.key
 
     @property
     def db_path(self) -> Path:
@@ -204,9 +201,6 @@ def validate(settings: Settings) -> None:
         need(shutil.which(settings.ffmpeg) is not None, "ffmpeg", "must be an executable (a path, or a name on PATH)")
     if settings.web_root:
         need(Path(settings.web_root).expanduser().is_dir(), "web_root", "must name an existing folder")
-    need(bool(settings.tls_cert) == bool(settings.tls_key), "tls_key", "tls_cert and tls_key go together")
-    need(0 <= settings.https_port <= 65535, "https_port", "must be between 0 (off) and 65535")
-    need(settings.https_port != settings.port, "https_port", "must differ from port")
     for name in ("request_timeout", "idle_timeout", "archive_keep_hours"):
         need(getattr(settings, name) > 0, name, "must be above 0")
     for name in ("max_connections_per_client", "snapshot_quota_mb", "archive_quota_mb", "media_rate_per_minute"):

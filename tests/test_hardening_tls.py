@@ -1,6 +1,7 @@
-"""HTTPS served by h5gate itself (issue #11): tls_cert/tls_key, wss:// for the sockets, and the plain-HTTP
-port that redirects to HTTPS (or, with http_redirect off, serves the app too). A self-signed certificate for
-127.0.0.1 is made here with `cryptography`; the clients trust exactly that certificate."""
+"""HTTPS served by h5gate itself (issue #11; the listener is the vendor consoles' SetHTTPConf one:
+https_port with a PEM of certificate and key in data_dir/certificate): the session cookie is Secure, wss://
+works for the socket routes, with the connection guards of supervisor/connections.py on both listeners.
+A self-signed certificate for 127.0.0.1 is made here with `cryptography`; the clients trust exactly it."""
 
 from __future__ import annotations
 
@@ -54,13 +55,11 @@ def tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Gatew
     cert, key = self_signed(tmp_path)
     context = ssl.create_default_context(cafile=str(cert))
     monkeypatch.setattr(ssl, "_create_default_https_context", lambda: context)  # urllib trusts our certificate
+    folder = tmp_path / "gw" / "certificate"
+    folder.mkdir(parents=True)
+    (folder / "server.pem").write_bytes(cert.read_bytes() + key.read_bytes())
     https_port = free_port()
-    env = {
-        "H5GATE_TLS_CERT": str(cert),
-        "H5GATE_TLS_KEY": str(key),
-        "H5GATE_HTTPS_PORT": str(https_port),
-        "H5GATE_WEBRTC": "false",
-    }
+    env = {"H5GATE_HTTPS_PORT": str(https_port), "H5GATE_WEBRTC": "false"}
     gw = Gateway(tmp_path / "gw", env=env)  # with the demo source
     gw.base = f"https://127.0.0.1:{https_port}"
     gw.ws_base = f"wss://127.0.0.1:{https_port}"
@@ -82,26 +81,14 @@ def test_https_and_secure_cookie(tls: tuple[Gateway, ssl.SSLContext]) -> None:
     assert gw.request("/console/login")[0] == 200  # the console's pages too
 
 
-def test_plain_http_redirects_to_https_and_refuses_ws(tls: tuple[Gateway, ssl.SSLContext]) -> None:
+def test_plain_port_still_answers(tls: tuple[Gateway, ssl.SSLContext]) -> None:
     gw, _ = tls
     conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
-    conn.request("GET", "/api/v1/GetSrc?token=demo&session=abc")
+    conn.request("GET", f"/api/v1/GetSystemInfo?session={gw.session}")
     resp = conn.getresponse()
-    assert resp.status == 308
-    assert resp.getheader("location") == f"https://127.0.0.1:{gw.https_port}/api/v1/GetSrc?token=demo&session=abc"  # type: ignore[attr-defined]
+    assert resp.status == 200 and json.loads(resp.read())["strVersion"]
+    assert "secure" not in (resp.getheader("set-cookie") or "")
     conn.close()
-
-    async def plain_ws() -> str:
-        try:
-            async with websockets.connect(f"ws://127.0.0.1:{gw.port}/api/v1/h5swsapi?token=demo") as ws:
-                await ws.recv()
-        except websockets.exceptions.InvalidStatus as e:
-            return f"refused {e.response.status_code}"
-        except websockets.exceptions.ConnectionClosed as e:
-            return f"closed {e.rcvd.code if e.rcvd else None}"
-        return "served"
-
-    assert asyncio.run(plain_ws()) in ("refused 403", "closed 1008")
 
 
 def test_live_video_over_wss(tls: tuple[Gateway, ssl.SSLContext]) -> None:
@@ -138,19 +125,3 @@ def test_live_video_over_wss(tls: tuple[Gateway, ssl.SSLContext]) -> None:
     # the other socket routes answer over TLS too (and still want a session)
     for path in ("/api/v1/h5swsapi", "/api/v1/h5swscmnapi"):
         assert asyncio.run(bad_session(path)) == 4401, path
-
-
-def test_plain_port_can_serve_the_app_instead(tmp_path: Path) -> None:
-    cert, key = self_signed(tmp_path)
-    env = {
-        "H5GATE_TLS_CERT": str(cert),
-        "H5GATE_TLS_KEY": str(key),
-        "H5GATE_HTTPS_PORT": str(free_port()),
-        "H5GATE_HTTP_REDIRECT": "false",
-        "H5GATE_WEBRTC": "false",
-    }
-    gw = Gateway(tmp_path / "gw", extra_args=["--no-demo"], env=env).start()  # logs in over plain HTTP
-    try:
-        assert gw.ok("GetSystemInfo")["strVersion"]
-    finally:
-        gw.stop()
