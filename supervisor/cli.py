@@ -139,7 +139,13 @@ def serve(settings: Settings) -> int:
         # protocols with request deadlines and one per-client cap for both listeners; trusted proxies only
         **uvicorn_options(settings),
     }
-    server = _Server(uvicorn.Config(app, port=settings.port, **common), settings)
+    plain: Any = app
+    if https is not None and (settings.http_redirect or https_forced(settings)):
+        from supervisor.https_redirect import HttpsRedirect
+
+        plain = HttpsRedirect(app, https[0])
+        log.info("the plain port redirects to HTTPS on port %d", https[0])
+    server = _Server(uvicorn.Config(plain, port=settings.port, **common), settings)
     restarter.shutdown = lambda: setattr(server, "should_exit", True)
     extra: list[tuple[uvicorn.Server, socket.socket]] = []
     if https is not None:
@@ -168,18 +174,11 @@ def serve(settings: Settings) -> int:
     return 0 if server.started else EXIT_RUNTIME
 
 
-def https_listener(settings: Settings) -> tuple[int, Any] | None:
-    """(port, PEM file) for HTTPS from the settings or, where set, the console's SetHTTPConf; None if off.
-
-    The console's values are read straight from the database, before the app opens it. Its document
-    root becomes the web root.
-    """
+def _stored_http_conf(settings: Settings) -> dict[str, Any]:
+    """The consoles' SetHTTPConf values, read straight from the database before the app opens it."""
     import json
     import sqlite3
 
-    from supervisor.console_conf import check_certificate
-
-    port, cert = settings.https_port, settings.https_cert
     try:
         conn = sqlite3.connect(f"file:{settings.db_path}?mode=ro", uri=True)
         try:
@@ -189,6 +188,24 @@ def https_listener(settings: Settings) -> tuple[int, Any] | None:
         stored = json.loads(row[0]) if row else {}
     except (sqlite3.Error, ValueError):
         stored = {}
+    return stored if isinstance(stored, dict) else {}
+
+
+def https_forced(settings: Settings) -> bool:
+    """The consoles' "force HTTPS" (bForceHTTPS) asks for the same redirect as the setting http_redirect."""
+    return bool(_stored_http_conf(settings).get("bForceHTTPS"))
+
+
+def https_listener(settings: Settings) -> tuple[int, Any] | None:
+    """(port, PEM file) for HTTPS from the settings or, where set, the console's SetHTTPConf; None if off.
+
+    The console's values are read straight from the database, before the app opens it. Its document
+    root becomes the web root.
+    """
+    from supervisor.console_conf import check_certificate
+
+    port, cert = settings.https_port, settings.https_cert
+    stored = _stored_http_conf(settings)
     if stored:
         port = int(stored.get("nHTTPSPort") or 0)
         cert = stored.get("strSSLCertificateFile") or cert

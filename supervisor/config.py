@@ -76,6 +76,7 @@ class Settings:
     https_port: int = 0  # HTTPS on this port too (0 = off; SetHTTPConf can turn it on), with the cert and key below
     https_cert: str = ""  # PEM certificate (chain) for HTTPS; empty = data_dir/certificate/server.crt
     https_key: str = ""  # PEM private key for HTTPS; empty = data_dir/certificate/server.key
+    http_redirect: bool = False  # with HTTPS on, the plain port redirects to it (but /healthz); bForceHTTPS too
 
     @property
     def db_path(self) -> Path:

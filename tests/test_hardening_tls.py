@@ -125,3 +125,47 @@ def test_live_video_over_wss(tls: tuple[Gateway, ssl.SSLContext]) -> None:
     # the other socket routes answer over TLS too (and still want a session)
     for path in ("/api/v1/h5swsapi", "/api/v1/h5swscmnapi"):
         assert asyncio.run(bad_session(path)) == 4401, path
+
+
+def test_plain_port_redirects_to_https(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """http_redirect: every plain request is sent to the same path on the HTTPS port, sockets are refused
+    on the plain port, /healthz still answers there, and the HTTPS side serves as usual."""
+    cert, key = self_signed(tmp_path)
+    context = ssl.create_default_context(cafile=str(cert))
+    monkeypatch.setattr(ssl, "_create_default_https_context", lambda: context)
+    folder = tmp_path / "gw" / "certificate"
+    folder.mkdir(parents=True)
+    (folder / "server.pem").write_bytes(cert.read_bytes() + key.read_bytes())
+    https_port = free_port()
+    env = {"H5GATE_HTTPS_PORT": str(https_port), "H5GATE_HTTP_REDIRECT": "true", "H5GATE_WEBRTC": "false"}
+    gw = Gateway(tmp_path / "gw", env=env)
+    plain = gw.base
+    gw.base = f"https://127.0.0.1:{https_port}"
+    gw.start()
+    try:
+        host, port = plain.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", "/console/login?next=%2Fconsole%2F")
+        answer = conn.getresponse()
+        answer.read()
+        assert answer.status == 308
+        assert answer.getheader("location") == f"https://127.0.0.1:{https_port}/console/login?next=%2Fconsole%2F"
+        conn.request("GET", f"/api/v1/GetSrc?session={gw.session}")
+        answer = conn.getresponse()
+        assert answer.status == 308 and b"demo" not in answer.read()  # nothing served in clear
+        conn.request("GET", "/healthz")
+        answer = conn.getresponse()
+        assert answer.status == 200 and json.loads(answer.read())["status"] == "ok"
+        conn.close()
+
+        async def plain_socket() -> None:
+            with pytest.raises(websockets.exceptions.WebSocketException):
+                async with websockets.connect(
+                    f"ws://{host}:{port}/api/v1/h5swsapi?token=demo&session={gw.session}", open_timeout=10
+                ) as ws:
+                    await ws.recv()
+
+        asyncio.run(plain_socket())
+        assert gw.ok("GetSrc")["src"][0]["strToken"] == "demo"  # over HTTPS
+    finally:
+        gw.stop()
