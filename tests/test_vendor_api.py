@@ -314,6 +314,16 @@ def test_role_limits_search_playback_and_downloads(gw: Gateway, limited: Vendor,
     assert limited.call("Ptz", token="demo", action="stop")[1]["bStatus"] is False
 
 
+def test_search_takes_the_r12_consoles_time_form(admin: Vendor) -> None:
+    """h5sweb's playback page sends `Date.toISOString() + "08:00"` ("...000Z08:00"): the same window as the plain Z."""
+    start, end = time.time() - 600, time.time() + 60
+    plain = admin.ok("Search", type="record", start=iso(start), end=iso(end))["record"]
+    assert plain
+    r12 = admin.ok("Search", type="record", start=iso(start) + "08:00", end=iso(end) + "08:00")["record"]
+    # the same list: read as +08:00 the window would lie 8 hours back, where nothing was recorded
+    assert [r["strPath"] for r in r12] == [r["strPath"] for r in plain]
+
+
 def test_deleted_source_leaves_roles_and_regions(gw: Gateway, admin: Vendor) -> None:
     admin.ok("AddSrcFile", token="gone", name="Gone", url=DEMO)
     admin.ok("CreateRole", roletoken="tmprole", role="Viewer")

@@ -62,6 +62,9 @@ def parse_time(text: str) -> tuple[float, int | None]:
     The offset is None when the text has none (then the server's zone applies).
     """
     text = re.sub(r" (\d{1,2}(?::?\d{2})?)$", r"+\1", text.strip())  # "+08" whose + became a space
+    # The r12 console (h5sweb) sends `Date.toISOString() + "08:00"`: the Z already fixes the instant, so
+    # the appended offset is dropped rather than refused (refusing broke its playback search).
+    text = re.sub(r"Z[+-]?\d{1,2}:?\d{2}$", "Z", text)
     m = TIME_RE.match(text)
     if not m:
         raise BadValue(f"invalid time: {text[:40]} (use 2018-03-07T120101+08 or ISO 8601)")
