@@ -139,7 +139,14 @@ class Auth:
         if version == self._data_version:
             return False
         self._data_version = version
+        before = {name: user.password_md5 for name, user in self.users.items()}
         await self.load_users()
+        # A password an administrator just set (or a user just created) starts with a clean slate: failures
+        # against the old password, or before the user existed, no longer count or lock.
+        for name, user in self.users.items():
+            if before.get(name) != user.password_md5:
+                for key in [k for k in self.faults if k.rpartition("@")[0] == name]:
+                    del self.faults[key]
         return True
 
     async def warn_default_password(self) -> None:

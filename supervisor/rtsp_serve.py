@@ -75,7 +75,7 @@ class UserGate:
 
     async def check_basic(self, name: str, password: str) -> bool:
         user = self.services.auth.users.get(name)
-        if user is None or not self.services.auth.password_matches(user, password):
+        if user is None or not await self.services.auth.password_matches(user, password):
             return False
         if not MD5_RE.match(password):
             await self.keys.learn(user, password)

@@ -71,9 +71,9 @@ async def h5saudapi(ws: WebSocket) -> None:
         done, _ = await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
         if sender in done and not sender.cancelled() and sender.exception() is None:
             code, reason = sender.result()
-            with contextlib.suppress(TimeoutError, RuntimeError, ConnectionError):
+            with contextlib.suppress(TimeoutError, RuntimeError, OSError):
                 await asyncio.wait_for(ws.close(code=code, reason=reason[:120]), 2.0)
-    except (WebSocketDisconnect, RuntimeError, ConnectionError):
+    except (WebSocketDisconnect, RuntimeError, OSError):  # OSError: uvicorn's ClientDisconnected
         pass
     finally:
         tasks = [t for t in (reader, sender) if t is not None]
@@ -189,9 +189,9 @@ async def h5saudbackapi(ws: WebSocket) -> None:
         log.info("%s: talk-back from %s to %s (%s)", token, client, strip_credentials(url), talk.encoding)
         code, reason = await _talk(ws, talk)
         if code:
-            with contextlib.suppress(TimeoutError, RuntimeError, ConnectionError):
+            with contextlib.suppress(TimeoutError, RuntimeError, OSError):
                 await asyncio.wait_for(ws.close(code=code, reason=reason), 2.0)
-    except (WebSocketDisconnect, RuntimeError, ConnectionError):
+    except (WebSocketDisconnect, RuntimeError, OSError):  # OSError: uvicorn's ClientDisconnected
         pass
     finally:
         _talking.discard(token)

@@ -43,7 +43,7 @@ async def h5seventapi(ws: WebSocket) -> None:
                 getter.cancel()
                 break
             await ws.send_text(json.dumps(getter.result()))
-    except (WebSocketDisconnect, RuntimeError, ConnectionError):
+    except (WebSocketDisconnect, RuntimeError, OSError):  # OSError: uvicorn's ClientDisconnected
         pass
     finally:
         bus.unsubscribe(sub)

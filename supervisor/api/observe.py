@@ -191,7 +191,7 @@ async def healthz(request: Request) -> Response:
         try:
             await asyncio.wait_for(svc.db.fetchone("SELECT version FROM schema_version"), HEALTH_DB_TIMEOUT)
         except Exception as e:
-            log.warning("health check: database did not answer: %s", e or e.__class__.__name__)
+            log.warning("health check: database did not answer: %s", str(e) or e.__class__.__name__)
             healthy = False
     if healthy:
         return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})

@@ -173,7 +173,7 @@ async def h5swsapi(ws: WebSocket) -> None:
             reader.cancel()
             await asyncio.gather(reader, sender, return_exceptions=True)
             log.info("%s: viewer %s left (%d live)", hub.name, client, viewers.live)
-    except (WebSocketDisconnect, RuntimeError, ConnectionError):
+    except (WebSocketDisconnect, RuntimeError, OSError):  # OSError: uvicorn's ClientDisconnected
         pass
     finally:
         stream.release()
@@ -361,7 +361,7 @@ async def h5swscmnapi(ws: WebSocket) -> None:
     try:
         await ws.accept()
         await _read_commands(ws)
-    except (WebSocketDisconnect, RuntimeError, ConnectionError):
+    except (WebSocketDisconnect, RuntimeError, OSError):  # OSError: uvicorn's ClientDisconnected
         pass
     finally:
         stream.release()

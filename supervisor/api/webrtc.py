@@ -202,7 +202,7 @@ async def h5srtcapi(ws: WebSocket) -> None:
             t.handler == "soun" for t in hub.init.tracks.values()
         )
         await _serve(ws, service, service.open(stream.runtime.config.token, profile, video.codec, audio))
-    except (WebSocketDisconnect, RuntimeError, ConnectionError):
+    except (WebSocketDisconnect, RuntimeError, OSError):  # OSError: uvicorn's ClientDisconnected
         pass
     finally:
         stream.release()
@@ -253,7 +253,7 @@ async def _playback(ws: WebSocket, service: WebRTCService, handler: PlaybackServ
 
         await pipe.attach(media, text)
         await _serve(ws, service, session, pipe.closed)
-    except (WebSocketDisconnect, RuntimeError, ConnectionError):
+    except (WebSocketDisconnect, RuntimeError, OSError):  # OSError: uvicorn's ClientDisconnected
         pass
     finally:
         pipe.end()
