@@ -105,7 +105,13 @@ class HlsViewers:
 async def _reject(ws: WebSocket, code: int, reason: str) -> None:
     """Accept then close with a code and reason the client can read (a bare HTTP 403 tells it nothing)."""
     await ws.accept()
-    await ws.close(code=code, reason=reason[:120])
+    await _close(ws, code, reason)
+
+
+async def _close(ws: WebSocket, code: int, reason: str) -> None:
+    """Close with a code and reason; a client that already left is not an error (it just gets nothing)."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):  # OSError: uvicorn's ClientDisconnected
+        await ws.close(code=code, reason=reason[:120])
 
 
 async def _read_commands(ws: WebSocket) -> None:
@@ -212,7 +218,7 @@ async def open_live(ws: WebSocket, user: User) -> Stream | None:
         stream.release()
         fallback = transcoder.stream(runtime, DEFAULT_PROFILE)
         if fallback is None:
-            await ws.close(code=CLOSE_UNSUPPORTED, reason="source is H.265 and the player cannot play it")
+            await _close(ws, CLOSE_UNSUPPORTED, "source is H.265 and the player cannot play it")
             return None
         log.info("%s: H.265 to a player without it: through the default transcoding profile", token)
         return await _ready(ws, fallback, TRANSCODE_READY_TIMEOUT)
@@ -230,7 +236,7 @@ async def _ready(ws: WebSocket, stream: Stream, timeout: float) -> Stream | None
         if not ready:
             why = stream.process.state.last_error or "no data yet"
             code, reason = (1000, "source deleted") if ready is None else (1013, f"source offline: {why}")
-            await ws.close(code=code, reason=reason[:120])
+            await _close(ws, code, reason)
             stream.release()
             return None
     except BaseException:
