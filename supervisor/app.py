@@ -30,6 +30,7 @@ from starlette.types import ExceptionHandler
 from supervisor import rtmp_push, rtsp_serve
 from supervisor.api import (
     audio,
+    cluster,
     common,
     events,
     flv,
@@ -77,6 +78,7 @@ OLD_PAGES = {"/login": f"{CONSOLE}/login", "/addcamera": f"{CONSOLE}/addcamera",
 CHAPTERS: tuple[common.Chapter, ...] = (
     system.chapter,
     settings_pages.chapter,  # early: the stored settings apply before the other chapters start
+    cluster.chapter,  # before users and sources: they share their state through it
     users.chapter,
     sources.chapter,
     organisation.chapter,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -77,6 +78,17 @@ class Settings:
     https_cert: str = ""  # PEM certificate (chain) for HTTPS; empty = data_dir/certificate/server.crt
     https_key: str = ""  # PEM private key for HTTPS; empty = data_dir/certificate/server.key
     http_redirect: bool = False  # with HTTPS on, the plain port redirects to it (but /healthz); bForceHTTPS too
+    # The cluster (supervisor/cluster/): nodes share sources, ownership, users and sessions through one Redis.
+    # SetRedisConf/SetEnableRedis store values that win over these once a console has saved them.
+    redis_enable: bool = False  # join the cluster at start (SetEnableRedis)
+    redis_host: str = "127.0.0.1"  # the Redis server (serverip)
+    redis_port: int = 6379  # (serverport)
+    redis_ssl: bool = False  # TLS to Redis (ssl)
+    redis_password: str = ""  # Redis AUTH password; config file/environment only (the consoles have no field)
+    node_id: str = ""  # this node's id in the cluster (nodeid); empty = this installation's host id
+    node_name: str = ""  # shown to people (nodename); empty = the node id
+    node_ip: str = ""  # where other nodes reach this node's HTTP port: "IP" or "IP:PORT" (nodeip); empty = host
+    cluster_lease_seconds: float = 4.0  # a dead node's cameras are taken over this long after its last renewal
 
     @property
     def db_path(self) -> Path:
@@ -97,6 +109,7 @@ class ConfigError(ValueError):
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
+_NODE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -207,6 +220,11 @@ def validate(settings: Settings) -> None:
     for name in ("max_connections_per_client", "snapshot_quota_mb", "archive_quota_mb", "media_rate_per_minute"):
         need(getattr(settings, name) >= 0, name, "must not be negative (0 = no limit)")
     need(settings.record_max_seconds >= 60, "record_max_seconds", "must be at least 60")
+    need(1 <= settings.redis_port <= 65535, "redis_port", "must be between 1 and 65535")
+    need(bool(settings.redis_host.strip()), "redis_host", "must not be empty")
+    node_ok = not settings.node_id or bool(_NODE_ID.match(settings.node_id))
+    need(node_ok, "node_id", "must be 1-64 letters, digits, '_', '-' or '.'")
+    need(1.0 <= settings.cluster_lease_seconds <= 60.0, "cluster_lease_seconds", "must be between 1 and 60")
 
 
 def load_settings(config_file: str | None = None, overrides: dict[str, Any] | None = None) -> Settings:

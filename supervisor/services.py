@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from supervisor.api.streams import HlsViewers, Viewers
     from supervisor.api.system import RunInfo
     from supervisor.auth import Auth, User
+    from supervisor.cluster.service import Cluster
     from supervisor.conf_store import ConfStore
     from supervisor.config import Settings
     from supervisor.db import Database
@@ -75,3 +76,4 @@ class Services:
     transcoder: Transcoder | None = None  # transcoding profiles and their shared ffmpegs, set by its chapter
     digest_keys: DigestKeys | None = None  # users' RTSP Digest keys, learnt from plain passwords (rtsp chapter)
     rtsp: RtspServer | None = None  # the RTSP re-serve; None when rtsp_port = 0 or it could not listen
+    cluster: Cluster | None = None  # the cluster chapter's view of Redis; always set once it started (maybe off)

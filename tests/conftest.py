@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tools.harness.camera import GstCamera  # noqa: E402
 from tools.harness.gateway import Gateway  # noqa: E402
+from tools.harness.redis import RedisServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +41,10 @@ def camera() -> Iterator[GstCamera]:
     """The GStreamer RTSP server (a camera no one here wrote), shared by the whole run."""
     with GstCamera() as cam:
         yield cam
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server of the test's own (free 127.0.0.1 port, temp folder, nothing persisted)."""
+    with RedisServer() as server:
+        yield server

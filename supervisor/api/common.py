@@ -144,6 +144,9 @@ CHANGES_STATE: dict[str, bool] = {
     "GetTransProfileDefault": False,
     "Keepalive": False,  # renews the idle timer only
     "Login": False,  # takes no session (a cookie makes no difference to it)
+    "GetRedisConf": False,
+    "GetEnableRedis": False,
+    "ConnectRedisStatus": False,
     # actions
     "Logout": True,
     "UpdateUser": True,

@@ -1,7 +1,7 @@
 """What the vendor consoles call that h5gate does not do: an honest "not supported", or an empty list.
 
 GB28181, the vendor device SDKs (Hikvision, Dahua ... devices and their channels), GPU figures, maps,
-licence upload, domains, Redis clustering and the link agent are not part of h5gate. A call that
+licence upload, domains and the link agent are not part of h5gate. A call that
 changes something answers `{"bStatus": false, "strCode": "not supported by h5gate"}`; a call a page
 lists things from answers that list empty (with the same bStatus/strCode), so every page still loads.
 """
@@ -40,9 +40,6 @@ LISTS: dict[str, dict[str, Any]] = {
 # Reads of a feature's settings: "not supported", with the switch the page reads shown off.
 READS: dict[str, dict[str, Any]] = {
     "GetEnableLinkagent": {"enable": False},
-    "GetEnableRedis": {"enable": False},
-    "GetRedisConf": {"enable": False, "bSSL": False},
-    "ConnectRedisStatus": {"bOnline": False},
     "GetGbConf": {"bEnable": False},
     "GetGbRegStatus": {"bRegStatus": False},
     "GetDeviceConf": {"bEnableLoadAllChannel": False, "nSandboxMode": "H5_SANDBOX_DISABLE"},
@@ -69,8 +66,6 @@ ACTIONS = (
     "RefreshGbDevice",
     "RebootGbDevice",
     "SetEnableLinkagent",
-    "SetEnableRedis",
-    "SetRedisConf",
     "SetMapConf",
     "MapAddCam",
     "MapDelCam",
