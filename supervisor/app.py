@@ -39,6 +39,7 @@ from supervisor.api import (
     onvif,
     organisation,
     records,
+    rtc_push,
     settings_pages,
     sources,
     streams,
@@ -89,6 +90,7 @@ CHAPTERS: tuple[common.Chapter, ...] = (
     records.chapter,
     events.chapter,  # after records: it listens to the recorders
     webrtc.chapter,
+    rtc_push.chapter,
     rtmp_push.chapter,
     flv.chapter,
     transcoding.chapter,

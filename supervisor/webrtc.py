@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -82,6 +83,7 @@ class Session:
         self.offer_sent = False
         self.connected = False
         self.playback: PlaybackCommands | None = None  # where its H5_* commands go, for recordings
+        self.on_push: Callable[[int, bytes], None] | None = None  # a publisher's FLV video tags (ms, body)
 
 
 class WebRTCService:
@@ -160,7 +162,12 @@ class WebRTCService:
         pinger = asyncio.create_task(self._ping(link))
         try:
             while True:
-                kind, _, payload = await wire.read_frame(reader)
+                kind, channel, payload = await wire.read_frame(reader)
+                if kind == wire.PUSH:  # video a browser publishes (h5srtcpushapi)
+                    session = self.sessions.get(channel)
+                    if session is not None and session.on_push is not None and len(payload) > 4:
+                        session.on_push(int.from_bytes(payload[:4], "big"), payload[4:])
+                    continue
                 if kind != wire.CONTROL:
                     raise wire.ProtocolError("the sidecar sent media")
                 self._on_control(link, wire.decode_control(payload))
@@ -220,7 +227,7 @@ class WebRTCService:
             task = self._feeds.pop(int(message["feed"]), None)
             if task is not None:
                 task.cancel()
-        elif op in ("offer", "connected", "closed"):
+        elif op in ("offer", "answer", "connected", "closed"):
             session = self.sessions.get(message.get("peer", -1))
             if session is not None:
                 session.inbox.put_nowait(message)
@@ -281,6 +288,17 @@ class WebRTCService:
         self.sessions[peer_id] = session
         self.total += 1
         self._link.send("open", peer=peer_id, token=token, profile=profile, codec=codec, audio=audio, feed=private_feed)
+        return session
+
+    def open_push(self, token: str, on_push: Callable[[int, bytes], None]) -> Session:
+        """Register a browser publisher; the sidecar answers its offer and sends its video back as PUSH frames."""
+        assert self._link is not None
+        peer_id = self._next_peer
+        self._next_peer += 1
+        session = Session(peer_id, token)
+        session.on_push = on_push
+        self.sessions[peer_id] = session
+        self._link.send("push_open", peer=peer_id, token=token)
         return session
 
     def private_feed(self) -> int:

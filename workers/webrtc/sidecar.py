@@ -15,6 +15,7 @@ from typing import Any
 from workers.webrtc import wire
 from workers.webrtc.feed import Feed, FeedEnded
 from workers.webrtc.peer import CLOSE_NORMAL, Peer
+from workers.webrtc.push import PushPeer
 
 log = logging.getLogger("h5gate.webrtc")
 
@@ -37,6 +38,7 @@ class Sidecar:
         self.feeds: dict[tuple[str, str], Feed] = {}
         self.feeds_by_id: dict[int, Feed] = {}
         self.peers: dict[int, Peer] = {}
+        self.pushes: dict[int, PushPeer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_feed = 1
 
@@ -70,6 +72,8 @@ class Sidecar:
         finally:
             for peer in list(self.peers.values()):
                 peer.close(CLOSE_NORMAL, "WebRTC service stopping")
+            for push in list(self.pushes.values()):
+                push.close(CLOSE_NORMAL, "WebRTC service stopping")
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _on_control(self, message: dict[str, Any]) -> None:
@@ -78,12 +82,14 @@ class Sidecar:
             self.link.send("pong", n=message.get("n"))
         elif op == "open":
             self._open(message)
+        elif op == "push_open":
+            self._open_push(message)
         elif op == "signal":
-            peer = self.peers.get(message.get("peer", -1))
+            peer = self.peers.get(message.get("peer", -1)) or self.pushes.get(message.get("peer", -1))
             if peer is not None and isinstance(message.get("msg"), dict):
                 peer.inbox.put_nowait(message["msg"])
         elif op == "close":
-            peer = self.peers.get(message.get("peer", -1))
+            peer = self.peers.get(message.get("peer", -1)) or self.pushes.get(message.get("peer", -1))
             if peer is not None:
                 peer.close(CLOSE_NORMAL, "viewer left")
         elif op == "feed_end":
@@ -118,6 +124,27 @@ class Sidecar:
         self.peers[peer_id] = peer
         log.info("%s: webrtc viewer %d opening (%d on this source)", feed.name, peer_id, feed.peers)
         self._spawn(self._run_peer(peer))
+
+    def _open_push(self, message: dict[str, Any]) -> None:
+        peer_id, token = int(message["peer"]), str(message["token"])
+
+        def emit(op: str, **fields: Any) -> None:
+            self.link.send(op, peer=peer_id, **fields)
+
+        def media(payload: bytes) -> None:
+            self.link.send_media(wire.PUSH, peer_id, payload)
+
+        push = PushPeer(peer_id, token, self.config.public_ip, emit, media)
+        self.pushes[peer_id] = push
+        log.info("%s: webrtc publisher %d opening", token, peer_id)
+        self._spawn(self._run_push(push))
+
+    async def _run_push(self, push: PushPeer) -> None:
+        try:
+            await push.run()
+        finally:
+            self.pushes.pop(push.id, None)
+            log.info("%s: webrtc publisher %d gone (%d frames)", push.token, push.id, push.frames)
 
     async def _run_peer(self, peer: Peer) -> None:
         try:

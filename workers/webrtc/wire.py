@@ -17,6 +17,7 @@ HEADER = struct.Struct(">BII")
 CONTROL = ord("J")  # JSON object, channel 0
 INIT = ord("I")  # init segment (ftyp+moov) of feed `channel`
 FRAGMENT = ord("F")  # one moof+mdat of feed `channel`
+PUSH = ord("P")  # sidecar -> supervisor: one FLV video tag of browser push `channel` (4-byte ms time + tag body)
 MAX_PAYLOAD = 64 * 1024 * 1024
 
 
@@ -27,7 +28,7 @@ class ProtocolError(Exception):
 async def read_frame(reader: asyncio.StreamReader) -> tuple[int, int, bytes]:
     """The next (kind, channel, payload); IncompleteReadError at the end of the stream."""
     kind, channel, length = HEADER.unpack(await reader.readexactly(HEADER.size))
-    if kind not in (CONTROL, INIT, FRAGMENT) or length > MAX_PAYLOAD:
+    if kind not in (CONTROL, INIT, FRAGMENT, PUSH) or length > MAX_PAYLOAD:
         raise ProtocolError(f"bad frame header: kind {kind}, length {length}")
     return kind, channel, await reader.readexactly(length)
 
