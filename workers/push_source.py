@@ -12,13 +12,24 @@ new publish (an encoder stopped and started again, its clock back at zero) is a 
 after the real pause, and a jump of the encoder's clock is re-anchored on arrival time and counted.
 AAC frames are 1024 samples, but millisecond timestamps are rounded: an audio timestamp within a frame
 of where the previous frame ended is taken to be exactly there, so the audio track has no holes.
+
+A browser (h5srtcpushapi) sends at a variable frame rate: its encoder drops frames on a busy machine and a
+shared screen sends only when something changes. A frame's duration is then unknowable until the next
+frame arrives, and the last interval is a poor guess (frames overlap or leave holes). Such a session
+(`exact_durations`) holds each frame until its successor's time is known, one frame of latency, and gives
+it exactly the gap to it: every frame ends where the next begins. A frame whose successor is late (a still
+screen, a stalled encoder) goes out after HOLD_MIN (or three frame intervals) lasting as long as it waited;
+the next frame then starts where it ended, so the output runs that much earlier than the input from then on
+(no hole either way; `shift` keeps the difference). A new publish starts no earlier than the last frame's end.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from workers.flv import CODEC_AVC, SOUND_AAC, SOUND_FORMATS, VIDEO_CODECS, FlvError, avcc_sps, parse_audio, parse_video
@@ -45,6 +56,18 @@ log = logging.getLogger("h5gate.push")
 ONLINE_WINDOW = 3.0  # seconds without media after which a source is reported offline
 VIDEO_RATE = 90000
 AAC_SAMPLES = 1024
+HOLD_MIN = 0.3  # seconds the newest frame of an exact-durations session waits for its successor, at least
+
+
+@dataclass
+class _Held:
+    """A video frame waiting for its successor's decode time, which sets its duration."""
+
+    dts: int
+    arrival: float
+    keyframe: bool
+    cts: int
+    data: bytes
 
 
 def _signed32(value: int) -> int:
@@ -55,7 +78,9 @@ def _signed32(value: int) -> int:
 class PushSession:
     """One publish: FLV tags in, fMP4 init and fragments out into the source's hub."""
 
-    def __init__(self, source: PushInput, peer: str, kick: Callable[[], None]) -> None:
+    def __init__(
+        self, source: PushInput, peer: str, kick: Callable[[], None], *, exact_durations: bool = False
+    ) -> None:
         self.source = source
         self.name = source.name
         self.peer = peer
@@ -76,6 +101,12 @@ class PushSession:
         self.seq = 0
         self.warned: set[str] = set()
         self.ended = False
+        self.exact = exact_durations  # hold each frame for its successor (see the module docstring)
+        self.shift = 0  # exact durations: output decode time = timeline's - shift
+        self.late = 0  # frames that went out before their successor came (waited too long)
+        self._held: _Held | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._sent = False  # has this session published a video frame yet?
 
     # -- Publisher ------------------------------------------------------------------------------------------
     def on_metadata(self, meta: dict[str, Any]) -> None:
@@ -120,7 +151,14 @@ class PushSession:
             self._audio_frame(timestamp, tag.data)
 
     def end(self, why: str) -> None:
+        if self.ended:
+            return
         self.ended = True
+        self._cancel_timer()
+        held, self._held = self._held, None
+        if held is not None:  # no successor will come: the frame lasts one frame interval
+            interval = self.source.timeline.track("video", VIDEO_RATE).interval
+            self._send_video(held, max(1, round(interval)))
         self.source._ended(self, why)
 
     # -- media --------------------------------------------------------------------------------------------
@@ -171,19 +209,65 @@ class PushSession:
     def _video_frame(self, timestamp: int, keyframe: bool, cts: int, data: bytes) -> None:
         if self.video_spec is None:
             return self._warn("noconfig", "video before its sequence header: waiting for one")
-        if self.init_dirty:
-            if not keyframe:
-                return
-            self._write_init()
+        if self.init_dirty and not keyframe:
+            return
         track = self.source.timeline.track("video", VIDEO_RATE)
-        dts = track.map(self._ms(timestamp) * (VIDEO_RATE // 1000), time.monotonic())
+        now = time.monotonic()
+        dts = track.map(self._ms(timestamp) * (VIDEO_RATE // 1000), now)
+        if self.exact:
+            dts = self._place(dts)  # the held frame goes out first, on the init it was encoded with
+        if self.init_dirty:
+            self._write_init()
+        if self.exact:
+            self._held = _Held(dts, now, keyframe, cts, data)
+            wait = max(HOLD_MIN, 3 * track.interval / VIDEO_RATE)
+            self._timer = asyncio.get_running_loop().call_later(wait, self._successor_late)
+            return
         if self.last_video_dts >= 0:
             self.interval = dts - self.last_video_dts
         self.last_video_dts = dts
         duration = track.duration(self.interval or round(VIDEO_RATE / (self.framerate or 25.0)))
+        self._send_video(_Held(dts, now, keyframe, cts, data), duration)
+
+    def _place(self, mapped: int) -> int:
+        """Exact durations: the output decode time of a new frame whose timeline time is `mapped`; the
+        held frame goes out now, ending exactly there."""
+        self._cancel_timer()
+        held, self._held = self._held, None
+        if held is not None:
+            out = mapped - self.shift
+            self._send_video(held, out - held.dts)  # > 0: the timeline's times strictly increase
+            return out
+        end = self.source.video_end
+        if end is None:
+            out = mapped
+        elif self._sent:
+            out = end  # the previous frame went out alone, lasting until now: continue where it ended
+        else:
+            out = max(mapped, end)  # a new publish: after the previous publish's last frame, never over it
+        self.shift = mapped - out
+        return out
+
+    def _successor_late(self) -> None:
+        """The held frame waited long enough (a still screen, a stalled encoder): out, lasting until now."""
+        self._timer = None
+        held, self._held = self._held, None
+        if held is not None and not self.ended:
+            self.late += 1
+            self._send_video(held, max(1, round((time.monotonic() - held.arrival) * VIDEO_RATE)))
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _send_video(self, frame: _Held, duration: int) -> None:
         self.seq += 1
-        frag = fragment(self.seq, VIDEO_TRACK, dts, duration, data, keyframe, cts * (VIDEO_RATE // 1000))
-        info = FragInfo(VIDEO_TRACK, dts, TFDT_POS, 8, duration, keyframe, 1, DURATION_POS)
+        cts = frame.cts * (VIDEO_RATE // 1000)
+        frag = fragment(self.seq, VIDEO_TRACK, frame.dts, duration, frame.data, frame.keyframe, cts)
+        info = FragInfo(VIDEO_TRACK, frame.dts, TFDT_POS, 8, duration, frame.keyframe, 1, DURATION_POS)
+        self.source.video_end = frame.dts + duration
+        self._sent = True
         if self.hub.publish(frag, info) is not None:
             self.source._media()
 
@@ -211,6 +295,7 @@ class PushInput:
         self.state = State(transport="rtmp", last_error="waiting for an encoder to publish")
         self.timeline = SourceTimeline(name, common_clock=True)  # lives as long as the source, across publishes
         self.session: PushSession | None = None
+        self.video_end: int | None = None  # where the last video frame published ends (output decode time)
         self.accepting = False
         self.sessions = 0
 
@@ -227,8 +312,10 @@ class PushInput:
             self.session.kick()
         self.state.online = False
 
-    def begin(self, peer: str, kick: Callable[[], None]) -> PushSession:
-        """A publisher arrives; Refused while another one is live or the source is not running."""
+    def begin(self, peer: str, kick: Callable[[], None], *, exact_durations: bool = False) -> PushSession:
+        """A publisher arrives; Refused while another one is live or the source is not running.
+
+        `exact_durations` for a variable frame rate (a browser): frames wait for their successor."""
         if not self.accepting:
             raise Refused("source is stopped")
         if self.session is not None:
@@ -239,7 +326,7 @@ class PushInput:
         self.timeline.new_run()
         self.state.started_at = time.monotonic()
         self.state.video_codec = self.state.audio_codec = ""
-        self.session = PushSession(self, peer, kick)
+        self.session = PushSession(self, peer, kick, exact_durations=exact_durations)
         return self.session
 
     def _media(self) -> None:

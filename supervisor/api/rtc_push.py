@@ -6,7 +6,9 @@ it: the browser sends `open`, the server answers `iceserver`, the browser makes 
 source through the same PushSession an RTMP encoder uses. So the token names an `H5_RTMP_PUSH` source
 (AddRTMPPush): a source like any other while the browser publishes (viewers, recording, snapshots, online
 state), one publisher at a time whichever way it arrives. The session stands for the RTMP key: the user
-must be an Operator or Administrator whose role sees the camera. Browser audio is not kept.
+must be an Operator or Administrator whose role sees the camera. Browser audio is not kept (see
+workers/webrtc/push.py). A browser's frame rate varies: the session holds each frame for its successor's
+time, so durations are exact (workers/push_source.py).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.routing import WebSocketRoute
@@ -26,10 +29,11 @@ from supervisor.api.common import (
     CLOSE_UNSUPPORTED,
     TOKEN_RE,
     Chapter,
+    cross_site,
     services,
     session_of,
 )
-from supervisor.api.streams import _reject
+from supervisor.api.streams import _close
 from supervisor.api.webrtc import SIDECAR_WAIT, SignalError, parse_signal
 from supervisor.webrtc import Session, WebRTCService
 from workers.push_source import PushInput
@@ -40,47 +44,76 @@ log = logging.getLogger("h5gate.webrtc")
 CLOSE_BUSY = 4409
 
 
+async def _refuse(ws: WebSocket, code: int, reason: str) -> None:
+    """Accept, say why as the API's answers do ({"bStatus": false, "strCode": ...}; the vendor's H5sRTCPush
+    hands unknown messages to its callback), then close with a code and that reason."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):  # OSError: uvicorn's ClientDisconnected
+        await ws.accept()
+        await ws.send_json({"type": "error", "bStatus": False, "strCode": reason})
+    await _close(ws, code, reason)
+
+
 async def h5srtcpushapi(ws: WebSocket) -> None:
-    svc = services(ws)
-    user = svc.auth.check(session_of(ws))
-    if user is None:
-        return await _reject(ws, CLOSE_UNAUTHORIZED, "session is missing, invalid or expired")
-    if not svc.auth.may(user, "Operator"):
-        return await _reject(ws, CLOSE_UNAUTHORIZED, "publishing needs an Operator or Administrator")
-    token = ws.query_params.get("token", "")
-    runtime = svc.registry.get(token) if TOKEN_RE.match(token) and svc.auth.sees(user, token) else None
-    if runtime is None:
-        return await _reject(ws, CLOSE_UNKNOWN, f"unknown token: {token[:64]}")
-    source = runtime.main.process
-    if runtime.config.kind != "H5_RTMP_PUSH" or not isinstance(source, PushInput):
-        return await _reject(ws, CLOSE_UNSUPPORTED, "browser push goes to a push source (AddRTMPPush)")
-    service = svc.webrtc
-    if service is None:
-        return await _reject(ws, CLOSE_UNSUPPORTED, "WebRTC is turned off on this server")
-    if not await service.wait_ready(SIDECAR_WAIT):
-        return await _reject(ws, 1013, "WebRTC service is not running, try again")
     client = ws.client.host if ws.client else "?"
+    token = ws.query_params.get("token", "")
+    checked = await _check(ws, token)
+    if isinstance(checked, Refusal):
+        log.info("%s: browser publisher %s refused: %s", token[:64] or "-", client, checked.reason)
+        return await _refuse(ws, checked.code, checked.reason)
+    source, service = checked
     kicked = asyncio.Event()
     try:
-        publish = source.begin(f"webrtc {client}", kicked.set)
+        publish = source.begin(f"webrtc {client}", kicked.set, exact_durations=True)
     except Refused as e:
         log.info("%s: browser publisher %s refused: %s", token, client, e)
-        return await _reject(ws, CLOSE_BUSY, str(e))
+        return await _refuse(ws, CLOSE_BUSY, str(e))
     session = service.open_push(token, publish.on_video)
     log.info("%s: browser publisher %s (%s) opening", token, client, ws.query_params.get("type", "media")[:16])
     result: tuple[int, str] | None = None
     try:
         await ws.accept()
         result = await _relay(ws, service, session, kicked)
-    except (WebSocketDisconnect, RuntimeError, ConnectionError):
+    except (WebSocketDisconnect, RuntimeError, OSError):  # OSError: uvicorn's ClientDisconnected
         pass
     finally:
         service.close(session)
         publish.end("browser publisher left")
-        log.info("%s: browser publisher %s closed", token, client)
+        late = publish.late
+        log.info("%s: browser publisher %s closed (%d frames went out before their successor)", token, client, late)
     if result is not None:
-        with contextlib.suppress(RuntimeError, ConnectionError):
-            await ws.close(code=result[0], reason=result[1])
+        await _close(ws, *result)  # the browser may have gone at the same moment: that is no error
+
+
+@dataclass
+class Refusal:
+    code: int  # the close code
+    reason: str
+
+
+async def _check(ws: WebSocket, token: str) -> Refusal | tuple[PushInput, WebRTCService]:
+    """Why this socket may not publish to `token`, or where it publishes."""
+    svc = services(ws)
+    if cross_site(ws):
+        return Refusal(CLOSE_UNAUTHORIZED, "refused: publishing from another site's page")
+    user = svc.auth.check(session_of(ws))
+    if user is None:
+        return Refusal(CLOSE_UNAUTHORIZED, "session is missing, invalid or expired")
+    if not svc.auth.may(user, "Operator"):
+        return Refusal(CLOSE_UNAUTHORIZED, "publishing needs an Operator or Administrator")
+    if ws.query_params.get("type", "media") not in ("media", "sharing"):
+        return Refusal(CLOSE_BAD_REQUEST, "type must be media or sharing")
+    runtime = svc.registry.get(token) if TOKEN_RE.match(token) and svc.auth.sees(user, token) else None
+    if runtime is None:
+        return Refusal(CLOSE_UNKNOWN, f"unknown token: {token[:64]}")
+    source = runtime.main.process
+    if runtime.config.kind != "H5_RTMP_PUSH" or not isinstance(source, PushInput):
+        return Refusal(CLOSE_UNSUPPORTED, "browser push goes to a push source (AddRTMPPush)")
+    service = svc.webrtc
+    if service is None:
+        return Refusal(CLOSE_UNSUPPORTED, "WebRTC is turned off on this server")
+    if not await service.wait_ready(SIDECAR_WAIT):
+        return Refusal(1013, "WebRTC service is not running, try again")
+    return source, service
 
 
 async def _relay(

@@ -7,6 +7,10 @@ one that passes H.264 access units on as they were reassembled from RTP (Annex B
 the video reaches the hub byte for byte. Each access unit becomes one FLV tag (an AVC sequence header
 when SPS/PPS appear or change), so the supervisor feeds it to the same push-source code RTMP uses.
 Audio from the browser is not kept (Opus would need a transcode to AAC).
+
+A WebRTC sender makes a keyframe at the start and then only when asked: the hub's GOP cache (everything
+since the newest keyframe, which a new viewer is sent) would grow without bound. So the sidecar asks for
+one every KEYFRAME_EVERY seconds with an RTCP PLI, as a camera's GOP would bring one.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from workers.webrtc.peer import (
 
 log = logging.getLogger("h5gate.webrtc")
 
-_original_worker = aiortc.rtcrtpreceiver.decoder_worker
+KEYFRAME_EVERY = 2.0  # seconds between the keyframes asked of the browser (RTCP PLI)
 
 
 def _pass_h264(
@@ -70,6 +74,24 @@ def split_annexb(data: bytes) -> list[bytes]:
         if chunk:
             out.append(chunk)
     return out
+
+
+class RtpClock:
+    """RTP's 90 kHz timestamps as FLV's 32-bit milliseconds, which wrap as FLV's do (after 49.7 days).
+
+    aiortc hands timestamps unwrapped from 0, but takes any step back for a wrap (adding 2^32): steps are
+    taken here modulo 2^32 as signed values, which undoes that and any real wrap alike."""
+
+    def __init__(self) -> None:
+        self._last: int | None = None
+        self._ticks = 0
+
+    def ms(self, timestamp: int) -> int:
+        if self._last is not None:
+            step = (timestamp - self._last) & 0xFFFFFFFF
+            self._ticks += step - (1 << 32) if step >= 1 << 31 else step
+        self._last = timestamp
+        return (self._ticks // 90) & 0xFFFFFFFF
 
 
 class H264ToFlv:
@@ -206,18 +228,29 @@ class PushPeer:
     def _on_track(self, track: Any) -> None:
         if track.kind != "video":
             return  # browser audio is not kept (see the module docstring)
-        task = asyncio.create_task(self._read_video(track))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        for work in (self._read_video(track), self._ask_keyframes()):
+            task = asyncio.create_task(work)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _ask_keyframes(self) -> None:
+        """An RTCP PLI to every video sender every KEYFRAME_EVERY seconds (see the module docstring)."""
+        while not self.closed and self.pc is not None:
+            await asyncio.sleep(KEYFRAME_EVERY)
+            for receiver in self.pc.getReceivers():
+                if receiver.track is not None and receiver.track.kind == "video":
+                    for ssrc in receiver.getSynchronizationSources():
+                        await receiver._send_rtcp_pli(ssrc.source)
 
     async def _read_video(self, track: Any) -> None:
         flv = H264ToFlv()
+        clock = RtpClock()
         while not self.closed:
             try:
                 timestamp, annexb = await track.recv()
             except aiortc.mediastreams.MediaStreamError:
                 return
-            ms = (timestamp // 90) & 0xFFFFFFFF
+            ms = clock.ms(timestamp)
             for tag in flv.feed(annexb):
                 self.media(struct.pack(">I", ms) + tag)
             if self.frames == 0:
