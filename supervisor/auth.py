@@ -12,25 +12,37 @@ A user belongs to one role (the vendor consoles' model). A role has a kind (View
 Administrator: what its users may do) and a set of cameras (what they may list, watch, search, play
 back and download). The three built-in roles, named after their kinds, see every camera; roles made
 with CreateRole see only the cameras added to them; an Administrator sees everything.
+
+In a cluster (`attach`), users, roles, sessions and failed-login counts live in Redis instead
+(supervisor/shared_auth.py says why and how), so every node answers the same for every session: sessions
+are then asked of Redis on each check, users and roles are mirrored here and reloaded whenever the shared
+version moves, and every change the cluster makes is also written to the local tables. So a node that
+leaves the cluster, or starts without Redis, goes on with the users as the cluster last had them (a user
+deleted in the cluster stays deleted), and its sessions are brought back from Redis when it leaves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import secrets
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from supervisor import passwords
 from supervisor.conf_store import ConfStore
 from supervisor.db import Database
-from supervisor.errors import BadValue, Conflict, Forbidden, NotFound
+from supervisor.errors import BadValue, Conflict, Forbidden, NotFound, Unavailable
+from supervisor.shared_auth import SharedAuth, StoredRole, StoredUser
 
 log = logging.getLogger("h5gate.auth")
+T = TypeVar("T")
 
 DEFAULT_USER, DEFAULT_PASSWORD = "admin", "12345"
 ROLES = ("Viewer", "Operator", "Administrator")  # role kinds; each may do what the ones before it may
@@ -105,6 +117,11 @@ class Auth:
         self.faults: OrderedDict[str, Faults] = OrderedDict()  # oldest failure first
         self._faults_swept = 0.0
         self._data_version = 0
+        self.shared: SharedAuth | None = None  # the cluster's store while this node is in one (attach)
+        self.shared_down = False  # the last call to the shared store failed: checks answer "unreachable"
+        self._shared_version = -1  # the shared users/roles version the mirror (users, roles) was read at
+        self._mirror_lock = asyncio.Lock()
+        self._local_users: dict[str, tuple[str, str]] = {}  # the users table as last written here (cluster mode)
 
     async def load(self) -> None:
         await self.conf.load()
@@ -131,7 +148,7 @@ class Auth:
         for name, user in self.users.items():  # a password changed elsewhere ends that user's sessions
             before = old.get(name)
             if before is not None and before.password_md5 != user.password_md5:
-                self._end_sessions(name)
+                await self._end_sessions(name)
 
     async def reload_if_changed(self) -> bool:
         """Re-read users if another connection committed since the last look (`h5gate passwd`)."""
@@ -139,6 +156,9 @@ class Auth:
         if version == self._data_version:
             return False
         self._data_version = version
+        if self.shared is not None:
+            await self._push_local_changes(self.shared)
+            return True
         before = {name: user.password_md5 for name, user in self.users.items()}
         await self.load_users()
         # A password an administrator just set (or a user just created) starts with a clean slate: failures
@@ -159,6 +179,10 @@ class Auth:
     async def save_user(self, user: User) -> None:
         if passwords.MD5_RE.match(user.password_md5):
             user.password_md5 = await asyncio.to_thread(passwords.hash_md5, user.password_md5)
+        if self.shared is not None:
+            await self._shared(self.shared.put_user(StoredUser(user.name, user.password_md5, user.role)))
+            await self.refresh(force=True)
+            return
         await self.db.execute(
             "INSERT INTO users (name, password_md5, role) VALUES (?, ?, ?) "
             "ON CONFLICT(name) DO UPDATE SET password_md5 = excluded.password_md5, role = excluded.role",
@@ -184,6 +208,8 @@ class Auth:
         await self.conf.set("login_lock", enabled)
         if not enabled:
             self.faults.clear()
+            if self.shared is not None:  # the count is cluster-wide: turning the lock off here lifts it
+                await self._shared(self.shared.clear_user_faults())
         log.info("login lockout %s", "on" if enabled else "off")
 
     # ------------------------------------------------------------------ failed logins
@@ -214,6 +240,8 @@ class Auth:
         The consoles show "3 - nFaultTimes tries left" up to 3 failures and the lock after that, so a
         lock keeps the count that caused it until it ends.
         """
+        if self.shared is not None:
+            return await self._login_shared(self.shared, name, password, client)
         key = f"{name}@{client}"
         now = time.monotonic()
         known = self.faults.get(key)
@@ -251,6 +279,177 @@ class Auth:
         log.info("login %s from %s", name, client)
         return session, Faults()
 
+    async def _login_shared(
+        self, shared: SharedAuth, name: str, password: str, client: str
+    ) -> tuple[str | None, Faults]:
+        """login() in a cluster: the lock and the count are the cluster's, the session is made in Redis.
+
+        The lock's end is handed back on this node's monotonic clock (Redis gives the time left), as the
+        local path does, so Login's tLockTimeResidue reads the same on every node.
+        """
+        key = f"{name}@{client}"
+        count, lock_ms = await self._shared(shared.faults(key))
+        now = time.monotonic()
+        if lock_ms:
+            return None, Faults(count, now + lock_ms / 1000, now)
+        await self.refresh()
+        user = self.users.get(name)
+        if user is None or not await self.password_matches(user, password):
+            if not self.lock_enabled:
+                log.info("login failed for %s from %s", name, client)
+                return None, Faults()
+            count, lock_ms = await self._shared(shared.fail(key, self.max_faults, self.lock_seconds * 1000))
+            if lock_ms:
+                log.warning(
+                    "login of %s from %s locked cluster-wide for %ds after %d failures",
+                    name,
+                    client,
+                    round(lock_ms / 1000),
+                    count,
+                )
+            else:
+                log.info("login failed for %s from %s (%d in the cluster)", name, client, count)
+            return None, Faults(count, now + lock_ms / 1000 if lock_ms else 0.0, now)
+        session = str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
+        await self._shared(shared.clear_faults(key))
+        await self._shared(shared.add_session(session_hash(session), name, self.timeout * 1000))
+        log.info("login %s from %s", name, client)
+        return session, Faults()
+
+    # ------------------------------------------------------------------ the cluster's shared store
+
+    async def _shared(self, call: Awaitable[T]) -> T:
+        """Await a call to the shared store, noting when it goes down or comes back (one log line each)."""
+        try:
+            result = await call
+        except Unavailable:
+            if not self.shared_down:
+                log.warning("the cluster's user store (Redis) is unreachable: logins and checks fail until it returns")
+            self.shared_down = True
+            raise
+        if self.shared_down:
+            log.info("the cluster's user store (Redis) is reachable again")
+            self.shared_down = False
+        return result
+
+    async def attach(self, shared: SharedAuth) -> None:
+        """Join a cluster: its users and roles become this node's (or this node's become its, if it has none).
+
+        The first node to join seeds the cluster with its users and roles. A node joining a cluster that
+        has users takes the cluster's and overwrites its own local tables with them: one set of users per
+        cluster, no merge that would keep two passwords for one name. Sessions of this node carry over when
+        their user's stored hash is the cluster's (this node seeded it, or was in this cluster before), so
+        the administrator who turned clustering on stays logged in; others log in again.
+        """
+        stored_users = [StoredUser(u.name, u.password_md5, u.role) for u in self.users.values()]
+        stored_roles = [StoredRole(r.token, r.kind, r.all_cams, dict(r.cams)) for r in self.roles.values()]
+        seeded = await self._shared(shared.seed(stored_users, stored_roles))
+        before = {name: user.password_md5 for name, user in self.users.items()}
+        await self.flush_sessions()
+        local = dict(self.sessions)
+        self.shared = shared
+        self._shared_version = -1
+        await self.refresh(force=True)
+        now = time.time()
+        for digest, entry in local.items():
+            user = self.users.get(entry.user)
+            left = self.timeout - (now - entry.last_seen)
+            if user is not None and user.password_md5 == before.get(entry.user) and left > 0:
+                await self._shared(shared.add_session(digest, entry.user, int(left * 1000)))
+        self.sessions.clear()
+        self.faults.clear()
+        log.info(
+            "users, roles and sessions now shared through Redis (%s; %d users)",
+            "seeded from this node" if seeded else "the cluster's users",
+            len(self.users),
+        )
+
+    async def detach(self) -> None:
+        """Leave the cluster: back to the local tables, which hold the cluster's users as last seen.
+
+        The cluster's live sessions (hashes, as the local table keeps them) come along when Redis still
+        answers, so no one using this node is logged out by it leaving.
+        """
+        shared, self.shared = self.shared, None
+        if shared is None:
+            return
+        self.shared_down = False
+        try:
+            live = await shared.sessions()
+        except Unavailable:
+            log.warning("leaving the cluster with Redis unreachable: the cluster's sessions end on this node")
+            live = []
+        now = time.time()
+        rows = [(digest, user, now - (self.timeout - ttl / 1000)) for digest, user, ttl in live]
+        if rows:
+            sql = "INSERT OR REPLACE INTO sessions (id_hash, user, last_seen) VALUES (?, ?, ?)"
+            await self.db.executemany(sql, rows)
+        await self.load_users()
+        await self._load_roles()
+        await self.load_sessions()
+        log.info("users and sessions are local again (%d users, %d sessions)", len(self.users), len(self.sessions))
+
+    async def refresh(self, force: bool = False) -> None:
+        """In a cluster: bring the users and roles mirror up to the shared version (one GET when current)."""
+        shared = self.shared
+        if shared is None:
+            return
+        version = None if force else await self._shared(shared.version())
+        if version is not None and version == self._shared_version:
+            return
+        await self._reload_mirror(shared, version)
+
+    async def _reload_mirror(self, shared: SharedAuth, seen: int | None) -> None:
+        """Read the shared users and roles into memory and into the local tables (one reload at a time)."""
+        async with self._mirror_lock:
+            if seen is not None and seen == self._shared_version:  # another task reloaded meanwhile
+                return
+            snap = await self._shared(shared.snapshot())
+            users = {u.name: User(u.name, u.password, u.role) for u in snap.users.values()}
+            roles = {r.token: Role(r.token, r.kind, dict(r.cams), r.all_cams) for r in snap.roles.values()}
+            for kind in ROLES:  # the built-ins exist on every node, whatever Redis holds
+                roles.setdefault(kind, Role(kind, kind, {}, all_cams=True))
+            self.users, self.roles = users, roles
+            self._shared_version = snap.version
+            await self._write_local()
+
+    async def _write_local(self) -> None:
+        """The mirror into the local users and roles tables, in one transaction (see the module docstring)."""
+        users = [(u.name, u.password_md5, u.role) for u in self.users.values()]
+        roles = [(r.token, r.kind, int(r.all_cams)) for r in self.roles.values()]
+        cams = [(r.token, cam, name) for r in self.roles.values() for cam, name in r.cams.items()]
+        await self.db.transaction(
+            [
+                ("DELETE FROM users", []),
+                ("INSERT INTO users (name, password_md5, role) VALUES (?, ?, ?)", users),
+                ("DELETE FROM role_cams", []),
+                ("DELETE FROM roles", []),
+                ("INSERT INTO roles (token, kind, all_cams) VALUES (?, ?, ?)", roles),
+                ("INSERT INTO role_cams (role, cam, name) VALUES (?, ?, ?)", cams),
+            ]
+        )
+        self._local_users = {u[0]: (u[1], u[2]) for u in users}
+
+    async def _push_local_changes(self, shared: SharedAuth) -> None:
+        """`h5gate passwd` wrote the local table while in a cluster: send the users it set to the cluster.
+
+        Only rows that differ from what this node last wrote there go up, so the tool still rescues a
+        forgotten password on a clustered node, and the cluster's newer changes are not undone.
+        """
+        rows = await self.db.fetchall("SELECT name, password_md5, role FROM users")
+        changed = [r for r in rows if self._local_users.get(r["name"]) != (r["password_md5"], r["role"])]
+        for row in changed:
+            user = User(row["name"], row["password_md5"], row["role"])
+            new_password = self._local_users.get(user.name, ("", ""))[0] != user.password_md5
+            if passwords.MD5_RE.match(user.password_md5):
+                user.password_md5 = await asyncio.to_thread(passwords.hash_md5, user.password_md5)
+            await self._shared(shared.put_user(StoredUser(user.name, user.password_md5, user.role)))
+            if new_password:  # as locally: other sessions end, and failures against the old one no longer count
+                await self._shared(shared.end_sessions(user.name))
+                await self._shared(shared.clear_user_faults(user.name))
+            log.info("user %s set on this node's database: sent to the cluster", user.name)
+        await self.refresh(force=True)
+
     # ------------------------------------------------------------------ sessions
 
     async def load_sessions(self) -> None:
@@ -270,10 +469,17 @@ class Auth:
         if dirty:
             await self.db.executemany("UPDATE sessions SET last_seen = ? WHERE id_hash = ?", dirty)
 
-    def check(self, session: str | None) -> User | None:
-        """The user of a live session (renewing its idle timer), or None."""
+    async def check(self, session: str | None) -> User | None:
+        """The user of a live session (renewing its idle timer), or None.
+
+        In a cluster the session is asked of Redis, and the same round trip says whether users or roles
+        changed anywhere (then the mirror is reloaded before the answer). With Redis unreachable the answer
+        is None (fail closed) and `shared_down` tells the caller why.
+        """
         if not session:
             return None
+        if self.shared is not None:
+            return await self._check_shared(self.shared, session)
         key = session_hash(session)
         entry = self.sessions.get(key)
         now = time.time()
@@ -290,6 +496,31 @@ class Auth:
         entry.dirty = True
         return user
 
+    async def _check_shared(self, shared: SharedAuth, session: str) -> User | None:
+        digest = session_hash(session)
+        try:
+            name, version = await self._shared(shared.touch(digest, self.timeout * 1000))
+            if version != self._shared_version:
+                await self._reload_mirror(shared, None)
+        except Unavailable:
+            return None
+        if name is None:
+            return None
+        user = self.users.get(name)
+        if user is None:  # its user was deleted: the session goes with it
+            with contextlib.suppress(Unavailable):
+                await self._shared(shared.drop_session(digest))
+            return None
+        return user
+
+    async def user(self, name: str) -> User | None:
+        """A user by name, as the cluster has it now (RTSP logins by password); None if unknown or unreachable."""
+        try:
+            await self.refresh()
+        except Unavailable:
+            return None
+        return self.users.get(name)
+
     def _forget(self, keys: list[str]) -> None:
         """Drop sessions from memory now and from the database soon (check() is not async)."""
         for key in keys:
@@ -298,12 +529,19 @@ class Auth:
             rows = [(k,) for k in keys]
             asyncio.get_running_loop().create_task(self.db.executemany("DELETE FROM sessions WHERE id_hash = ?", rows))
 
-    def _end_sessions(self, name: str, keep: str | None = None) -> None:
+    async def _end_sessions(self, name: str, keep: str | None = None) -> None:
         kept = session_hash(keep) if keep else None
+        if self.shared is not None:
+            ended = await self._shared(self.shared.end_sessions(name, kept))
+            if ended:
+                log.info("%d sessions of %s ended on every node", ended, name)
+            return
         self._forget([h for h, e in self.sessions.items() if e.user == name and h != kept])
 
-    def logout(self, session: str) -> bool:
+    async def logout(self, session: str) -> bool:
         key = session_hash(session)
+        if self.shared is not None:
+            return await self._shared(self.shared.drop_session(key))
         found = key in self.sessions
         self._forget([key])
         return found
@@ -320,7 +558,7 @@ class Auth:
         """Set a new password; every other session of that user ends (the caller's `keep` stays)."""
         user = self.users[name]
         await self.save_user(User(name, new_md5.lower(), user.role))
-        self._end_sessions(name, keep)
+        await self._end_sessions(name, keep)
 
     async def set_password(self, name: str, md5: str, role: str | None) -> None:
         """`h5gate passwd`: set (or create) a user with this password; a running server sees it at once."""
@@ -361,14 +599,22 @@ class Auth:
     async def create_role(self, token: str, kind: str) -> Role:
         if kind not in ROLES:
             raise BadValue(f"invalid role type: use one of {', '.join(ROLES)}")
+        await self.refresh()
         if token in self.roles:
             raise Conflict(f"role already exists: {token}")
+        if self.shared is not None:
+            if not await self._shared(self.shared.create_role(StoredRole(token, kind, False, {}))):
+                raise Conflict(f"role already exists: {token}")
+            await self.refresh(force=True)
+            log.info("role %s (%s) created", token, kind)
+            return self.roles[token]
         await self.db.execute("INSERT INTO roles (token, kind, all_cams) VALUES (?, ?, 0)", (token, kind))
         role = self.roles[token] = Role(token, kind, {})
         log.info("role %s (%s) created", token, kind)
         return role
 
     async def delete_role(self, token: str) -> None:
+        await self.refresh()
         role = self.roles.get(token)
         if role is None:
             raise NotFound(f"no such role: {token}")
@@ -377,15 +623,27 @@ class Auth:
         users = sorted(u.name for u in self.users.values() if u.role == token)
         if users:
             raise Conflict(f"role {token} still has users: {', '.join(users)}")
+        if self.shared is not None:
+            await self._shared(self.shared.delete_role(token))
+            await self.refresh(force=True)
+            log.info("role %s deleted", token)
+            return
         await self.db.execute("DELETE FROM role_cams WHERE role = ?", (token,))
         await self.db.execute("DELETE FROM roles WHERE token = ?", (token,))
         del self.roles[token]
         log.info("role %s deleted", token)
 
     async def add_cam(self, token: str, cam: str, name: str) -> None:
+        await self.refresh()
         role = self.roles.get(token)
         if role is None:
             raise NotFound(f"no such role: {token}")
+        if self.shared is not None:
+            if not await self._shared(self.shared.add_cam(token, cam, name)):
+                raise NotFound(f"no such role: {token}")
+            await self.refresh(force=True)
+            log.info("role %s: camera %s added", token, cam)
+            return
         await self.db.execute(
             "INSERT INTO role_cams (role, cam, name) VALUES (?, ?, ?) "
             "ON CONFLICT(role, cam) DO UPDATE SET name = excluded.name",
@@ -395,17 +653,28 @@ class Auth:
         log.info("role %s: camera %s added", token, cam)
 
     async def del_cam(self, token: str, cam: str) -> None:
+        await self.refresh()
         role = self.roles.get(token)
         if role is None:
             raise NotFound(f"no such role: {token}")
         if cam not in role.cams:
             raise NotFound(f"camera {cam} is not in role {token}")
+        if self.shared is not None:
+            if not await self._shared(self.shared.del_cam(token, cam)):
+                raise NotFound(f"camera {cam} is not in role {token}")
+            await self.refresh(force=True)
+            log.info("role %s: camera %s removed", token, cam)
+            return
         await self.db.execute("DELETE FROM role_cams WHERE role = ? AND cam = ?", (token, cam))
         del role.cams[cam]
         log.info("role %s: camera %s removed", token, cam)
 
     async def forget_cam(self, cam: str) -> None:
         """A source was deleted: no role keeps it (a new source of the same token starts unlisted)."""
+        if self.shared is not None:
+            await self._shared(self.shared.forget_cam(cam))
+            await self.refresh(force=True)
+            return
         await self.db.execute("DELETE FROM role_cams WHERE cam = ?", (cam,))
         for role in self.roles.values():
             role.cams.pop(cam, None)
@@ -413,16 +682,24 @@ class Auth:
     # ------------------------------------------------------------------ users
 
     async def create_user(self, name: str, password_md5: str, role: str) -> User:
+        await self.refresh()
         if name in self.users:
             raise Conflict(f"user already exists: {name}")
         if role not in self.roles:
             raise NotFound(f"no such role: {role}")
         user = User(name, password_md5.lower(), role)
-        await self.save_user(user)
+        if self.shared is not None:  # only if no node took the name meanwhile
+            user.password_md5 = await asyncio.to_thread(passwords.hash_md5, user.password_md5)
+            if not await self._shared(self.shared.put_user(StoredUser(name, user.password_md5, role), new=True)):
+                raise Conflict(f"user already exists: {name}")
+            await self.refresh(force=True)
+        else:
+            await self.save_user(user)
         log.info("user %s created (role %s)", name, role)
         return user
 
     async def delete_user(self, name: str, caller: str) -> None:
+        await self.refresh()
         user = self.users.get(name)
         if user is None:
             raise NotFound(f"no such user: {name}")
@@ -432,9 +709,14 @@ class Auth:
             self.kind_of(u) == "Administrator" for u in self.users.values() if u.name != name
         ):
             raise Forbidden("the last Administrator cannot be deleted")
+        if self.shared is not None:  # its sessions end on every node with it
+            await self._shared(self.shared.delete_user(name))
+            await self.refresh(force=True)
+            log.info("user %s deleted", name)
+            return
         await self.db.execute("DELETE FROM users WHERE name = ?", (name,))
         del self.users[name]
-        self._end_sessions(name)
+        await self._end_sessions(name)
         log.info("user %s deleted", name)
 
     # ------------------------------------------------------------------ anonymous view
@@ -446,20 +728,26 @@ class Auth:
         return value if isinstance(value, str) and value else None
 
     async def set_anonymous(self, role: str | None) -> None:
+        await self.refresh()
         if role is not None and role not in self.roles:
             raise NotFound(f"no such role: {role}")
         await self.conf.set("anonymous_view", role or "")
         log.info("anonymous view %s", f"on (role {role})" if role else "off")
 
-    def viewer(self, session: str | None) -> User | None:
+    async def viewer(self, session: str | None) -> User | None:
         """The user of a session, else the anonymous viewer when anonymous view is on, else None.
 
         Only the watching paths (live WebSocket/WebRTC/HLS, GetImage) take an anonymous viewer; every
         other call needs a session.
         """
-        user = self.check(session)
+        user = await self.check(session)
         if user is not None:
             return user
+        if self.shared is not None:
+            try:
+                await self.refresh()  # the anonymous role's cameras as the cluster has them now
+            except Unavailable:
+                return None
         role = self.anonymous_role
         if role is None or role not in self.roles:
             return None

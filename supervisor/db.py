@@ -198,6 +198,21 @@ class Database:
 
         await self.run(work)
 
+    async def transaction(self, steps: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        """Several statements, each run over its rows (none: once), all or nothing (replacing a whole table)."""
+
+        def work() -> None:
+            assert self._conn is not None
+            with self._conn:
+                self._conn.execute("BEGIN")
+                for sql, rows in steps:
+                    if rows:
+                        self._conn.executemany(sql, rows)
+                    elif "?" not in sql:
+                        self._conn.execute(sql)
+
+        await self.run(work)
+
     async def fetchall(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         def work() -> list[sqlite3.Row]:
             assert self._conn is not None

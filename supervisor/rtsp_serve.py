@@ -61,7 +61,7 @@ class UserGate:
             return False
 
     async def digest_ha1(self, name: str) -> str | None:
-        user = self.services.auth.users.get(name)
+        user = await self.services.auth.user(name)
         if user is None:
             return None
         key = await self.keys.ha1(user)
@@ -74,19 +74,19 @@ class UserGate:
         return key
 
     async def check_basic(self, name: str, password: str) -> bool:
-        user = self.services.auth.users.get(name)
+        user = await self.services.auth.user(name)
         if user is None or not await self.services.auth.password_matches(user, password):
             return False
         if not MD5_RE.match(password):
             await self.keys.learn(user, password)
         return True
 
-    def check_session(self, session: str) -> str | None:
-        user = self.services.auth.check(session)
+    async def check_session(self, session: str) -> str | None:
+        user = await self.services.auth.check(session)
         return user.name if user is not None else None
 
     async def open(self, user_name: str, token: str, profile: str) -> _Held:
-        user = self.services.auth.users.get(user_name)
+        user = await self.services.auth.user(user_name)
         if user is None:
             raise Refused(401, f"user {user_name[:64]} is gone")
         runtime = self.services.registry.get(token) if TOKEN_RE.match(token) else None

@@ -48,7 +48,7 @@ FORMATS = ("pcm", "fmp4")
 
 async def h5saudapi(ws: WebSocket) -> None:
     svc = services(ws)
-    user = svc.auth.viewer(session_of(ws))
+    user = await svc.auth.viewer(session_of(ws))
     if user is None:
         return await _reject(ws, CLOSE_UNAUTHORIZED, "session is missing, invalid or expired")
     form = (ws.query_params.get("format") or "pcm").lower()
@@ -161,7 +161,7 @@ async def _talk_url(ws: WebSocket, token: str) -> str:
 
 async def h5saudbackapi(ws: WebSocket) -> None:
     svc = services(ws)
-    user = svc.auth.check(session_of(ws))  # a real login: anonymous viewers do not speak through cameras
+    user = await svc.auth.check(session_of(ws))  # a real login: anonymous viewers do not speak through cameras
     if user is None:
         return await _reject(ws, CLOSE_UNAUTHORIZED, "session is missing, invalid or expired")
     token = ws.query_params.get("token", "")

@@ -244,10 +244,16 @@ def session_of(conn: HTTPConnection) -> str | None:
     return conn.cookies.get("h5gate_session") or None
 
 
-def require_user(conn: HTTPConnection, role: str = "Viewer") -> Any:
-    """The logged-in user of this request or ApiError(401/403); renews the session's idle timer."""
+async def require_user(conn: HTTPConnection, role: str = "Viewer") -> Any:
+    """The logged-in user of this request or ApiError(401/403/503); renews the session's idle timer.
+
+    503 when the node is in a cluster whose Redis does not answer: the session may well be good, so the
+    client is not told to log in again.
+    """
     auth = services(conn).auth
-    user = auth.check(session_of(conn))
+    user = await auth.check(session_of(conn))
+    if user is None and auth.shared_down:
+        raise ApiError("the cluster's user store (Redis) is unreachable", 503)
     if user is None:
         raise ApiError("session is missing, invalid or expired", 401)
     if not auth.may(user, role):
@@ -286,7 +292,7 @@ def endpoint(role: str | None = "Viewer") -> Callable[[Handler], Callable[[Reque
             try:
                 if role:
                     check_action(request)
-                user = require_user(request, role) if role else None
+                user = await require_user(request, role) if role else None
                 result = await fn(request, user)
             except ApiError as e:
                 return vendor_status(request, fail(e.code, e.status))

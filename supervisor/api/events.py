@@ -21,7 +21,7 @@ from supervisor.services import Services
 
 async def h5seventapi(ws: WebSocket) -> None:
     svc = services(ws)
-    user = svc.auth.check(session_of(ws))
+    user = await svc.auth.check(session_of(ws))
     if user is None:
         return await _reject(ws, CLOSE_UNAUTHORIZED, "session is missing, invalid or expired")
     bus = svc.events

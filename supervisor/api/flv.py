@@ -98,7 +98,7 @@ async def _disconnected(receive: Receive) -> None:
 async def live_flv(request: Request) -> Response:
     """GET /live/<token>.flv"""
     try:
-        user = require_user(request)
+        user = await require_user(request)
     except ApiError as e:
         return fail(e.code, e.status)
     token = request.path_params["token"]

@@ -54,7 +54,7 @@ def _rewrite_ts_playlist(text: str, query: str) -> str:
 @endpoint(role=None)
 async def hls_file(request: Request, _: None) -> Response:
     svc = services(request)
-    user = svc.auth.viewer(session_of(request))  # a session, or the anonymous viewer when that is on
+    user = await svc.auth.viewer(session_of(request))  # a session, or the anonymous viewer when that is on
     if user is None:
         raise ApiError("session is missing, invalid or expired", 401)
     version = request.path_params["version"]

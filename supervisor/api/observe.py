@@ -27,14 +27,14 @@ RATE_WINDOW = 5.0  # seconds of arrivals that fps and bitrate are averaged over
 HEALTH_DB_TIMEOUT = 2.0
 
 
-def _authorised(request: Request, svc: Services) -> bool:
+async def _authorised(request: Request, svc: Services) -> bool:
     token = svc.settings.metrics_token
     if token:
         header = request.headers.get("authorization", "")
         given = header[7:].strip() if header[:7].lower() == "bearer " else request.query_params.get("token", "")
         if given and hmac.compare_digest(given.encode(), token.encode()):
             return True
-    return svc.auth.check(session_of(request)) is not None
+    return await svc.auth.check(session_of(request)) is not None
 
 
 def _rates(hub: Any, now: float) -> tuple[float, float]:
@@ -56,7 +56,7 @@ def _rates(hub: Any, now: float) -> tuple[float, float]:
 
 async def metrics(request: Request) -> Response:
     svc = services(request)
-    if not _authorised(request, svc):
+    if not await _authorised(request, svc):
         return fail("metrics need the metrics token (Authorization: Bearer) or a session", 401)
     registry = svc.registry
     out = Exposition()

@@ -480,7 +480,7 @@ MEDIA_TYPES = {".mp4": "video/mp4", ".jpg": "image/jpeg"}
 async def media_file(request: Request) -> Response:
     """/mediastore/<path> exactly as Search returns it, behind the session and the camera's rights, with ranges."""
     auth = services(request).auth
-    user = auth.check(session_of(request))
+    user = await auth.check(session_of(request))
     if user is None:
         return fail("session is missing, invalid or expired", 401)
     rel = request.path_params["path"]

@@ -281,7 +281,7 @@ def placeholder() -> Response:
 async def get_image(request: Request, _: None) -> Any:
     token = param_token(request)
     svc = services(request)
-    user = svc.auth.viewer(session_of(request))  # a session, or the anonymous viewer when that is on
+    user = await svc.auth.viewer(session_of(request))  # a session, or the anonymous viewer when that is on
     if user is None:
         raise ApiError("session is missing, invalid or expired", 401)
     require_camera(request, user, token)

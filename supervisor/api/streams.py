@@ -126,7 +126,7 @@ async def h5swsapi(ws: WebSocket) -> None:
     svc = services(ws)
     playback = ws.query_params.get("playback", "").lower() == "true"
     # live video may be watched without a session when anonymous view is on; playback needs one
-    user = svc.auth.check(session_of(ws)) if playback else svc.auth.viewer(session_of(ws))
+    user = await svc.auth.check(session_of(ws)) if playback else await svc.auth.viewer(session_of(ws))
     if user is None:
         return await _reject(ws, CLOSE_UNAUTHORIZED, "session is missing, invalid or expired")
     if playback:
@@ -355,7 +355,7 @@ async def _send_live(ws: WebSocket, hub: StreamHub, settings: Settings, live: _L
 async def h5swscmnapi(ws: WebSocket) -> None:
     """HLS players hold this socket open to keep an on-demand source running; we ignore what they send."""
     svc = services(ws)
-    user = svc.auth.viewer(session_of(ws))
+    user = await svc.auth.viewer(session_of(ws))
     if user is None:
         return await _reject(ws, CLOSE_UNAUTHORIZED, "session is missing, invalid or expired")
     token = ws.query_params.get("token", "")

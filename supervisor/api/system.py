@@ -58,7 +58,7 @@ async def login(request: Request, _: None) -> Any:
 
 @endpoint()
 async def logout(request: Request, user: User) -> Any:
-    services(request).auth.logout(session_of(request) or "")
+    await services(request).auth.logout(session_of(request) or "")
     response = JSONResponse(ok("Logout successfully"))
     response.delete_cookie("h5gate_session")
     return response

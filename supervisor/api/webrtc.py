@@ -174,7 +174,7 @@ async def _serve(
 async def h5srtcapi(ws: WebSocket) -> None:
     svc = services(ws)
     playback = ws.query_params.get("playback", "").lower() == "true"
-    user = svc.auth.check(session_of(ws)) if playback else svc.auth.viewer(session_of(ws))
+    user = await svc.auth.check(session_of(ws)) if playback else await svc.auth.viewer(session_of(ws))
     if user is None:
         return await _reject(ws, CLOSE_UNAUTHORIZED, "session is missing, invalid or expired")
     service = svc.webrtc

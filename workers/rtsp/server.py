@@ -102,7 +102,7 @@ class Gate(Protocol):
 
     async def check_basic(self, user: str, password: str) -> bool: ...
 
-    def check_session(self, session: str) -> str | None: ...
+    async def check_session(self, session: str) -> str | None: ...
 
     async def open(self, user: str, token: str, profile: str) -> OpenStream: ...
 
@@ -569,7 +569,7 @@ class _Connection:
             if name and await gate.check_basic(name, password):
                 user = name
         if user is None and target.session:
-            user = gate.check_session(target.session)
+            user = await gate.check_session(target.session)
             tried = tried or "session"
         if user is None:
             if tried:

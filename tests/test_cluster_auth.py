@@ -1,0 +1,364 @@
+"""Users, roles, sessions and the login lock shared through a real redis-server by the nodes of a cluster.
+
+Two nodes here are two Auth objects, each on its own SQLite database, sharing one Redis: what one does,
+the other must see at its very next call (no sleep between them), as two gateways behind a load balancer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from supervisor import passwords
+from supervisor.auth import Auth, User, md5_hex, session_hash
+from supervisor.db import Database
+from supervisor.errors import Conflict, NotFound, Unavailable
+from supervisor.shared_auth import SharedAuth
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A real redis-server on 127.0.0.1, no persistence, in a temp dir."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = _free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.proc = subprocess.Popen(
+            ["/usr/bin/redis-server", *args, "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    assert shutil.which("/usr/bin/redis-server")
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Node:
+    """One node's auth: its own database, the shared Redis."""
+
+    def __init__(self, path: Path, port: int, timeout: int = 600) -> None:
+        self.db = Database(path)
+        self.port = port
+        self.timeout = timeout
+        self.redis: aioredis.Redis | None = None
+        self.auth: Auth | None = None
+
+    async def start(self, join: bool = True) -> Auth:
+        await self.db.open()
+        self.auth = Auth(self.db, timeout=self.timeout, max_faults=4, lock_seconds=3)
+        await self.auth.load()
+        if join:
+            await self.join()
+        return self.auth
+
+    async def join(self) -> None:
+        assert self.auth is not None
+        self.redis = aioredis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+        await self.auth.attach(SharedAuth(self.redis))
+
+    async def stop(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.db.close()
+
+
+@pytest.fixture
+async def nodes(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[tuple[Auth, Auth]]:
+    a, b = Node(tmp_path / "a.db", redis_server.port), Node(tmp_path / "b.db", redis_server.port)
+    try:
+        yield await a.start(), await b.start()
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_login_on_one_node_is_good_on_the_other_at_once_and_logout_ends_it_everywhere(
+    nodes: tuple[Auth, Auth],
+) -> None:
+    a, b = nodes
+    session, _ = await a.login("admin", md5_hex("12345"), "10.0.0.1")
+    assert session is not None
+    user = await b.check(session)  # no wait: the very next request may land on B
+    assert user is not None and user.name == "admin"
+    assert await a.check(session) is not None
+    assert await b.logout(session)
+    assert await a.check(session) is None
+    assert await b.check(session) is None
+    assert await a.check("not-a-session") is None
+
+
+async def test_users_made_changed_and_deleted_on_one_node_hold_on_the_other(nodes: tuple[Auth, Auth]) -> None:
+    a, b = nodes
+    await b.create_user("carol", md5_hex("carol-pw"), "Viewer")
+    session, _ = await a.login("carol", md5_hex("carol-pw"), "10.0.0.2")  # made on B, logs in on A
+    assert session is not None
+    other, _ = await b.login("carol", "carol-pw", "10.0.0.3")
+    assert other is not None
+    with pytest.raises(Conflict):  # the name is taken cluster-wide
+        await a.create_user("carol", md5_hex("x"), "Viewer")
+
+    # a role made on A with one camera: B's rights follow at its next check
+    await a.create_role("lobby", "Viewer")
+    await a.add_cam("lobby", "cam1", "Lobby door")
+    viewer = await b.check(session)
+    assert viewer is not None and b.sees(viewer, "cam2")  # still the built-in Viewer: every camera
+    await a.save_user(User("carol", a.users["carol"].password_md5, "lobby"))
+    viewer = await b.check(session)
+    assert viewer is not None and viewer.role == "lobby"
+    assert b.sees(viewer, "cam1") and not b.sees(viewer, "cam2")
+    assert b.roles["lobby"].cams == {"cam1": "Lobby door"}
+    await b.del_cam("lobby", "cam1")
+    await a.check(session)
+    assert not a.sees(viewer, "cam1")
+    with pytest.raises(NotFound):
+        await a.del_cam("lobby", "cam1")
+    await a.add_cam("lobby", "cam3", "")
+    await b.forget_cam("cam3")  # a source deleted on B leaves the role on A too
+    await a.check(session)
+    assert a.roles["lobby"].cams == {}
+
+    # a password changed on B ends carol's other sessions on A; the new one works on A, the old not
+    await b.change_password("carol", md5_hex("new-pw"), keep=other)
+    assert await a.check(session) is None
+    assert await a.check(other) is not None
+    assert (await a.login("carol", "carol-pw", "10.0.0.2"))[0] is None
+    assert (await a.login("carol", "new-pw", "10.0.0.2"))[0] is not None
+
+    # deleted on A: every session of carol dies on B, and she cannot log in on B
+    await a.delete_user("carol", caller="admin")
+    assert await b.check(other) is None
+    assert (await b.login("carol", "new-pw", "10.0.0.2"))[0] is None
+    assert "carol" not in b.users
+    await b.delete_role("lobby")
+    await a.refresh()
+    assert "lobby" not in a.roles
+    with pytest.raises(NotFound):
+        await a.add_cam("lobby", "cam1", "")
+
+
+async def test_a_deleted_users_session_dies_even_if_its_index_was_lost(
+    nodes: tuple[Auth, Auth], redis_server: RedisServer
+) -> None:
+    """The per-user set only speeds the ending up: a check refuses a session whose user is gone anyway."""
+    a, b = nodes
+    await a.create_user("dave", md5_hex("dave-pw"), "Operator")
+    session, _ = await a.login("dave", "dave-pw", "10.0.0.4")
+    assert session is not None
+    r = aioredis.Redis(port=redis_server.port)
+    await r.delete("h5gate:auth:user-sessions:dave")
+    await b.delete_user("dave", caller="admin")
+    assert await r.exists(f"h5gate:auth:session:{session_hash(session)}") == 1
+    assert await a.check(session) is None
+    assert await r.exists(f"h5gate:auth:session:{session_hash(session)}") == 0  # and the check removed it
+    await r.aclose()
+
+
+async def test_sessions_expire_everywhere_after_the_idle_timeout_and_use_on_either_node_renews(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    a_node, b_node = Node(tmp_path / "a.db", redis_server.port, 2), Node(tmp_path / "b.db", redis_server.port, 2)
+    a, b = await a_node.start(), await b_node.start()
+    try:
+        session, _ = await a.login("admin", "12345", "10.0.0.5")
+        idle, _ = await b.login("admin", "12345", "10.0.0.5")
+        for _ in range(3):  # 3 s of use, alternating nodes: each use renews for both
+            await asyncio.sleep(0.75)
+            assert await b.check(session) is not None
+            await asyncio.sleep(0.75)
+            assert await a.check(session) is not None
+        assert await a.check(idle) is None and await b.check(idle) is None  # unused for 4.5 s > 2 s
+        await asyncio.sleep(2.5)
+        assert await b.check(session) is None and await a.check(session) is None
+    finally:
+        await a_node.stop()
+        await b_node.stop()
+
+
+async def test_the_login_lock_counts_failures_on_every_node(nodes: tuple[Auth, Auth]) -> None:
+    a, b = nodes
+    client = "192.0.2.9"
+    for i, node in enumerate((a, b, a)):
+        session, faults = await node.login("admin", "wrong", client)
+        assert session is None and faults.count == i + 1 and faults.locked_until == 0
+    session, faults = await b.login("admin", "wrong", client)  # the 4th failure, on B: locked
+    assert session is None and faults.count == 4
+    residue = faults.locked_until - time.monotonic()
+    assert 2.0 < residue <= 3.0
+    for node in (a, b):  # locked on both, even with the right password
+        session, faults = await node.login("admin", "12345", client)
+        assert session is None and faults.count == 4 and faults.locked_until > time.monotonic()
+    assert (await a.login("admin", "12345", "192.0.2.10"))[0] is not None  # another client is not locked
+    await asyncio.sleep(3.2)  # the lock ends, with its count
+    session, faults = await a.login("admin", "wrong", client)
+    assert session is None and faults.count == 1
+    assert (await b.login("admin", "12345", client))[0] is not None  # a good login clears the count
+    assert (await a.login("admin", "wrong", client))[1].count == 1
+    await b.set_lock_enabled(False)  # turning the lock off lifts the cluster's counts too
+    await a.set_lock_enabled(False)
+    for node in (a, b, a, b, a):
+        assert (await node.login("admin", "wrong", client))[1].count == 0
+    assert (await b.login("admin", "12345", client))[0] is not None
+
+
+async def test_redis_holds_no_usable_session_or_password(nodes: tuple[Auth, Auth], redis_server: RedisServer) -> None:
+    a, b = nodes
+    await a.create_user("erin", md5_hex("erin-pw"), "Viewer")
+    session, _ = await b.login("erin", "erin-pw", "10.0.0.6")
+    assert session is not None
+    r = aioredis.Redis(port=redis_server.port)
+    dump = b""
+    for key in [k async for k in r.scan_iter()]:
+        dump += key + b"\n"
+        kind = await r.type(key)
+        if kind == b"string":
+            dump += (await r.get(key)) or b""
+        elif kind == b"hash":
+            for f, v in (await r.hgetall(key)).items():
+                dump += f + b"=" + v + b"\n"
+        elif kind == b"set":
+            dump += b",".join(await r.smembers(key))
+    await r.aclose()
+    assert session.encode() not in dump
+    assert session_hash(session).encode() in dump  # what is kept: the hash, as the local table keeps it
+    for secret in ("erin-pw", md5_hex("erin-pw"), "12345", md5_hex("12345")):
+        assert secret.encode() not in dump
+    assert b'"password": "scrypt$' in dump
+    assert passwords.verify(a.users["erin"].password_md5, "erin-pw")
+
+
+async def test_redis_down_fails_closed_with_the_reason_and_recovers(
+    nodes: tuple[Auth, Auth], redis_server: RedisServer
+) -> None:
+    a, b = nodes
+    session, _ = await a.login("admin", "12345", "10.0.0.7")
+    assert session is not None
+    redis_server.stop()
+    assert await b.check(session) is None and b.shared_down
+    assert await b.viewer(session) is None
+    with pytest.raises(Unavailable, match="unreachable"):
+        await a.login("admin", "12345", "10.0.0.7")
+    with pytest.raises(Unavailable):
+        await a.create_user("frank", md5_hex("x"), "Viewer")
+    # the same port again, empty: the session is gone (no persistence), the nodes notice and recover
+    redis_server.proc = subprocess.Popen(
+        ["/usr/bin/redis-server", "--port", str(redis_server.port), "--bind", "127.0.0.1", "--save", ""],
+        stdout=subprocess.DEVNULL,
+        cwd=redis_server.workdir,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            assert await b.check(session) is None
+            break
+        except AssertionError:
+            raise
+        except Exception:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+    while b.shared_down and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        await b.check(session)
+    assert not b.shared_down
+
+
+async def test_the_first_node_seeds_the_cluster_a_joining_node_takes_its_users_and_leaving_keeps_them(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    a_node, b_node = Node(tmp_path / "a.db", redis_server.port), Node(tmp_path / "b.db", redis_server.port)
+    a = await a_node.start(join=False)
+    b = await b_node.start(join=False)
+    try:
+        await a.create_user("anna", md5_hex("anna-pw"), "Operator")
+        await b.create_user("bob", md5_hex("bob-pw"), "Viewer")  # B's own user, before it joins
+        await b.create_role("b-only", "Viewer")
+        kept, _ = await a.login("anna", "anna-pw", "10.0.0.8")  # A's session from before the cluster
+        dropped, _ = await b.login("admin", "12345", "10.0.0.8")  # B's admin is not the cluster's admin
+        await a_node.join()
+        await b_node.join()
+        assert set(b.users) == {"admin", "anna"} and "b-only" not in b.roles
+        assert (await b.check(kept)) is not None  # A's session carried into the cluster, good on B
+        assert (await b.check(dropped)) is None
+        assert (await b.login("bob", "bob-pw", "10.0.0.8"))[0] is None
+
+        # B's own table now holds the cluster's users: a deletion in the cluster survives B leaving it
+        await a.delete_user("anna", caller="admin")
+        session, _ = await a.login("admin", "12345", "10.0.0.8")
+        await b.check(session)  # B sees the new version (and writes its table)
+        await b.detach()
+        assert set(b.users) == {"admin"}
+        rows = await b_node.db.fetchall("SELECT name FROM users")
+        assert {r["name"] for r in rows} == {"admin"}
+        assert await b.check(session) is not None  # the cluster's sessions came home with B
+        assert await b.check(kept) is None
+    finally:
+        await a_node.stop()
+        await b_node.stop()
+
+
+async def test_a_password_set_with_the_passwd_tool_on_a_clustered_node_reaches_the_cluster(
+    nodes: tuple[Auth, Auth], tmp_path: Path
+) -> None:
+    """`h5gate passwd` writes a node's local database from another process; in a cluster it must still rescue."""
+    a, b = nodes
+    session, _ = await a.login("admin", "12345", "10.0.0.9")
+    for _ in range(2):
+        await b.login("admin", "wrong", "10.0.0.9")
+    other = Database(a.db.path)  # another connection, as the tool is another process
+    await other.open()
+    tool = Auth(other)
+    await tool.load()
+    await tool.save_user(User("admin", md5_hex("rescued"), "Administrator"))
+    await other.close()
+    assert await a.reload_if_changed()
+    assert (await b.login("admin", "rescued", "10.0.0.9"))[0] is not None
+    assert (await b.login("admin", "12345", "10.0.0.9"))[1].count == 1  # earlier failures were cleared
+    assert await b.check(session) is None  # the old password's sessions ended everywhere
+
+
+async def test_stored_hashes_are_the_same_on_every_node(nodes: tuple[Auth, Auth]) -> None:
+    a, b = nodes
+    await a.create_user("gina", md5_hex("gina-pw"), "Viewer")
+    await b.refresh()
+    assert a.users["gina"].password_md5 == b.users["gina"].password_md5
+    assert a.users["gina"].password_md5.startswith("scrypt$")
+    digest = hashlib.sha256(b"x").hexdigest()
+    assert session_hash("x") == digest
