@@ -39,7 +39,7 @@ from supervisor import passwords
 from supervisor.conf_store import ConfStore
 from supervisor.db import Database
 from supervisor.errors import BadValue, Conflict, Forbidden, NotFound, Unavailable
-from supervisor.shared_auth import SharedAuth, StoredRole, StoredUser
+from supervisor.shared_auth import DOWN, SharedAuth, StoredRole, StoredUser
 
 log = logging.getLogger("h5gate.auth")
 T = TypeVar("T")
@@ -119,9 +119,13 @@ class Auth:
         self._data_version = 0
         self.shared: SharedAuth | None = None  # the cluster's store while this node is in one (attach)
         self.shared_down = False  # the last call to the shared store failed: checks answer "unreachable"
+        self._down_logged = False  # that was logged (one line per outage)
         self._shared_version = -1  # the shared users/roles version the mirror (users, roles) was read at
         self._mirror_lock = asyncio.Lock()
         self._local_users: dict[str, tuple[str, str]] = {}  # the users table as last written here (cluster mode)
+        self._attached = False  # in sync with the cluster (share() enters cluster mode, attach() syncs)
+        self._carry: dict[str, Session] = {}  # this node's sessions when it entered cluster mode
+        self._carry_hashes: dict[str, str] = {}  # and its users' stored hashes then
 
     async def load(self) -> None:
         await self.conf.load()
@@ -153,12 +157,19 @@ class Auth:
     async def reload_if_changed(self) -> bool:
         """Re-read users if another connection committed since the last look (`h5gate passwd`)."""
         version = await self.db.data_version()
+        if self.shared is not None:  # also follow the cluster every poll, so the local copy stays current
+            if not self._attached:
+                return False
+            with contextlib.suppress(Unavailable):  # _shared said it once; the link reconnects
+                if version != self._data_version:
+                    await self._push_local_changes(self.shared)
+                    self._data_version = version
+                    return True
+                await self.refresh()
+            return False
         if version == self._data_version:
             return False
         self._data_version = version
-        if self.shared is not None:
-            await self._push_local_changes(self.shared)
-            return True
         before = {name: user.password_md5 for name, user in self.users.items()}
         await self.load_users()
         # A password an administrator just set (or a user just created) starts with a clean slate: failures
@@ -323,43 +334,59 @@ class Auth:
         try:
             result = await call
         except Unavailable:
-            if not self.shared_down:
+            if not self._down_logged:
+                self._down_logged = True
                 log.warning("the cluster's user store (Redis) is unreachable: logins and checks fail until it returns")
             self.shared_down = True
             raise
-        if self.shared_down:
+        if self._down_logged:
             log.info("the cluster's user store (Redis) is reachable again")
-            self.shared_down = False
+            self._down_logged = False
+        self.shared_down = False
         return result
 
-    async def attach(self, shared: SharedAuth) -> None:
-        """Join a cluster: its users and roles become this node's (or this node's become its, if it has none).
+    def share(self, shared: SharedAuth) -> None:
+        """Enter cluster mode now, before Redis has answered: every check fails closed until `attach`.
 
-        The first node to join seeds the cluster with its users and roles. A node joining a cluster that
-        has users takes the cluster's and overwrites its own local tables with them: one set of users per
-        cluster, no merge that would keep two passwords for one name. Sessions of this node carry over when
-        their user's stored hash is the cluster's (this node seeded it, or was in this cluster before), so
-        the administrator who turned clustering on stays logged in; others log in again.
+        Why not go on with the local users until Redis answers: a session logged out, or a user deleted,
+        on another node would still work here, which is the one thing a cluster must not do. This node's
+        sessions are set aside; `attach` carries them into a cluster it seeds.
         """
+        if self.shared is None:
+            self._carry = dict(self.sessions)
+            self._carry_hashes = {name: user.password_md5 for name, user in self.users.items()}
+            self.sessions.clear()
+            self.faults.clear()
+        self.shared = shared
+        self._attached = False
+        self._shared_version = -1
+        self.shared_down = True  # until attach: checks answer "unreachable", not "log in again"
+
+    async def attach(self, shared: SharedAuth) -> None:
+        """Join a cluster (on every (re)connect): its users and roles become this node's, or this node's its.
+
+        The first node to join (Redis has no users) seeds the cluster with its users and roles, and its
+        sessions come along, so the administrator who turned clustering on stays logged in. A node joining
+        a cluster that has users takes the cluster's and overwrites its own local tables with them: one set
+        of users per cluster, no merge that would keep two passwords for one name; its own sessions end.
+        After a reconnect this only reloads what changed meanwhile (or seeds again a Redis that came back
+        empty, from the cluster's users as this node last had them).
+        """
+        self.share(shared)
         stored_users = [StoredUser(u.name, u.password_md5, u.role) for u in self.users.values()]
         stored_roles = [StoredRole(r.token, r.kind, r.all_cams, dict(r.cams)) for r in self.roles.values()]
         seeded = await self._shared(shared.seed(stored_users, stored_roles))
-        before = {name: user.password_md5 for name, user in self.users.items()}
-        await self.flush_sessions()
-        local = dict(self.sessions)
-        self.shared = shared
-        self._shared_version = -1
+        self._attached = True
         await self.refresh(force=True)
+        carry, self._carry = self._carry, {}
         now = time.time()
-        for digest, entry in local.items():
+        for digest, entry in carry.items() if seeded else ():
             user = self.users.get(entry.user)
             left = self.timeout - (now - entry.last_seen)
-            if user is not None and user.password_md5 == before.get(entry.user) and left > 0:
+            if user is not None and user.password_md5 == self._carry_hashes.get(entry.user) and left > 0:
                 await self._shared(shared.add_session(digest, entry.user, int(left * 1000)))
-        self.sessions.clear()
-        self.faults.clear()
         log.info(
-            "users, roles and sessions now shared through Redis (%s; %d users)",
+            "users, roles and sessions shared through Redis (%s; %d users)",
             "seeded from this node" if seeded else "the cluster's users",
             len(self.users),
         )
@@ -373,7 +400,8 @@ class Auth:
         shared, self.shared = self.shared, None
         if shared is None:
             return
-        self.shared_down = False
+        self.shared_down = self._down_logged = False
+        self._attached = False
         try:
             live = await shared.sessions()
         except Unavailable:
@@ -394,6 +422,8 @@ class Auth:
         shared = self.shared
         if shared is None:
             return
+        if not self._attached:
+            raise Unavailable(f"{DOWN}: not yet in sync with it")
         version = None if force else await self._shared(shared.version())
         if version is not None and version == self._shared_version:
             return
@@ -405,6 +435,12 @@ class Auth:
             if seen is not None and seen == self._shared_version:  # another task reloaded meanwhile
                 return
             snap = await self._shared(shared.snapshot())
+            if not snap.users:  # Redis lost everything (flushed, or restarted without persistence): seed again
+                log.warning("the cluster's Redis holds no users: seeding it again from this node's copy")
+                users_ = [StoredUser(u.name, u.password_md5, u.role) for u in self.users.values()]
+                roles_ = [StoredRole(r.token, r.kind, r.all_cams, dict(r.cams)) for r in self.roles.values()]
+                await self._shared(shared.seed(users_, roles_))
+                snap = await self._shared(shared.snapshot())
             users = {u.name: User(u.name, u.password, u.role) for u in snap.users.values()}
             roles = {r.token: Role(r.token, r.kind, dict(r.cams), r.all_cams) for r in snap.roles.values()}
             for kind in ROLES:  # the built-ins exist on every node, whatever Redis holds
@@ -499,6 +535,8 @@ class Auth:
     async def _check_shared(self, shared: SharedAuth, session: str) -> User | None:
         digest = session_hash(session)
         try:
+            if not self._attached:
+                raise Unavailable(f"{DOWN}: not yet in sync with it")
             name, version = await self._shared(shared.touch(digest, self.timeout * 1000))
             if version != self._shared_version:
                 await self._reload_mirror(shared, None)
@@ -512,6 +550,15 @@ class Auth:
                 await self._shared(shared.drop_session(digest))
             return None
         return user
+
+    async def session_count(self) -> int:
+        """Live sessions: this node's, or the cluster's (all nodes share them); 0 while Redis is away."""
+        if self.shared is None:
+            return len(self.sessions)
+        try:
+            return await self._shared(self.shared.count_sessions())
+        except Unavailable:
+            return 0
 
     async def user(self, name: str) -> User | None:
         """A user by name, as the cluster has it now (RTSP logins by password); None if unknown or unreachable."""

@@ -31,17 +31,23 @@ Redis errors become errors.Unavailable with the reason, so callers answer bStatu
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 
 from supervisor.errors import Unavailable
+
+if TYPE_CHECKING:
+    from supervisor.auth import Auth
+    from supervisor.cluster.service import Cluster
 
 log = logging.getLogger("h5gate.auth")
 
@@ -141,9 +147,12 @@ def _version(value: Any) -> int:
 class SharedAuth:
     """The Redis side of supervisor/auth.py: what the nodes of one cluster share about users and logins."""
 
-    def __init__(self, redis: Redis, prefix: str = PREFIX) -> None:
+    def __init__(
+        self, redis: Redis, prefix: str = PREFIX, on_error: Callable[[BaseException], None] | None = None
+    ) -> None:
         self.redis = redis
         self.p = prefix
+        self.on_error = on_error  # told of every failed command (the cluster's link then re-checks at once)
         self._touch = redis.register_script(TOUCH)
         self._add_session = redis.register_script(ADD_SESSION)
         self._end_sessions = redis.register_script(END_SESSIONS)
@@ -158,6 +167,8 @@ class SharedAuth:
         except (RedisError, OSError) as e:
             if isinstance(e, WatchError):
                 raise
+            if self.on_error is not None:
+                self.on_error(e)
             raise Unavailable(f"{DOWN}: {e}") from e
 
     def _session(self, digest: str) -> str:
@@ -329,6 +340,10 @@ class SharedAuth:
                         out.append((key[start:], _s(user), int(ttl)))
         return out
 
+    async def count_sessions(self) -> int:
+        async with self._call():
+            return sum([1 async for _ in self.redis.scan_iter(match=self.p + "session:*", count=1000)])
+
     # ------------------------------------------------------------------ failed logins
 
     async def faults(self, key: str) -> tuple[int, int]:
@@ -361,3 +376,35 @@ class SharedAuth:
 def _glob_escape(text: str) -> str:
     """A literal for Redis's MATCH: user names are plain (USER_RE), but never let one act as a pattern."""
     return "".join("\\" + c if c in "*?[]\\^" else c for c in text)
+
+
+def follow(cluster: Cluster, auth: Auth) -> None:
+    """Make `auth` follow the cluster: attach on every (re)connect to Redis, detach when the node leaves.
+
+    Called once at start (users chapter). A node started with the cluster on is in cluster mode from its
+    first request (Auth.share: fail closed until Redis answers), not on its local users meanwhile.
+    """
+
+    async def connected(client: Redis) -> None:
+        try:
+            await auth.attach(SharedAuth(client, on_error=cluster.failed))
+        except Unavailable as e:  # the link's own kind of failure: it logs once and retries with backoff
+            raise RedisConnectionError(e.message) from e
+
+    async def catch_up(client: Redis) -> None:
+        try:
+            await connected(client)
+        except RedisConnectionError as e:  # the link reconnects, and runs `connected` then
+            cluster.failed(e)
+
+    cluster.on_connect.append(connected)
+    cluster.on_leave.append(auth.detach)
+    client = cluster.redis
+    if client is not None:
+        auth.share(SharedAuth(client, on_error=cluster.failed))
+        if cluster.online:  # it connected before this step was there: its connect steps have run already
+            _tasks.add(task := asyncio.get_running_loop().create_task(catch_up(client)))
+            task.add_done_callback(_tasks.discard)
+
+
+_tasks: set[asyncio.Task[None]] = set()  # held until done (the loop keeps only weak references)

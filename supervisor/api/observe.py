@@ -178,7 +178,7 @@ async def metrics(request: Request) -> Response:
         out.one(
             "h5gate_webrtc_sidecar_restarts_total", "counter", "Restarts of the WebRTC sidecar.", webrtc.state.restarts
         )
-    out.one("h5gate_sessions", "gauge", "Logged-in sessions.", len(svc.auth.sessions))
+    out.one("h5gate_sessions", "gauge", "Logged-in sessions.", await svc.auth.session_count())
     out.one("h5gate_login_fault_records", "gauge", "Failed-login records kept (bounded).", len(svc.auth.faults))
     return Response(out.render(), media_type=Exposition.CONTENT_TYPE, headers={"Cache-Control": "no-store"})
 

@@ -13,9 +13,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.routing import Route
 
+from supervisor import shared_auth
 from supervisor.api.common import Chapter, endpoint, ok, param, param_bool, param_token, services, session_of
 from supervisor.auth import ROLES, Role, User
 from supervisor.errors import BadValue, Forbidden, NotFound
+from supervisor.services import Services
 
 MD5_RE = re.compile(r"^[0-9a-fA-F]{32}$")
 USER_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -208,4 +210,11 @@ routes = [
     Route("/api/v1/GetLoginLockStatus", get_login_lock_status),
     Route("/api/v1/SetLoginLockStatus", set_login_lock_status),
 ]
-chapter = Chapter("users", routes)
+
+
+async def start(svc: Services) -> None:
+    if svc.cluster is not None:  # users, roles and sessions are the cluster's while the node is in one
+        shared_auth.follow(svc.cluster, svc.auth)
+
+
+chapter = Chapter("users", routes, start=start)
