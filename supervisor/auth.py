@@ -39,7 +39,7 @@ from supervisor import passwords
 from supervisor.conf_store import ConfStore
 from supervisor.db import Database
 from supervisor.errors import BadValue, Conflict, Forbidden, NotFound, Unavailable
-from supervisor.shared_auth import DOWN, SharedAuth, StoredRole, StoredUser
+from supervisor.shared_auth import DOWN, SharedAuth, Snapshot, StoredRole, StoredUser
 
 log = logging.getLogger("h5gate.auth")
 T = TypeVar("T")
@@ -123,9 +123,10 @@ class Auth:
         self._shared_version = -1  # the shared users/roles version the mirror (users, roles) was read at
         self._mirror_lock = asyncio.Lock()
         self._local_users: dict[str, tuple[str, str]] = {}  # the users table as last written here (cluster mode)
-        self._attached = False  # in sync with the cluster (share() enters cluster mode, attach() syncs)
-        self._carry: dict[str, Session] = {}  # this node's sessions when it entered cluster mode
-        self._carry_hashes: dict[str, str] = {}  # and its users' stored hashes then
+        self._attached = False  # in sync with the cluster (share() makes a node of it, attach() syncs)
+        # sessions made here while degraded -> the login value that made them (memory only, until attach
+        # checks it against the cluster's password: see attach)
+        self._born_local: dict[str, str] = {}
 
     async def load(self) -> None:
         await self.conf.load()
@@ -157,9 +158,7 @@ class Auth:
     async def reload_if_changed(self) -> bool:
         """Re-read users if another connection committed since the last look (`h5gate passwd`)."""
         version = await self.db.data_version()
-        if self.shared is not None:  # also follow the cluster every poll, so the local copy stays current
-            if not self._attached:
-                return False
+        if self.shared is not None and self.clustered:  # also follow the cluster, so the local copy is current
             with contextlib.suppress(Unavailable):  # _shared said it once; the link reconnects
                 if version != self._data_version:
                     await self._push_local_changes(self.shared)
@@ -191,6 +190,7 @@ class Auth:
         if passwords.MD5_RE.match(user.password_md5):
             user.password_md5 = await asyncio.to_thread(passwords.hash_md5, user.password_md5)
         if self.shared is not None:
+            self._need_cluster()
             await self._shared(self.shared.put_user(StoredUser(user.name, user.password_md5, user.role)))
             await self.refresh(force=True)
             return
@@ -219,7 +219,7 @@ class Auth:
         await self.conf.set("login_lock", enabled)
         if not enabled:
             self.faults.clear()
-            if self.shared is not None:  # the count is cluster-wide: turning the lock off here lifts it
+            if self.shared is not None and self.clustered:  # the count is cluster-wide: off here lifts it
                 await self._shared(self.shared.clear_user_faults())
         log.info("login lockout %s", "on" if enabled else "off")
 
@@ -251,8 +251,9 @@ class Auth:
         The consoles show "3 - nFaultTimes tries left" up to 3 failures and the lock after that, so a
         lock keeps the count that caused it until it ends.
         """
-        if self.shared is not None:
-            return await self._login_shared(self.shared, name, password, client)
+        if self.shared is not None and self.clustered:
+            with contextlib.suppress(Unavailable):  # Redis just went away: this node's own login, degraded
+                return await self._login_shared(self.shared, name, password, client)
         key = f"{name}@{client}"
         now = time.monotonic()
         known = self.faults.get(key)
@@ -283,6 +284,8 @@ class Auth:
         self.faults.pop(key, None)
         session = str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
         entry = self.sessions[session_hash(session)] = Session(name, time.time())
+        if self.shared is not None:  # degraded: attach takes it into the cluster if `password` is the cluster's
+            self._born_local[session_hash(session)] = password
         await self.db.execute(
             "INSERT OR REPLACE INTO sessions (id_hash, user, last_seen) VALUES (?, ?, ?)",
             (session_hash(session), name, entry.last_seen),
@@ -329,6 +332,24 @@ class Auth:
 
     # ------------------------------------------------------------------ the cluster's shared store
 
+    @property
+    def clustered(self) -> bool:
+        """Users, roles and sessions are the cluster's now: in a cluster, in sync with it, Redis answering.
+
+        A node in a cluster whose Redis is away (not yet reached at start, or lost) is degraded: it goes on
+        with the users as the cluster last had them (its local copy) and with sessions made on it alone,
+        and refuses to change users or roles, which it could not share. Why not refuse every login instead:
+        a node must stay manageable while Redis is away (the console that would fix the Redis address needs
+        a login). What it costs: during the outage, a user deleted or a password changed elsewhere since
+        the outage began still logs in on this node, and the cluster's sessions do not work on it.
+        """
+        return self.shared is not None and self._attached and not self.shared_down
+
+    def _need_cluster(self) -> None:
+        """Users and roles change only in the cluster while the node is in one (a local change would be lost)."""
+        if self.shared is not None and not self.clustered:
+            raise Unavailable(f"{DOWN}: users and roles cannot change until it answers")
+
     async def _shared(self, call: Awaitable[T]) -> T:
         """Await a call to the shared store, noting when it goes down or comes back (one log line each)."""
         try:
@@ -336,7 +357,9 @@ class Auth:
         except Unavailable:
             if not self._down_logged:
                 self._down_logged = True
-                log.warning("the cluster's user store (Redis) is unreachable: logins and checks fail until it returns")
+                log.warning(
+                    "the cluster's user store (Redis) is unreachable: logins are local to this node until it returns"
+                )
             self.shared_down = True
             raise
         if self._down_logged:
@@ -346,67 +369,78 @@ class Auth:
         return result
 
     def share(self, shared: SharedAuth) -> None:
-        """Enter cluster mode now, before Redis has answered: every check fails closed until `attach`.
-
-        Why not go on with the local users until Redis answers: a session logged out, or a user deleted,
-        on another node would still work here, which is the one thing a cluster must not do. This node's
-        sessions are set aside; `attach` carries them into a cluster it seeds.
-        """
+        """Become a node of a cluster, degraded (see `clustered`) until `attach` has synchronised it."""
         if self.shared is None:
-            self._carry = dict(self.sessions)
-            self._carry_hashes = {name: user.password_md5 for name, user in self.users.items()}
-            self.sessions.clear()
-            self.faults.clear()
+            self._local_users = {n: (u.password_md5, u.role) for n, u in self.users.items()}
+            self._born_local.clear()
         self.shared = shared
         self._attached = False
-        self._shared_version = -1
-        self.shared_down = True  # until attach: checks answer "unreachable", not "log in again"
 
     async def attach(self, shared: SharedAuth) -> None:
-        """Join a cluster (on every (re)connect): its users and roles become this node's, or this node's its.
+        """Synchronise with the cluster (on every (re)connect to Redis), then answer from it.
 
         The first node to join (Redis has no users) seeds the cluster with its users and roles, and its
-        sessions come along, so the administrator who turned clustering on stays logged in. A node joining
-        a cluster that has users takes the cluster's and overwrites its own local tables with them: one set
-        of users per cluster, no merge that would keep two passwords for one name; its own sessions end.
-        After a reconnect this only reloads what changed meanwhile (or seeds again a Redis that came back
-        empty, from the cluster's users as this node last had them).
+        sessions come along. A node joining a cluster that has users takes the cluster's and overwrites
+        its local tables with them: one set of users per cluster, no merge that would keep two passwords for
+        one name. Its sessions made while away (degraded) come along only if the password they were made
+        with is the cluster's password for that user too: no one gets into the cluster with a password it
+        does not know. Users set with `h5gate passwd` meanwhile go up. After a reconnect this reloads what
+        changed meanwhile, or seeds again a Redis that came back empty (from the cluster's users as this
+        node last had them).
         """
         self.share(shared)
         stored_users = [StoredUser(u.name, u.password_md5, u.role) for u in self.users.values()]
         stored_roles = [StoredRole(r.token, r.kind, r.all_cams, dict(r.cams)) for r in self.roles.values()]
         seeded = await self._shared(shared.seed(stored_users, stored_roles))
+        if not seeded:
+            await self._push_local_changes(shared)
+        snap = await self._shared(shared.snapshot())
+        carried: set[str] = set()
+        while True:  # until no login came in meanwhile; then switch over with no await in between
+            todo = [(h, e) for h, e in self.sessions.items() if h not in carried]
+            if not todo:
+                break
+            now = time.time()
+            for digest, entry in todo:
+                carried.add(digest)
+                stored = snap.users.get(entry.user)
+                left = self.timeout - (now - entry.last_seen)
+                given = self._born_local.get(digest)
+                if stored is None or left <= 0:
+                    continue
+                if seeded or (given is not None and await self.password_matches(User("", stored.password, ""), given)):
+                    await self._shared(shared.add_session(digest, entry.user, int(left * 1000)))
+        self._apply(snap)
+        self.sessions.clear()
+        self._born_local.clear()
+        self.faults.clear()
         self._attached = True
-        await self.refresh(force=True)
-        carry, self._carry = self._carry, {}
-        now = time.time()
-        for digest, entry in carry.items() if seeded else ():
-            user = self.users.get(entry.user)
-            left = self.timeout - (now - entry.last_seen)
-            if user is not None and user.password_md5 == self._carry_hashes.get(entry.user) and left > 0:
-                await self._shared(shared.add_session(digest, entry.user, int(left * 1000)))
+        await self.db.execute("DELETE FROM sessions")  # the cluster's sessions are in Redis, not here
+        await self._write_local()
         log.info(
             "users, roles and sessions shared through Redis (%s; %d users)",
             "seeded from this node" if seeded else "the cluster's users",
             len(self.users),
         )
 
-    async def detach(self) -> None:
+    async def detach(self, keep_sessions: bool = True) -> None:
         """Leave the cluster: back to the local tables, which hold the cluster's users as last seen.
 
-        The cluster's live sessions (hashes, as the local table keeps them) come along when Redis still
-        answers, so no one using this node is logged out by it leaving.
+        With `keep_sessions` (the console turned clustering off), the cluster's live sessions (hashes, as
+        the local table keeps them) come along when Redis still answers, so no one using this node is
+        logged out by it leaving. A node that stops keeps none: they stay in Redis for its next start.
         """
         shared, self.shared = self.shared, None
         if shared is None:
             return
+        attached, self._attached = self._attached, False
         self.shared_down = self._down_logged = False
-        self._attached = False
-        try:
-            live = await shared.sessions()
-        except Unavailable:
-            log.warning("leaving the cluster with Redis unreachable: the cluster's sessions end on this node")
-            live = []
+        live: list[tuple[str, str, int]] = []
+        if keep_sessions and attached:
+            try:
+                live = await shared.sessions()
+            except Unavailable:
+                log.warning("leaving the cluster with Redis unreachable: the cluster's sessions end on this node")
         now = time.time()
         rows = [(digest, user, now - (self.timeout - ttl / 1000)) for digest, user, ttl in live]
         if rows:
@@ -418,12 +452,13 @@ class Auth:
         log.info("users and sessions are local again (%d users, %d sessions)", len(self.users), len(self.sessions))
 
     async def refresh(self, force: bool = False) -> None:
-        """In a cluster: bring the users and roles mirror up to the shared version (one GET when current)."""
+        """In a cluster: bring the users and roles mirror up to the shared version (one GET when current).
+
+        Degraded (see `clustered`), the mirror stays as it is.
+        """
         shared = self.shared
-        if shared is None:
+        if shared is None or not self.clustered:
             return
-        if not self._attached:
-            raise Unavailable(f"{DOWN}: not yet in sync with it")
         version = None if force else await self._shared(shared.version())
         if version is not None and version == self._shared_version:
             return
@@ -437,17 +472,20 @@ class Auth:
             snap = await self._shared(shared.snapshot())
             if not snap.users:  # Redis lost everything (flushed, or restarted without persistence): seed again
                 log.warning("the cluster's Redis holds no users: seeding it again from this node's copy")
-                users_ = [StoredUser(u.name, u.password_md5, u.role) for u in self.users.values()]
-                roles_ = [StoredRole(r.token, r.kind, r.all_cams, dict(r.cams)) for r in self.roles.values()]
-                await self._shared(shared.seed(users_, roles_))
+                users = [StoredUser(u.name, u.password_md5, u.role) for u in self.users.values()]
+                roles = [StoredRole(r.token, r.kind, r.all_cams, dict(r.cams)) for r in self.roles.values()]
+                await self._shared(shared.seed(users, roles))
                 snap = await self._shared(shared.snapshot())
-            users = {u.name: User(u.name, u.password, u.role) for u in snap.users.values()}
-            roles = {r.token: Role(r.token, r.kind, dict(r.cams), r.all_cams) for r in snap.roles.values()}
-            for kind in ROLES:  # the built-ins exist on every node, whatever Redis holds
-                roles.setdefault(kind, Role(kind, kind, {}, all_cams=True))
-            self.users, self.roles = users, roles
-            self._shared_version = snap.version
+            self._apply(snap)
             await self._write_local()
+
+    def _apply(self, snap: Snapshot) -> None:
+        users = {u.name: User(u.name, u.password, u.role) for u in snap.users.values()}
+        roles = {r.token: Role(r.token, r.kind, dict(r.cams), r.all_cams) for r in snap.roles.values()}
+        for kind in ROLES:  # the built-ins exist on every node, whatever Redis holds
+            roles.setdefault(kind, Role(kind, kind, {}, all_cams=True))
+        self.users, self.roles = users, roles
+        self._shared_version = snap.version
 
     async def _write_local(self) -> None:
         """The mirror into the local users and roles tables, in one transaction (see the module docstring)."""
@@ -465,26 +503,29 @@ class Auth:
             ]
         )
         self._local_users = {u[0]: (u[1], u[2]) for u in users}
+        self._data_version = await self.db.data_version()
 
     async def _push_local_changes(self, shared: SharedAuth) -> None:
         """`h5gate passwd` wrote the local table while in a cluster: send the users it set to the cluster.
 
-        Only rows that differ from what this node last wrote there go up, so the tool still rescues a
-        forgotten password on a clustered node, and the cluster's newer changes are not undone.
+        Only rows that differ from what this node last wrote there (or had when it joined) go up, so the
+        tool still rescues a forgotten password on a clustered node, and the cluster's newer changes are
+        not undone.
         """
         rows = await self.db.fetchall("SELECT name, password_md5, role FROM users")
-        changed = [r for r in rows if self._local_users.get(r["name"]) != (r["password_md5"], r["role"])]
-        for row in changed:
-            user = User(row["name"], row["password_md5"], row["role"])
-            new_password = self._local_users.get(user.name, ("", ""))[0] != user.password_md5
-            if passwords.MD5_RE.match(user.password_md5):
-                user.password_md5 = await asyncio.to_thread(passwords.hash_md5, user.password_md5)
-            await self._shared(shared.put_user(StoredUser(user.name, user.password_md5, user.role)))
-            if new_password:  # as locally: other sessions end, and failures against the old one no longer count
-                await self._shared(shared.end_sessions(user.name))
-                await self._shared(shared.clear_user_faults(user.name))
-            log.info("user %s set on this node's database: sent to the cluster", user.name)
-        await self.refresh(force=True)
+        for row in rows:
+            name, stored, role = row["name"], row["password_md5"], row["role"]
+            before = self._local_users.get(name)
+            if before == (stored, role):
+                continue
+            if passwords.MD5_RE.match(stored):
+                stored = await asyncio.to_thread(passwords.hash_md5, stored)
+            await self._shared(shared.put_user(StoredUser(name, stored, role)))
+            if before is None or before[0] != row["password_md5"]:  # as locally: a new password ends the
+                await self._shared(shared.end_sessions(name))  # other sessions and the failures against the old
+                await self._shared(shared.clear_user_faults(name))
+            self._local_users[name] = (row["password_md5"], role)
+            log.info("user %s set on this node's database: sent to the cluster", name)
 
     # ------------------------------------------------------------------ sessions
 
@@ -509,13 +550,14 @@ class Auth:
         """The user of a live session (renewing its idle timer), or None.
 
         In a cluster the session is asked of Redis, and the same round trip says whether users or roles
-        changed anywhere (then the mirror is reloaded before the answer). With Redis unreachable the answer
-        is None (fail closed) and `shared_down` tells the caller why.
+        changed anywhere (then the mirror is reloaded before the answer). A node whose Redis is away knows
+        only the sessions made on it meanwhile (see `clustered`).
         """
         if not session:
             return None
-        if self.shared is not None:
-            return await self._check_shared(self.shared, session)
+        if self.shared is not None and self.clustered:
+            with contextlib.suppress(Unavailable):  # Redis just went away: only this node's own sessions
+                return await self._check_shared(self.shared, session)
         key = session_hash(session)
         entry = self.sessions.get(key)
         now = time.time()
@@ -534,14 +576,9 @@ class Auth:
 
     async def _check_shared(self, shared: SharedAuth, session: str) -> User | None:
         digest = session_hash(session)
-        try:
-            if not self._attached:
-                raise Unavailable(f"{DOWN}: not yet in sync with it")
-            name, version = await self._shared(shared.touch(digest, self.timeout * 1000))
-            if version != self._shared_version:
-                await self._reload_mirror(shared, None)
-        except Unavailable:
-            return None
+        name, version = await self._shared(shared.touch(digest, self.timeout * 1000))
+        if version != self._shared_version:
+            await self._reload_mirror(shared, None)
         if name is None:
             return None
         user = self.users.get(name)
@@ -552,20 +589,16 @@ class Auth:
         return user
 
     async def session_count(self) -> int:
-        """Live sessions: this node's, or the cluster's (all nodes share them); 0 while Redis is away."""
-        if self.shared is None:
-            return len(self.sessions)
-        try:
-            return await self._shared(self.shared.count_sessions())
-        except Unavailable:
-            return 0
+        """Live sessions: the cluster's (all nodes share them), or this node's."""
+        if self.shared is not None and self.clustered:
+            with contextlib.suppress(Unavailable):
+                return await self._shared(self.shared.count_sessions())
+        return len(self.sessions)
 
     async def user(self, name: str) -> User | None:
-        """A user by name, as the cluster has it now (RTSP logins by password); None if unknown or unreachable."""
-        try:
+        """A user by name, as the cluster has it now (RTSP logins by password), or None."""
+        with contextlib.suppress(Unavailable):
             await self.refresh()
-        except Unavailable:
-            return None
         return self.users.get(name)
 
     def _forget(self, keys: list[str]) -> None:
@@ -579,6 +612,7 @@ class Auth:
     async def _end_sessions(self, name: str, keep: str | None = None) -> None:
         kept = session_hash(keep) if keep else None
         if self.shared is not None:
+            self._need_cluster()
             ended = await self._shared(self.shared.end_sessions(name, kept))
             if ended:
                 log.info("%d sessions of %s ended on every node", ended, name)
@@ -587,8 +621,9 @@ class Auth:
 
     async def logout(self, session: str) -> bool:
         key = session_hash(session)
-        if self.shared is not None:
-            return await self._shared(self.shared.drop_session(key))
+        if self.shared is not None and self.clustered:
+            with contextlib.suppress(Unavailable):  # else it can only be one of this node's own
+                return await self._shared(self.shared.drop_session(key))
         found = key in self.sessions
         self._forget([key])
         return found
@@ -650,6 +685,7 @@ class Auth:
         if token in self.roles:
             raise Conflict(f"role already exists: {token}")
         if self.shared is not None:
+            self._need_cluster()
             if not await self._shared(self.shared.create_role(StoredRole(token, kind, False, {}))):
                 raise Conflict(f"role already exists: {token}")
             await self.refresh(force=True)
@@ -671,6 +707,7 @@ class Auth:
         if users:
             raise Conflict(f"role {token} still has users: {', '.join(users)}")
         if self.shared is not None:
+            self._need_cluster()
             await self._shared(self.shared.delete_role(token))
             await self.refresh(force=True)
             log.info("role %s deleted", token)
@@ -686,6 +723,7 @@ class Auth:
         if role is None:
             raise NotFound(f"no such role: {token}")
         if self.shared is not None:
+            self._need_cluster()
             if not await self._shared(self.shared.add_cam(token, cam, name)):
                 raise NotFound(f"no such role: {token}")
             await self.refresh(force=True)
@@ -707,6 +745,7 @@ class Auth:
         if cam not in role.cams:
             raise NotFound(f"camera {cam} is not in role {token}")
         if self.shared is not None:
+            self._need_cluster()
             if not await self._shared(self.shared.del_cam(token, cam)):
                 raise NotFound(f"camera {cam} is not in role {token}")
             await self.refresh(force=True)
@@ -719,8 +758,12 @@ class Auth:
     async def forget_cam(self, cam: str) -> None:
         """A source was deleted: no role keeps it (a new source of the same token starts unlisted)."""
         if self.shared is not None:
-            await self._shared(self.shared.forget_cam(cam))
-            await self.refresh(force=True)
+            try:
+                self._need_cluster()
+                await self._shared(self.shared.forget_cam(cam))
+                await self.refresh(force=True)
+            except Unavailable:  # the source is gone anyway; only its place in roles stays until re-added
+                log.warning("camera %s stays in the cluster's roles: Redis is unreachable", cam)
             return
         await self.db.execute("DELETE FROM role_cams WHERE cam = ?", (cam,))
         for role in self.roles.values():
@@ -736,6 +779,7 @@ class Auth:
             raise NotFound(f"no such role: {role}")
         user = User(name, password_md5.lower(), role)
         if self.shared is not None:  # only if no node took the name meanwhile
+            self._need_cluster()
             user.password_md5 = await asyncio.to_thread(passwords.hash_md5, user.password_md5)
             if not await self._shared(self.shared.put_user(StoredUser(name, user.password_md5, role), new=True)):
                 raise Conflict(f"user already exists: {name}")
@@ -757,6 +801,7 @@ class Auth:
         ):
             raise Forbidden("the last Administrator cannot be deleted")
         if self.shared is not None:  # its sessions end on every node with it
+            self._need_cluster()
             await self._shared(self.shared.delete_user(name))
             await self.refresh(force=True)
             log.info("user %s deleted", name)
@@ -790,11 +835,8 @@ class Auth:
         user = await self.check(session)
         if user is not None:
             return user
-        if self.shared is not None:
-            try:
-                await self.refresh()  # the anonymous role's cameras as the cluster has them now
-            except Unavailable:
-                return None
+        with contextlib.suppress(Unavailable):
+            await self.refresh()  # the anonymous role's cameras as the cluster has them now
         role = self.anonymous_role
         if role is None or role not in self.roles:
             return None

@@ -381,9 +381,14 @@ def _glob_escape(text: str) -> str:
 def follow(cluster: Cluster, auth: Auth) -> None:
     """Make `auth` follow the cluster: attach on every (re)connect to Redis, detach when the node leaves.
 
-    Called once at start (users chapter). A node started with the cluster on is in cluster mode from its
-    first request (Auth.share: fail closed until Redis answers), not on its local users meanwhile.
+    Called once at start (users chapter). A node started with the cluster on is a (degraded) node of it
+    from its first request (Auth.share), so nothing it does meanwhile is lost when it syncs. When it
+    leaves because the console turned clustering off, the cluster's sessions stay good on it; when it
+    stops, they stay in Redis only.
     """
+
+    async def leave() -> None:
+        await auth.detach(keep_sessions=not cluster.conf.enable)
 
     async def connected(client: Redis) -> None:
         try:
@@ -398,7 +403,7 @@ def follow(cluster: Cluster, auth: Auth) -> None:
             cluster.failed(e)
 
     cluster.on_connect.append(connected)
-    cluster.on_leave.append(auth.detach)
+    cluster.on_leave.append(leave)
     client = cluster.redis
     if client is not None:
         auth.share(SharedAuth(client, on_error=cluster.failed))

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,57 +22,11 @@ from supervisor.auth import Auth, User, md5_hex, session_hash
 from supervisor.db import Database
 from supervisor.errors import Conflict, NotFound, Unavailable
 from supervisor.shared_auth import SharedAuth
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    """A real redis-server on 127.0.0.1, no persistence, in a temp dir."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = _free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> RedisServer:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        self.proc = subprocess.Popen(
-            ["/usr/bin/redis-server", *args, "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    assert shutil.which("/usr/bin/redis-server")
-    server = RedisServer(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        server.stop()
+from tools.harness.redis import RedisServer
 
 
 class Node:
-    """One node's auth: its own database, the shared Redis."""
+    """One node's auth: its own database, the shared Redis (attach: what the cluster's link does on connect)."""
 
     def __init__(self, path: Path, port: int, timeout: int = 600) -> None:
         self.db = Database(path)
@@ -268,35 +219,40 @@ async def test_redis_holds_no_usable_session_or_password(nodes: tuple[Auth, Auth
     assert passwords.verify(a.users["erin"].password_md5, "erin-pw")
 
 
-async def test_redis_down_fails_closed_with_the_reason_and_recovers(
+async def test_with_redis_away_a_node_is_its_own_then_syncs_when_it_returns(
     nodes: tuple[Auth, Auth], redis_server: RedisServer
 ) -> None:
+    """Degraded: the cluster's sessions are unknown, the node's own logins work on it alone, users cannot
+    change; when Redis answers again (attach, as the link does on reconnect) the node's sessions made with
+    the cluster's password join the cluster."""
     a, b = nodes
-    session, _ = await a.login("admin", "12345", "10.0.0.7")
-    assert session is not None
-    redis_server.stop()
-    assert await b.check(session) is None and b.shared_down
-    assert await b.viewer(session) is None
+    await a.create_user("hugo", md5_hex("hugo-pw"), "Viewer")
+    cluster_session, _ = await a.login("admin", "12345", "10.0.0.7")
+    assert cluster_session is not None and a.clustered
+    await b.reload_if_changed()  # the server's poll (every 0.5 s) keeps B's copy of the users current
+    assert "hugo" in b.users
+    redis_server.kill()
+    assert await b.check(cluster_session) is None and not b.clustered
+    own, _ = await b.login("hugo", "hugo-pw", "10.0.0.7")  # the users as the cluster last had them
+    assert own is not None
+    user = await b.check(own)
+    assert user is not None and user.name == "hugo"
+    assert await a.check(own) is None  # B's alone while Redis is away
     with pytest.raises(Unavailable, match="unreachable"):
-        await a.login("admin", "12345", "10.0.0.7")
+        await b.create_user("ivan", md5_hex("x"), "Viewer")
     with pytest.raises(Unavailable):
-        await a.create_user("frank", md5_hex("x"), "Viewer")
-    # the same port again, empty: the session is gone (no persistence), the nodes notice and recover
+        await b.change_password("hugo", md5_hex("other"))
+
+    # Redis back, empty (no persistence): the first node to sync seeds it again from its copy of the users
     await asyncio.to_thread(redis_server.start)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            assert await b.check(session) is None
-            break
-        except AssertionError:
-            raise
-        except Exception:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.1)
-    while b.shared_down and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-        await b.check(session)
-    assert not b.shared_down
+    assert not a.clustered  # A failed too (its check above): both wait for their link's reconnect
+    for node in (b, a):
+        assert node.shared is not None
+        await node.attach(SharedAuth(node.shared.redis))
+    assert b.clustered and set(b.users) == {"admin", "hugo"}
+    user = await a.check(own)  # B's session, made with hugo's cluster password, now good everywhere
+    assert user is not None and user.name == "hugo"
+    assert await a.check(cluster_session) is None  # what Redis lost is lost
 
 
 async def test_the_first_node_seeds_the_cluster_a_joining_node_takes_its_users_and_leaving_keeps_them(
@@ -361,3 +317,33 @@ async def test_stored_hashes_are_the_same_on_every_node(nodes: tuple[Auth, Auth]
     assert a.users["gina"].password_md5.startswith("scrypt$")
     digest = hashlib.sha256(b"x").hexdigest()
     assert session_hash("x") == digest
+
+
+async def test_logins_made_before_the_first_sync_join_the_cluster_only_with_the_clusters_password(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A node started in a cluster answers logins before Redis does (its link connects in the background)."""
+    a_node, b_node = Node(tmp_path / "a.db", redis_server.port), Node(tmp_path / "b.db", redis_server.port)
+    a = await a_node.start()
+    await a.create_user("jane", md5_hex("jane-cluster-pw"), "Viewer")
+    b = await b_node.start(join=False)
+    try:
+        await b.create_user("jane", md5_hex("jane-local-pw"), "Viewer")
+        b_node.redis = aioredis.Redis(port=redis_server.port)
+        b.share(SharedAuth(b_node.redis))  # a node of the cluster, not yet synced
+        assert not b.clustered
+        admin, _ = await b.login("admin", "12345", "10.0.0.11")  # the same password as the cluster's admin
+        jane_local, _ = await b.login("jane", "jane-local-pw", "10.0.0.11")  # not the cluster's password
+        assert admin is not None and jane_local is not None
+        with pytest.raises(Unavailable):
+            await b.create_role("early", "Viewer")
+        await b.attach(SharedAuth(b_node.redis))
+        assert b.clustered
+        assert (await a.check(admin)) is not None
+        assert (await b.check(jane_local)) is None and (await a.check(jane_local)) is None
+        assert (await b.login("jane", "jane-cluster-pw", "10.0.0.11"))[0] is not None
+        rows = await b_node.db.fetchall("SELECT id_hash FROM sessions")
+        assert rows == []  # the cluster's sessions live in Redis only
+    finally:
+        await a_node.stop()
+        await b_node.stop()

@@ -245,15 +245,11 @@ def session_of(conn: HTTPConnection) -> str | None:
 
 
 async def require_user(conn: HTTPConnection, role: str = "Viewer") -> Any:
-    """The logged-in user of this request or ApiError(401/403/503); renews the session's idle timer.
-
-    503 when the node is in a cluster whose Redis does not answer: the session may well be good, so the
-    client is not told to log in again.
-    """
+    """The logged-in user of this request or ApiError(401/403); renews the session's idle timer."""
     auth = services(conn).auth
     user = await auth.check(session_of(conn))
-    if user is None and auth.shared_down:
-        raise ApiError("the cluster's user store (Redis) is unreachable", 503)
+    if user is None and auth.shared is not None and not auth.clustered:
+        raise ApiError("session unknown to this node while the cluster's Redis is unreachable: log in again", 401)
     if user is None:
         raise ApiError("session is missing, invalid or expired", 401)
     if not auth.may(user, role):
