@@ -281,6 +281,8 @@ class Auth:
             else:
                 log.info("login failed for %s from %s (%d)", name, client, faults.count)
             return None, faults
+        if self.shared is not None and self.clustered:  # the node synced while the password was checked:
+            return await self.login(name, password, client)  # the cluster's user and session, not ours
         self.faults.pop(key, None)
         session = str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
         entry = self.sessions[session_hash(session)] = Session(name, time.time())

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -22,6 +24,7 @@ from supervisor.auth import Auth, User, md5_hex, session_hash
 from supervisor.db import Database
 from supervisor.errors import Conflict, NotFound, Unavailable
 from supervisor.shared_auth import SharedAuth
+from tools.harness.gateway import Gateway
 from tools.harness.redis import RedisServer
 
 
@@ -347,3 +350,143 @@ async def test_logins_made_before_the_first_sync_join_the_cluster_only_with_the_
     finally:
         await a_node.stop()
         await b_node.stop()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Two real gateways sharing one real Redis, as behind a load balancer: each request may land on either.
+
+
+def _wait(check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}: last {value!r}")
+
+
+def _login(gw: Gateway, user: str, password: str) -> dict[str, Any]:
+    status, body = gw.get("Login", session=None, user=user, password=password)
+    assert status == 200, body
+    assert isinstance(body, dict)
+    return body
+
+
+def _session(gw: Gateway, user: str, password: str) -> str:
+    body = _login(gw, user, password)
+    assert body["bStatus"] is True, body
+    return str(body["strSession"])
+
+
+def _status(gw: Gateway, session: str, call: str = "Keepalive", **params: Any) -> int:
+    return gw.get(call, session=session, **params)[0]
+
+
+def _synced(a: Gateway, b: Gateway) -> bool:
+    """A session made on one node is good on the other: both nodes are attached to the cluster's users."""
+    try:
+        return _status(b, _session(a, "admin", "12345")) == 200 and _status(a, _session(b, "admin", "12345")) == 200
+    except AssertionError:
+        return False
+
+
+@pytest.fixture
+def pair(tmp_path: Path, redis_server: RedisServer) -> Iterator[tuple[Gateway, Gateway]]:
+    gws = []
+    try:
+        for name in ("node-a", "node-b"):
+            env = {"H5GATE_REDIS_ENABLE": "true", "H5GATE_REDIS_PORT": str(redis_server.port), "H5GATE_NODE_ID": name}
+            gws.append(Gateway(tmp_path / name, extra_args=["--no-demo"], env=env).start())
+        a, b = gws
+        _wait(lambda: _synced(a, b), what="both nodes on the cluster's users")
+        yield a, b
+    finally:
+        for gw in gws:
+            gw.stop()
+
+
+def test_two_gateways_share_logins_users_roles_and_logouts(pair: tuple[Gateway, Gateway]) -> None:
+    a, b = pair
+    md5 = md5_hex
+    # the harness's own admin logins (made before the nodes synced, with the cluster's password) carried over
+    assert _status(b, a.session) == 200 and _status(a, b.session) == 200
+
+    # login on A, the very next request on B
+    session = _session(a, "admin", "12345")
+    assert _status(b, session, "GetUserList") == 200
+
+    # a user made on B logs in on A at once; its session is good on B
+    assert b.ok("CreateUser", user="lena", password=md5("lena-pw"), roletoken="Viewer")["bStatus"] is True
+    lena = _session(a, "lena", md5("lena-pw"))
+    assert _status(b, lena) == 200
+    assert _status(b, lena, "GetUserList") == 403  # a Viewer, on B too
+    assert a.get("CreateUser", user="lena", password=md5("x"))[1]["strCode"] == "user already exists: lena"
+
+    # a role made on A, lena moved into it on B: A answers with the new role at once
+    assert a.ok("CreateRole", roletoken="night-shift", role="Operator")["bStatus"] is True
+    assert b.ok("UpdateUser", user="lena", roletoken="night-shift")["bStatus"] is True
+    info = a.ok("GetUserInfo", session=lena)
+    assert (info["strRoleToken"], info["strUserType"]) == ("night-shift", "Operator")
+    roles = {r["strRoleToken"] for r in b.ok("GetRoleList")["roles"]}
+    assert "night-shift" in roles
+
+    # a password set on A ends lena's sessions on B; the old password fails on B, the new one works there
+    other = _session(b, "lena", md5("lena-pw"))
+    assert a.ok("UpdateUser", user="lena", newpassword=md5("lena-new"))["bStatus"] is True
+    assert _status(b, lena) == 401 and _status(b, other) == 401 and _status(a, other) == 401
+    assert _login(b, "lena", md5("lena-pw"))["bStatus"] is False
+    lena = _session(b, "lena", md5("lena-new"))
+
+    # deleted on A: dead on B at once, and no login on B
+    assert a.ok("DeleteUser", user="lena")["bStatus"] is True
+    assert _status(b, lena) == 401
+    assert _login(b, "lena", md5("lena-new"))["bStatus"] is False
+    assert b.ok("DeleteRole", roletoken="night-shift")["bStatus"] is True
+    assert "night-shift" not in {r["strRoleToken"] for r in a.ok("GetRoleList")["roles"]}
+
+    # logout on B of a session made on A
+    assert _status(b, session, "Logout") == 200
+    assert _status(a, session) == 401
+
+    # the lock counts failures on both nodes: 2 on A and 2 on B lock the user on both
+    assert a.ok("CreateUser", user="mika", password=md5("mika-pw"))["bStatus"] is True
+    for i, gw in enumerate((a, b, a, b)):
+        body = _login(gw, "mika", "wrong")
+        assert body["bStatus"] is False and body["nFaultTimes"] == i + 1, body
+    assert body["tLockTimeResidue"] > 0
+    for gw in (a, b):
+        body = _login(gw, "mika", "mika-pw")
+        assert body["bStatus"] is False and body["strCode"] == "login locked, try again later", body
+
+
+def test_a_gateway_that_leaves_the_cluster_keeps_its_sessions_and_the_clusters_users(
+    pair: tuple[Gateway, Gateway],
+) -> None:
+    a, b = pair
+    assert a.ok("CreateUser", user="nora", password=md5_hex("nora-pw"))["bStatus"] is True
+    nora = _session(a, "nora", "nora-pw")
+    assert b.ok("SetEnableRedis", enable="false")["bStatus"] is True  # B's admin session survives its leaving
+    _wait(lambda: _status(b, nora) == 200, what="the cluster's session good on B alone")
+    assert b.ok("GetEnableRedis")["enable"] is False
+    assert "nora" in {u["strUser"] for u in b.ok("GetUserList")["users"]}  # the cluster's users, kept
+    assert b.ok("DeleteUser", user="nora")["bStatus"] is True  # now B's own business: not the cluster's
+    assert _status(a, nora) == 200
+    assert _status(b, nora) == 401
+    assert _login(a, "nora", "nora-pw")["bStatus"] is True
+
+    # back in: B takes the cluster's users again (nora is back on B), its own deletion did not reach the cluster
+    assert b.ok("SetEnableRedis", enable="true")["bStatus"] is True
+    _wait(lambda: _status(b, nora) == 200, what="B back in the cluster")
+    assert "nora" in {u["strUser"] for u in b.ok("GetUserList")["users"]}
+
+
+def test_a_restarted_gateway_finds_the_clusters_sessions(pair: tuple[Gateway, Gateway]) -> None:
+    a, b = pair
+    session = _session(a, "admin", "12345")
+    b.stop()
+    b.start()
+    _wait(lambda: _status(b, session) == 200, what="A's session good on the restarted B")
+    rows = sqlite3.connect(b.data_dir / "h5gate.db").execute("SELECT count(*) FROM sessions").fetchone()
+    assert rows[0] == 0  # sessions live in Redis while in a cluster, not in a node's own table
