@@ -339,11 +339,12 @@ class Auth:
         """Users, roles and sessions are the cluster's now: in a cluster, in sync with it, Redis answering.
 
         A node in a cluster whose Redis is away (not yet reached at start, or lost) is degraded: it goes on
-        with the users as the cluster last had them (its local copy) and with sessions made on it alone,
-        and refuses to change users or roles, which it could not share. Why not refuse every login instead:
-        a node must stay manageable while Redis is away (the console that would fix the Redis address needs
-        a login). What it costs: during the outage, a user deleted or a password changed elsewhere since
-        the outage began still logs in on this node, and the cluster's sessions do not work on it.
+        with the users as the cluster last had them (its local copy), the cluster's sessions it last saw
+        alive and the sessions made on it meanwhile (on it alone), and refuses to change users or roles,
+        which it could not share. Why not refuse every login instead: a Redis restart must not log out the
+        whole cluster, and a node must stay manageable while Redis is away (the console that would fix the
+        Redis address needs a login). What it costs: during the outage, a user deleted, a password changed
+        or a session ended elsewhere since (or just before) the outage began still works on this node.
         """
         return self.shared is not None and self._attached and not self.shared_down
 
@@ -425,12 +426,14 @@ class Auth:
             len(self.users),
         )
 
-    async def detach(self, keep_sessions: bool = True) -> None:
+    async def detach(self, persist: bool = True) -> None:
         """Leave the cluster: back to the local tables, which hold the cluster's users as last seen.
 
-        With `keep_sessions` (the console turned clustering off), the cluster's live sessions (hashes, as
-        the local table keeps them) come along when Redis still answers, so no one using this node is
-        logged out by it leaving. A node that stops keeps none: they stay in Redis for its next start.
+        The cluster's live sessions (hashes, as the local table keeps them) come along when Redis still
+        answers, so no one using this node is logged out by it leaving (or moving to another Redis, which
+        it then seeds with them). `persist` (the console turned clustering off) writes them to the local
+        table too; a node that stops keeps them in memory only, so its next start cannot bring back a
+        session the cluster ended while it was down.
         """
         shared, self.shared = self.shared, None
         if shared is None:
@@ -438,19 +441,20 @@ class Auth:
         attached, self._attached = self._attached, False
         self.shared_down = self._down_logged = False
         live: list[tuple[str, str, int]] = []
-        if keep_sessions and attached:
+        if attached:
             try:
                 live = await shared.sessions()
             except Unavailable:
                 log.warning("leaving the cluster with Redis unreachable: the cluster's sessions end on this node")
         now = time.time()
         rows = [(digest, user, now - (self.timeout - ttl / 1000)) for digest, user, ttl in live]
-        if rows:
+        if rows and persist:
             sql = "INSERT OR REPLACE INTO sessions (id_hash, user, last_seen) VALUES (?, ?, ?)"
             await self.db.executemany(sql, rows)
         await self.load_users()
         await self._load_roles()
         await self.load_sessions()
+        self.sessions.update({d: Session(u, seen) for d, u, seen in rows if u in self.users})
         log.info("users and sessions are local again (%d users, %d sessions)", len(self.users), len(self.sessions))
 
     async def refresh(self, force: bool = False) -> None:
@@ -486,8 +490,11 @@ class Auth:
         roles = {r.token: Role(r.token, r.kind, dict(r.cams), r.all_cams) for r in snap.roles.values()}
         for kind in ROLES:  # the built-ins exist on every node, whatever Redis holds
             roles.setdefault(kind, Role(kind, kind, {}, all_cams=True))
-        self.users, self.roles = users, roles
+        old, self.users, self.roles = self.users, users, roles
         self._shared_version = snap.version
+        changed = {n for n, u in old.items() if n not in users or users[n].password_md5 != u.password_md5}
+        for digest in [d for d, e in self.sessions.items() if e.user in changed]:  # kept for outages: see
+            del self.sessions[digest]  # _check_shared
 
     async def _write_local(self) -> None:
         """The mirror into the local users and roles tables, in one transaction (see the module docstring)."""
@@ -577,17 +584,24 @@ class Auth:
         return user
 
     async def _check_shared(self, shared: SharedAuth, session: str) -> User | None:
+        """Redis's answer; what it said is kept in `sessions` (memory only) for while Redis is away.
+
+        Why keep it: a Redis restart or a network blip must not log out everyone on every node. What it
+        costs: while Redis is away, a session ended on another node just before (a logout) can still work
+        on a node that saw it alive; password changes and deletions this node had seen end it here too.
+        """
         digest = session_hash(session)
         name, version = await self._shared(shared.touch(digest, self.timeout * 1000))
         if version != self._shared_version:
             await self._reload_mirror(shared, None)
-        if name is None:
+        user = self.users.get(name) if name is not None else None
+        if user is None:
+            self.sessions.pop(digest, None)
+            if name is not None:  # its user was deleted: the session goes with it
+                with contextlib.suppress(Unavailable):
+                    await self._shared(shared.drop_session(digest))
             return None
-        user = self.users.get(name)
-        if user is None:  # its user was deleted: the session goes with it
-            with contextlib.suppress(Unavailable):
-                await self._shared(shared.drop_session(digest))
-            return None
+        self.sessions[digest] = Session(user.name, time.time())
         return user
 
     async def session_count(self) -> int:
@@ -618,13 +632,16 @@ class Auth:
             ended = await self._shared(self.shared.end_sessions(name, kept))
             if ended:
                 log.info("%d sessions of %s ended on every node", ended, name)
+            for digest in [h for h, e in self.sessions.items() if e.user == name and h != kept]:
+                del self.sessions[digest]
             return
         self._forget([h for h, e in self.sessions.items() if e.user == name and h != kept])
 
     async def logout(self, session: str) -> bool:
         key = session_hash(session)
         if self.shared is not None and self.clustered:
-            with contextlib.suppress(Unavailable):  # else it can only be one of this node's own
+            with contextlib.suppress(Unavailable):  # else it can only be one this node knows
+                self.sessions.pop(key, None)
                 return await self._shared(self.shared.drop_session(key))
         found = key in self.sessions
         self._forget([key])

@@ -383,12 +383,12 @@ def follow(cluster: Cluster, auth: Auth) -> None:
 
     Called once at start (users chapter). A node started with the cluster on is a (degraded) node of it
     from its first request (Auth.share), so nothing it does meanwhile is lost when it syncs. When it
-    leaves because the console turned clustering off, the cluster's sessions stay good on it; when it
-    stops, they stay in Redis only.
+    leaves (turned off, or moved to another Redis), the cluster's sessions stay good on it; only when
+    clustering was turned off are they written to its own table (see Auth.detach).
     """
 
     async def leave() -> None:
-        await auth.detach(keep_sessions=not cluster.conf.enable)
+        await auth.detach(persist=not cluster.conf.enable)
 
     async def connected(client: Redis) -> None:
         try:

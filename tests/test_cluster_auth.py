@@ -225,17 +225,20 @@ async def test_redis_holds_no_usable_session_or_password(nodes: tuple[Auth, Auth
 async def test_with_redis_away_a_node_is_its_own_then_syncs_when_it_returns(
     nodes: tuple[Auth, Auth], redis_server: RedisServer
 ) -> None:
-    """Degraded: the cluster's sessions are unknown, the node's own logins work on it alone, users cannot
-    change; when Redis answers again (attach, as the link does on reconnect) the node's sessions made with
-    the cluster's password join the cluster."""
+    """Degraded: the cluster's sessions the node saw alive still work, its own new logins work on it alone,
+    users cannot change; when Redis answers again (attach, as the link does on reconnect) the node's
+    sessions made with the cluster's password join the cluster."""
     a, b = nodes
     await a.create_user("hugo", md5_hex("hugo-pw"), "Viewer")
     cluster_session, _ = await a.login("admin", "12345", "10.0.0.7")
     assert cluster_session is not None and a.clustered
+    seen, _ = await a.login("hugo", "hugo-pw", "10.0.0.7")
+    assert await b.check(seen) is not None  # B saw it alive in Redis
     await b.reload_if_changed()  # the server's poll (every 0.5 s) keeps B's copy of the users current
     assert "hugo" in b.users
     redis_server.kill()
-    assert await b.check(cluster_session) is None and not b.clustered
+    assert await b.check(cluster_session) is None and not b.clustered  # B never saw that one
+    assert await b.check(seen) is not None  # a Redis outage does not log out what B knew alive
     own, _ = await b.login("hugo", "hugo-pw", "10.0.0.7")  # the users as the cluster last had them
     assert own is not None
     user = await b.check(own)
