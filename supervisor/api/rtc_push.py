@@ -95,7 +95,7 @@ async def _check(ws: WebSocket, token: str) -> Refusal | tuple[PushInput, WebRTC
     svc = services(ws)
     if cross_site(ws):
         return Refusal(CLOSE_UNAUTHORIZED, "refused: publishing from another site's page")
-    user = svc.auth.check(session_of(ws))
+    user = await svc.auth.check(session_of(ws))
     if user is None:
         return Refusal(CLOSE_UNAUTHORIZED, "session is missing, invalid or expired")
     if not svc.auth.may(user, "Operator"):
