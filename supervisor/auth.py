@@ -392,6 +392,7 @@ class Auth:
         node last had them).
         """
         self.share(shared)
+        await shared.fresh()
         stored_users = [StoredUser(u.name, u.password_md5, u.role) for u in self.users.values()]
         stored_roles = [StoredRole(r.token, r.kind, r.all_cams, dict(r.cams)) for r in self.roles.values()]
         seeded = await self._shared(shared.seed(stored_users, stored_roles))
@@ -440,6 +441,7 @@ class Auth:
             return
         attached, self._attached = self._attached, False
         self.shared_down = self._down_logged = False
+        self._born_local.clear()
         live: list[tuple[str, str, int]] = []
         if attached:
             try:
@@ -560,7 +562,7 @@ class Auth:
 
         In a cluster the session is asked of Redis, and the same round trip says whether users or roles
         changed anywhere (then the mirror is reloaded before the answer). A node whose Redis is away knows
-        only the sessions made on it meanwhile (see `clustered`).
+        the sessions it last saw alive there and those made on it meanwhile (see `clustered`).
         """
         if not session:
             return None
@@ -628,7 +630,10 @@ class Auth:
     async def _end_sessions(self, name: str, keep: str | None = None) -> None:
         kept = session_hash(keep) if keep else None
         if self.shared is not None:
-            self._need_cluster()
+            if not self.clustered:  # `h5gate passwd` while Redis is away: here now, the cluster's at attach
+                for digest in [h for h, e in self.sessions.items() if e.user == name and h != kept]:
+                    del self.sessions[digest]
+                return
             ended = await self._shared(self.shared.end_sessions(name, kept))
             if ended:
                 log.info("%d sessions of %s ended on every node", ended, name)

@@ -53,6 +53,7 @@ log = logging.getLogger("h5gate.auth")
 
 PREFIX = "h5gate:auth:"
 DOWN = "the cluster's shared user store (Redis) is unreachable"
+MAX_IN_FLIGHT = 32  # Redis operations of this store at once (see SharedAuth._call)
 
 # KEYS: session, version. ARGV: idle timeout (ms). The session's user (renewed) and the users/roles version.
 TOUCH = """
@@ -153,6 +154,7 @@ class SharedAuth:
         self.redis = redis
         self.p = prefix
         self.on_error = on_error  # told of every failed command (the cluster's link then re-checks at once)
+        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._touch = redis.register_script(TOUCH)
         self._add_session = redis.register_script(ADD_SESSION)
         self._end_sessions = redis.register_script(END_SESSIONS)
@@ -162,8 +164,17 @@ class SharedAuth:
 
     @asynccontextmanager
     async def _call(self) -> AsyncIterator[None]:
+        """One operation: at most MAX_IN_FLIGHT at once, Redis's errors as Unavailable (and told to on_error).
+
+        Why the cap: redis-py's pool refuses (MaxConnectionsError) past its size (100) instead of waiting,
+        so a burst of requests (hundreds of HLS viewers asking at once) would look like Redis going away,
+        and the node would drop to degraded and its link reconnect. Queued here, they wait their turn
+        (a check takes well under a millisecond on an idle loopback) and leave the pool room for the
+        cluster's own commands.
+        """
         try:
-            yield
+            async with self._in_flight:
+                yield
         except (RedisError, OSError) as e:
             if isinstance(e, WatchError):
                 raise
@@ -179,6 +190,12 @@ class SharedAuth:
 
     def _faults(self, key: str) -> str:
         return f"{self.p}faults:{key}"
+
+    async def fresh(self) -> None:
+        """Close the pool's idle connections: after Redis came back, each would fail once (the client does
+        not retry), and a sync must not fail on a connection to the Redis that died."""
+        async with self._call():
+            await self.redis.connection_pool.disconnect(inuse_connections=False)
 
     # ------------------------------------------------------------------ users and roles
 

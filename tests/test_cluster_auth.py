@@ -493,3 +493,38 @@ def test_a_restarted_gateway_finds_the_clusters_sessions(pair: tuple[Gateway, Ga
     _wait(lambda: _status(b, session) == 200, what="A's session good on the restarted B")
     rows = sqlite3.connect(b.data_dir / "h5gate.db").execute("SELECT count(*) FROM sessions").fetchone()
     assert rows[0] == 0  # sessions live in Redis while in a cluster, not in a node's own table
+
+
+async def test_a_burst_of_checks_waits_its_turn_instead_of_looking_like_redis_gone(nodes: tuple[Auth, Auth]) -> None:
+    """redis-py's pool (100 connections) refuses past its size; 500 requests at once must all be answered."""
+    a, b = nodes
+    session, _ = await a.login("admin", "12345", "10.0.0.12")
+    users = await asyncio.gather(*(b.check(session) for _ in range(500)))
+    assert all(u is not None and u.name == "admin" for u in users)
+    assert b.clustered and not b.shared_down
+
+
+async def test_a_password_set_with_the_tool_while_redis_is_away_reaches_the_cluster_when_it_returns(
+    nodes: tuple[Auth, Auth], redis_server: RedisServer
+) -> None:
+    a, b = nodes
+    redis_server.kill()
+    assert await a.check("anything") is None
+    assert (await a.login("admin", "12345", "10.0.0.13"))[0] is not None  # degraded now: a's own login
+    assert not a.clustered
+    other = Database(a.db.path)
+    await other.open()
+    tool = Auth(other)
+    await tool.load()
+    await tool.save_user(User("admin", md5_hex("while-away"), "Administrator"))
+    await other.close()
+    assert await a.reload_if_changed()  # taken here at once (no error while Redis is away) ...
+    assert (await a.login("admin", "while-away", "10.0.0.13"))[0] is not None
+    assert (await a.login("admin", "12345", "10.0.0.13"))[0] is None
+    await asyncio.to_thread(redis_server.start)  # ... and by the cluster when Redis is back (kept its data? no:
+    for node in (b, a):  # empty, so the first to sync seeds; B first, with the old password ...
+        assert node.shared is not None
+        await node.attach(SharedAuth(node.shared.redis))
+    # ... and A's sync sends up what the tool set: the cluster takes the rescued password
+    assert (await b.login("admin", "while-away", "10.0.0.14"))[0] is not None
+    assert (await b.login("admin", "12345", "10.0.0.14"))[0] is None
