@@ -41,6 +41,15 @@ TAIL_SEGMENTS = 2  # segments kept beyond the playlist, for clients that fetch w
 PART_SEGMENTS = 3  # segments (from the newest) whose parts the playlist lists
 
 
+def run_id() -> str:
+    """A packager run's id, for segment names that never repeat: behind a cache they are immutable.
+
+    The millisecond clock orders runs of one node (restarts of the source, of the server); the random
+    suffix separates nodes and survives a clock that stepped back. 13-15 hex digits.
+    """
+    return f"{time.time_ns() // 1_000_000:x}{secrets.token_hex(2)}"
+
+
 def history_cursor(hub: StreamHub) -> Cursor:
     """A cursor at the oldest keyframe of the hub's current run: a playlist starts with segments to list.
 
@@ -92,7 +101,7 @@ class FragmentedHls:
         self.target = target
         self.segment_num = max(1, segment_num)
         self.part_target = part_target
-        self.run = secrets.token_hex(3)  # in every URI: a restarted packager never reuses a cached name
+        self.run = run_id()  # in every URI: a restarted packager (on any node) never reuses a cached name
         self.segments: deque[Segment] = deque()
         self.inits: dict[int, InitInfo] = {}
         self.next_msn = 0
@@ -359,7 +368,8 @@ class TsHls:
     ffmpeg's HLS muxer does the TS work (Annex B, ADTS, PAT/PMT, segment names and deletion). It runs only
     while clients fetch; `stop()` ends it and empties the folder. A new source run with the same init goes
     on in the same ffmpeg (decode times kept going forward); a different init restarts ffmpeg, which
-    continues the playlist after an EXT-X-DISCONTINUITY.
+    continues the playlist after an EXT-X-DISCONTINUITY. Segment numbers (and so names) start at the
+    microsecond clock: a new run, even one a moment after the last, never reuses a name a cache holds.
     """
 
     def __init__(self, name: str, binary: str, hub: StreamHub, folder: Path, target: int, segment_num: int) -> None:
@@ -386,7 +396,7 @@ class TsHls:
             *("-hide_banner", "-nostdin", "-nostats", "-loglevel", "repeat+level+warning"),
             *("-f", "mp4", "-i", "pipe:0", "-map", "0", "-c", "copy"),
             *("-f", "hls", "-hls_time", str(self.target), "-hls_list_size", str(self.segment_num)),
-            *("-hls_flags", flags, "-hls_allow_cache", "0", "-hls_start_number_source", "epoch"),
+            *("-hls_flags", flags, "-hls_allow_cache", "0", "-hls_start_number_source", "epoch_us"),
             *("-hls_segment_filename", f"{out}/hls%d.ts", f"{out}/hls.m3u8"),
         ]
 

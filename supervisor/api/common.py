@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
 from supervisor import errors
+from supervisor.api.caching import NO_STORE
 from supervisor.api.paths import VENDOR_FORM
 from supervisor.services import Services
 
@@ -103,7 +104,8 @@ def ok(message: str, **extra: Any) -> dict[str, Any]:
 
 
 def fail(code: str, status: int = 400, **extra: Any) -> JSONResponse:
-    return JSONResponse({"bStatus": False, "strCode": code, **extra}, status_code=status)
+    """A refusal in the manual's form; never stored by a cache (a 404 for a part asked too early included)."""
+    return JSONResponse({"bStatus": False, "strCode": code, **extra}, status_code=status, headers=NO_STORE)
 
 
 # Which API calls change state, in one place (issue #11, cross-site requests). A call listed False only
@@ -297,7 +299,9 @@ def endpoint(role: str | None = "Viewer") -> Callable[[Handler], Callable[[Reque
             except Exception:
                 log.exception("endpoint %s failed", request.url.path)
                 return vendor_status(request, fail("internal error", 500))
-            return vendor_status(request, result if isinstance(result, Response) else JSONResponse(result))
+            if not isinstance(result, Response):  # a session's JSON answer: never replayed by a cache
+                result = JSONResponse(result, headers=NO_STORE)
+            return vendor_status(request, result)
 
         return run
 

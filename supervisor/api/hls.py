@@ -4,7 +4,8 @@ v2 is LL-HLS: a playlist request with _HLS_msn (and _HLS_part) is held until tha
 and a request for the hinted next part is held until it is ready. The session given in the query is
 carried on every URI of a playlist, so players that do not keep cookies are authorised for segments too.
 Playlists are never cached; segments, parts and init segments have names that are never reused (a run id
-in each), so a client may cache them.
+in each, v1's numbers start at the microsecond clock), so any cache may keep them: supervisor/api/caching.py
+says which cache, and for whom. Error answers are never stored (a part asked for too early must not stay 404).
 """
 
 from __future__ import annotations
@@ -17,16 +18,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from supervisor.api import caching
 from supervisor.api.common import TOKEN_RE, ApiError, Chapter, endpoint, services, session_of
 from supervisor.hls import HlsService
 from supervisor.services import Services
 from workers.hls import FragmentedHls
 
 PLAYLIST = "application/vnd.apple.mpegurl"
-NO_CACHE = {"Cache-Control": "no-cache"}
-IMMUTABLE = {"Cache-Control": "private, max-age=600, immutable"}
 TS_NAME_RE = re.compile(r"^hls\d{1,20}\.ts$")
-V2_NAME_RE = re.compile(r"^(init|seg|part)-([0-9a-f]{6})-(\d{1,12})(?:-(\d{1,6}))?\.(mp4|m4s)$")
+V2_NAME_RE = re.compile(r"^(init|seg|part)-([0-9a-f]{6,24})-(\d{1,12})(?:-(\d{1,6}))?\.(mp4|m4s)$")
 NUMBER_RE = re.compile(r"^\d{1,12}$")
 MAX_AHEAD = 2  # a blocking reload may ask for at most this many segments beyond the newest (else 400)
 
@@ -82,7 +82,7 @@ async def _v2(request: Request, service: HlsService, token: str, name: str) -> R
                 raise ApiError(f"_HLS_msn {msn} is too far ahead (next segment is {playing.next_msn})")
             if not await playing.wait_for(lambda: playing.has(msn, part), 3 * playing.target_duration):
                 raise ApiError("the requested segment did not come in time", 503)
-        return Response(playing.playlist(_query(request)), media_type=PLAYLIST, headers=NO_CACHE)
+        return Response(playing.playlist(_query(request)), media_type=PLAYLIST, headers=caching.playlist(request))
     m = V2_NAME_RE.match(name)
     if m is None:
         raise ApiError("invalid HLS name")
@@ -109,14 +109,15 @@ async def _v2(request: Request, service: HlsService, token: str, name: str) -> R
         data, media = hls.part(number, i), "video/iso.segment"
     if data is None:
         raise ApiError("not found (no longer or not yet in the playlist)", 404)
-    return Response(data, media_type=media, headers=IMMUTABLE)
+    return Response(data, media_type=media, headers=caching.segment(request))
 
 
 async def _v1(request: Request, service: HlsService, token: str, name: str) -> Response:
     if name == "hls.m3u8":
         ts = await service.ts(token)
         text = await asyncio.to_thread(ts.playlist.read_text)
-        return Response(_rewrite_ts_playlist(text, _query(request)), media_type=PLAYLIST, headers=NO_CACHE)
+        headers = caching.playlist(request)
+        return Response(_rewrite_ts_playlist(text, _query(request)), media_type=PLAYLIST, headers=headers)
     if not TS_NAME_RE.match(name):
         raise ApiError("invalid HLS name")
     running = service.touch(token, "v1")
@@ -126,7 +127,7 @@ async def _v1(request: Request, service: HlsService, token: str, name: str) -> R
         data = await asyncio.to_thread((running.maker.folder / name).read_bytes)
     except FileNotFoundError:
         raise ApiError("segment not found", 404) from None
-    return Response(data, media_type="video/mp2t", headers={"Cache-Control": "private, max-age=60"})
+    return Response(data, media_type="video/mp2t", headers=caching.segment(request))
 
 
 async def start(svc: Services) -> None:

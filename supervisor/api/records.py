@@ -12,17 +12,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
+from starlette.types import Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from supervisor.api import caching
 from supervisor.api.common import (
     CLOSE_BAD_REQUEST,
     CLOSE_UNKNOWN,
@@ -498,7 +502,56 @@ async def media_file(request: Request) -> Response:
         found = False
     if not found:
         return fail("file not found", 404)
-    return FileResponse(path, media_type=MEDIA_TYPES[path.suffix], headers={"Cache-Control": "no-cache"})
+    try:
+        stat = await asyncio.to_thread(os.stat, path)
+    except OSError:  # deleted by retention between the check and now
+        return fail("file not found", 404)
+    response = FileAsOfStat(path, media_type=MEDIA_TYPES[path.suffix], headers=caching.recording(), stat_result=stat)
+    if not_modified(request, response):  # a cache revalidating a file that has not grown since
+        kept = {k: v for k, v in response.headers.items() if k in ("etag", "last-modified", "cache-control", "vary")}
+        return Response(status_code=304, headers=kept)
+    return response
+
+
+class FileAsOfStat(FileResponse):
+    """A file sent as it was when stat'ed: a recording still being written grows while it is sent.
+
+    Starlette's whole-file answer reads to the end of the file, past the Content-Length it announced (the
+    server then breaks the connection mid-answer, and a cache in front stores nothing or a broken copy);
+    this one stops at the stat'ed size, which the ETag and Last-Modified describe. Ranges already stop there.
+    """
+
+    async def _handle_simple(self, send: Send, send_header_only: bool, send_pathsend: bool) -> None:
+        if send_header_only or send_pathsend:
+            return await super()._handle_simple(send, send_header_only, send_pathsend)
+        assert self.stat_result is not None
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        left = self.stat_result.st_size
+        async with self._open_file() as file:
+            while True:
+                chunk = await file.read(min(self.chunk_size, left)) if left > 0 else b""
+                left -= len(chunk)
+                more = bool(chunk) and left > 0
+                await send({"type": "http.response.body", "body": chunk, "more_body": more})
+                if not more:
+                    return
+
+
+def not_modified(request: Request, response: Response) -> bool:
+    """RFC 9110 §13.1: If-None-Match decides when present (weak comparison), else If-Modified-Since."""
+    etag = response.headers.get("etag", "")
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None:
+        tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+        return "*" in tags or etag in tags
+    since = request.headers.get("if-modified-since")
+    modified = response.headers.get("last-modified")
+    if since and modified:
+        try:
+            return parsedate_to_datetime(modified) <= parsedate_to_datetime(since)
+        except (TypeError, ValueError):
+            return False
+    return False
 
 
 async def playback_ws(ws: WebSocket, user: User) -> None:
