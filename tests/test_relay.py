@@ -112,6 +112,8 @@ def assert_rate(seen: Seen, since: float, seconds: float) -> None:
 
 def test_relay_follows_upstream_switches_and_restarts(pair: tuple[Gateway, Gateway]) -> None:
     a, b = pair
+    for gw in pair:
+        gw.wait_online("cam", timeout=30)
 
     async def run() -> None:
         hub = StreamHub("relay/main")
@@ -147,8 +149,10 @@ def test_relay_follows_upstream_switches_and_restarts(pair: tuple[Gateway, Gatew
             assert_forward(seen)
 
             # 3. back to A, and A restarts under the relay: offline while it is down, then forward again
+            runs = relay.runs
             relay.set_provider(provider_of(a), "A")
-            await asyncio.sleep(2.0)
+            assert await until(lambda: relay.runs > runs and relay.online, 15), relay.state.last_error
+            await asyncio.sleep(1.0)
             restarts = relay.state.restarts
             await asyncio.to_thread(a.stop)
             down = time.monotonic()
@@ -233,6 +237,7 @@ def test_relay_provider_close_reason_and_format_change() -> None:
 def test_split_message_takes_real_init_and_batches(pair: tuple[Gateway, Gateway]) -> None:
     """The real h5swsapi messages: MIME string skipped, init recognised, batched fragments split."""
     a, _ = pair
+    a.wait_online("cam", timeout=30)
 
     async def run() -> list[tuple[str, int]]:
         kinds: list[tuple[str, int]] = []

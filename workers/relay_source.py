@@ -77,6 +77,10 @@ def split_message(message: bytes) -> tuple[str, list[bytes]]:
     return "fragments", pieces
 
 
+class _Switched(Exception):
+    """set_provider() ended this connection: the next run starts at once with the new provider."""
+
+
 class RelayInput:
     """Keeps one upstream connection open for one stream and feeds what it brings into a StreamHub."""
 
@@ -100,6 +104,8 @@ class RelayInput:
         self.timeline = SourceTimeline(name, common_clock=True)  # outlives every connection
         self.runs = 0
         self._reading: asyncio.Future[bytes] | None = None  # the pending read of the current connection
+        self._switching = False  # set_provider() asked the current connection to end
+        self._first_media = 0.0  # when the current connection first delivered media
         self.supervisor = Supervisor(
             f"{name}: relay",
             self._run_once,
@@ -126,20 +132,23 @@ class RelayInput:
         """
         self.provider = provider
         self.upstream = upstream
-        if self.supervisor.running and self._reading is not None:
+        if self._reading is not None:  # a connection is open (else the next run takes the new provider anyway)
+            self._switching = True
             self.supervisor.restart_now()
-            self._reading.cancel()  # the run sees its read cancelled with a restart pending: it ends quietly
+            if not self._reading.done():  # a read that already completed is seen by the run's check below
+                self._reading.cancel()
 
     async def _run_once(self) -> bool:
         """One upstream connection; True if it delivered media for a while (so the backoff resets)."""
         st = self.state
         st.started_at = time.monotonic()
+        self._switching = False
         self.runs += 1
         log.info("%s: relaying%s", self.name, f" from {self.upstream}" if self.upstream else "")
         messages = self.provider()
-        first_media = 0.0
+        self._first_media = 0.0
         try:
-            first_media = await self._pump(messages)
+            await self._pump(messages)
             if not st.last_error:
                 st.last_error = "upstream ended the stream"
         except Stalled:
@@ -150,8 +159,10 @@ class RelayInput:
             if e.retry_now:
                 self.supervisor.restart_now()
             log.warning("%s: upstream: %s", self.name, st.last_error)
+        except _Switched:
+            st.last_error = "upstream switched"
         except asyncio.CancelledError:
-            if not self.supervisor.restart_pending:
+            if not self._switching:
                 raise
             st.last_error = "upstream switched"
         except (OSError, ValueError, EOFError) as e:  # a refused connection, a broken message, a dropped link
@@ -162,25 +173,27 @@ class RelayInput:
             aclose = getattr(messages, "aclose", None)
             if aclose is not None:
                 await asyncio.shield(_quietly(aclose()))
+        first_media = self._first_media  # however the run ended: an hour of media was a healthy run
         return bool(first_media) and time.monotonic() - first_media > HEALTHY_AFTER
 
-    async def _pump(self, messages: AsyncIterator[bytes]) -> float:
-        """Read messages until the upstream ends; returns when media first reached the hub (0 if never)."""
+    async def _pump(self, messages: AsyncIterator[bytes]) -> None:
+        """Read messages until the upstream ends; notes when media first reached the hub."""
         st = self.state
         hub = self.hub
         watchdog = Watchdog(self.stall_timeout)
         tracks: dict[int, TrackTimeline] = {}
         init: InitInfo | None = None
-        first_media = 0.0
         iterator = aiter(messages)
         while True:
             self._reading = asyncio.ensure_future(anext(iterator))
             try:
                 message = await watchdog.within(self._reading)
             except StopAsyncIteration:
-                return first_media
+                return
             finally:
                 self._reading = None
+            if self._switching:
+                raise _Switched
             if not isinstance(message, bytes | bytearray | memoryview):
                 continue  # a text control message
             message = bytes(message)
@@ -201,8 +214,8 @@ class RelayInput:
                 if tl is None:
                     continue
                 fixed, fixed_info = retime_fragment(data, info, tl.map(info.tfdt, arrival), tl.duration)
-                if hub.publish(fixed, fixed_info) is not None and not first_media:
-                    first_media = time.monotonic()
+                if hub.publish(fixed, fixed_info) is not None and not self._first_media:
+                    self._first_media = time.monotonic()
                     st.online, st.last_error = True, ""
                     log.info("%s: online (relayed)", self.name)
 

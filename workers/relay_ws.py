@@ -54,6 +54,7 @@ def ws_provider(
                 additional_headers=dict(headers or {}),
                 ssl=ssl if url.startswith("wss:") else None,
                 open_timeout=open_timeout,
+                close_timeout=2.0,  # leaving a dead upstream (a switch, a stop) must not wait 10 s
                 max_size=None,
                 max_queue=64,  # bounded: a slow local hub stops reading, and TCP slows the upstream's sender
                 compression=None,  # fMP4 does not compress; deflate would only cost both nodes CPU
