@@ -528,3 +528,37 @@ async def test_a_password_set_with_the_tool_while_redis_is_away_reaches_the_clus
     # ... and A's sync sends up what the tool set: the cluster takes the rescued password
     assert (await b.login("admin", "while-away", "10.0.0.14"))[0] is not None
     assert (await b.login("admin", "12345", "10.0.0.14"))[0] is None
+
+
+def test_a_roles_cameras_set_on_one_gateway_are_the_rights_on_the_other(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Per-camera rights: each node has the demo camera; a role's cameras changed on one node decide what
+    its users list and get pictures of on the other, at the next request."""
+    gws = []
+    try:
+        for name in ("cam-a", "cam-b"):
+            env = {"H5GATE_REDIS_ENABLE": "true", "H5GATE_REDIS_PORT": str(redis_server.port), "H5GATE_NODE_ID": name}
+            gws.append(Gateway(tmp_path / name, env=env).start())
+        a, b = gws
+        _wait(lambda: _synced(a, b), what="both nodes on the cluster's users")
+        assert a.ok("CreateRole", roletoken="door", role="Viewer")["bStatus"] is True
+        assert a.ok("CreateUser", user="otto", password=md5_hex("otto-pw"), roletoken="door")["bStatus"] is True
+        otto = _session(b, "otto", "otto-pw")
+        assert b.ok("GetSrc", session=otto)["src"] == []
+        assert b.get("GetImage", session=otto, token="demo")[0] == 404  # a camera not of the role is absent
+
+        assert a.ok("AddCamToRole", roletoken="door", camtoken="demo")["bStatus"] is True
+        assert [s["strToken"] for s in b.ok("GetSrc", session=otto)["src"]] == ["demo"]
+        b.wait_online("demo", timeout=30)
+        status, _, body = b.request(f"/api/v1/GetImage?token=demo&session={otto}", timeout=30)
+        assert status == 200 and body[:2] == b"\xff\xd8"  # a JPEG of the camera, on B, by A's grant
+        cams = b.ok("GetRoleInfo", roletoken="door")["cams"]
+        assert [c["strCamToken"] for c in cams] == ["demo"]
+
+        assert b.ok("DelCamInRole", roletoken="door", camtoken="demo")["bStatus"] is True
+        assert a.ok("GetSrc", session=otto)["src"] == []
+        assert a.get("GetImage", session=otto, token="demo")[0] == 404
+    finally:
+        for gw in gws:
+            gw.stop()
