@@ -562,3 +562,19 @@ def test_a_roles_cameras_set_on_one_gateway_are_the_rights_on_the_other(
     finally:
         for gw in gws:
             gw.stop()
+
+
+async def test_two_nodes_joining_an_empty_cluster_at_once_agree_on_one_set_of_users(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    a_node, b_node = Node(tmp_path / "a.db", redis_server.port), Node(tmp_path / "b.db", redis_server.port)
+    a, b = await a_node.start(join=False), await b_node.start(join=False)
+    try:
+        await a.create_user("only-a", md5_hex("pw-a"), "Viewer")
+        await b.create_user("only-b", md5_hex("pw-b"), "Viewer")
+        await asyncio.gather(a_node.join(), b_node.join())  # WATCH/MULTI: one seeds, the other adopts
+        assert set(a.users) == set(b.users) and len({"only-a", "only-b"} & set(a.users)) == 1
+        assert a.users["admin"].password_md5 == b.users["admin"].password_md5
+    finally:
+        await a_node.stop()
+        await b_node.stop()
