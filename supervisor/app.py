@@ -30,6 +30,7 @@ from starlette.types import ExceptionHandler
 from supervisor import rtmp_push, rtsp_serve
 from supervisor.api import (
     audio,
+    cloud,
     cluster,
     common,
     events,
@@ -96,6 +97,7 @@ CHAPTERS: tuple[common.Chapter, ...] = (
     transcoding.chapter,
     rtsp_serve.chapter,
     observe.chapter,
+    cloud.chapter,  # after records: it wraps playback for edge sources
     unsupported.chapter,
 )
 
@@ -163,6 +165,7 @@ def create_app(settings: Settings, restarter: Restarter | None = None) -> Starle
         )
         services.registry.on_delete.append(auth.forget_cam)  # a deleted camera leaves every role
         app.state.services = services
+        services.app = app
         for chapter in CHAPTERS:
             await chapter.start(services)
         await services.registry.load()
@@ -228,6 +231,7 @@ def create_app(settings: Settings, restarter: Restarter | None = None) -> Starle
             Middleware(
                 CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST"], allow_headers=["Authorization"]
             ),
+            Middleware(cloud.CloudForward),  # a call for a cloud edge goes over its link, not to the local route
         ],
         # Starlette calls each handler with the exception class it is registered for.
         exception_handlers={HTTPException: cast(ExceptionHandler, not_found), Exception: server_error},

@@ -284,6 +284,14 @@ class Auth:
         if self.shared is not None and self.clustered:  # the node synced while the password was checked:
             return await self.login(name, password, client)  # the cluster's user and session, not ours
         self.faults.pop(key, None)
+        session = await self.open_session(name)
+        log.info("login %s from %s", name, client)
+        return session, Faults()
+
+    async def open_session(self, name: str) -> str:
+        """A new session of user `name`, who must exist; Login's, and the cloud link's for its own calls."""
+        if name not in self.users:
+            raise KeyError(name)
         session = str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
         entry = self.sessions[session_hash(session)] = Session(name, time.time())
         if self.shared is not None:  # degraded: attach takes it into the cluster if `password` is the cluster's
@@ -292,8 +300,7 @@ class Auth:
             "INSERT OR REPLACE INTO sessions (id_hash, user, last_seen) VALUES (?, ?, ?)",
             (session_hash(session), name, entry.last_seen),
         )
-        log.info("login %s from %s", name, client)
-        return session, Faults()
+        return session
 
     async def _login_shared(
         self, shared: SharedAuth, name: str, password: str, client: str

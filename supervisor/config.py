@@ -89,6 +89,17 @@ class Settings:
     node_name: str = ""  # shown to people (nodename); empty = the node id
     node_ip: str = ""  # where other nodes reach this node's HTTP port: "IP" or "IP:PORT" (nodeip); empty = host
     cluster_lease_seconds: float = 4.0  # a dead node's cameras are taken over this long after its last renewal
+    # cloud edge (manual §5.6; SetCloudInfo's form overrides these once saved): this server connects out to a centre
+    cloud_enable: bool = False  # register with the centre below and keep the link up
+    cloud_server_name: str = ""  # servername: how the centre shows this edge
+    cloud_server_token: str = ""  # servertoken: this edge's id at the centre (letters, digits, _ - .)
+    cloud_ip: str = ""  # cloudip: the centre's address
+    cloud_port: int = 8080  # cloudport: the centre's HTTP(S) port
+    cloud_ssl: bool = False  # ssl: wss:// to the centre (its certificate is verified)
+    cloud_user: str = ""  # user: an Administrator of the centre
+    cloud_password: str = ""  # password: that user's password as MD5 hex, as Login takes it
+    cloud_keepalive: int = 3  # keepalivetime: seconds between keepalives; the link is dropped after 3 missed
+    cloud_edge_transcoding: bool = False  # edgetranscoding: stored and shown (transcoding runs where the viewer is)
 
     @property
     def db_path(self) -> Path:
@@ -185,6 +196,8 @@ def validate(settings: Settings) -> None:
     if settings.webrtc_port_min and settings.webrtc_port_max:
         ordered = settings.webrtc_port_min <= settings.webrtc_port_max
         need(ordered, "webrtc_port_max", "must not be below webrtc_port_min")
+    need(1 <= settings.cloud_port <= 65535, "cloud_port", "must be between 1 and 65535")
+    need(1 <= settings.cloud_keepalive <= 3600, "cloud_keepalive", "must be between 1 and 3600 seconds")
     need(settings.log_level.upper() in _LOG_LEVELS, "log_level", "must be one of " + ", ".join(_LOG_LEVELS))
     flavours = [k.strip() for k in settings.hls.split(",") if k.strip()]
     need(all(k in ("v1", "v2") for k in flavours), "hls", 'must be "v1", "v2", "v1,v2" or ""')

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from workers.relay_source import RelayInput
+
 from supervisor.api.common import TOKEN_RE
 from supervisor.config import Settings
 from supervisor.db import Database
@@ -57,6 +59,8 @@ class SourceConfig:
     profile_auto: bool = True
     snapshot_url: str = ""
     record: bool = False  # continuous recording on (GetSrc bRec)
+    server_token: str = ""  # a cloud edge's source: the edge (strServerToken) ...
+    original_token: str = ""  # ... and the source's token there (strOriginalToken)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -98,11 +102,14 @@ def check_file_path(path: str, roots: list[Path]) -> Path:
     raise BadValue("file is outside the configured media roots")
 
 
+StreamInput = FfmpegProcess | PushInput | RelayInput  # what feeds a stream's hub: the same start/stop/state/online
+
+
 class Stream:
     """One profile of a source: its ffmpeg (or, pushed, its PushInput) and its hub, with a count of who uses it."""
 
     def __init__(
-        self, runtime: SourceRuntime, profile: str, hub: StreamHub, process: FfmpegProcess | PushInput, always: bool
+        self, runtime: SourceRuntime, profile: str, hub: StreamHub, process: StreamInput, always: bool
     ) -> None:
         self.runtime = runtime
         self.profile = profile
@@ -154,6 +161,7 @@ class SourceRuntime:
         self.config = config
         self.streams: dict[str, Stream] = {}
         self.created = time.time()
+        self.remote_record = False  # a cloud edge's source: the edge records it (this server does not)
 
     @property
     def main(self) -> Stream:
@@ -332,6 +340,26 @@ class Registry:
         for forget in self.on_delete:
             await forget(token)
         log.info("%s: source deleted", token)
+
+    def attach(self, runtime: SourceRuntime) -> None:
+        """A source whose runtime is made elsewhere and not stored here (a cloud edge's, supervisor/cloud/)."""
+        if runtime.config.token in self.sources:
+            raise Conflict(f"token already exists: {runtime.config.token}")
+        self.sources[runtime.config.token] = runtime
+        for stream in runtime.streams.values():
+            if stream.always:
+                stream.start()
+        log.info("%s: source attached (%s)", runtime.config.token, runtime.config.kind)
+
+    async def detach(self, token: str) -> None:
+        """An attached source goes away: its streams stop, its viewers are told, roles forget it."""
+        runtime = self.sources.pop(token, None)
+        if runtime is None:
+            return
+        await self._stop_runtime(runtime)
+        for forget in self.on_delete:
+            await forget(token)
+        log.info("%s: source detached", token)
 
     async def stop_all(self) -> None:
         await asyncio.gather(*(self._stop_runtime(r) for r in self.sources.values()))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from starlette.websockets import WebSocket
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from supervisor.api.streams import HlsViewers, Viewers
     from supervisor.api.system import RunInfo
     from supervisor.auth import Auth, User
+    from supervisor.cloud.service import CloudService
     from supervisor.cluster.service import Cluster
     from supervisor.conf_store import ConfStore
     from supervisor.config import Settings
@@ -77,3 +78,5 @@ class Services:
     digest_keys: DigestKeys | None = None  # users' RTSP Digest keys, learnt from plain passwords (rtsp chapter)
     rtsp: RtspServer | None = None  # the RTSP re-serve; None when rtsp_port = 0 or it could not listen
     cluster: Cluster | None = None  # the cluster chapter's view of Redis; always set once it started (maybe off)
+    app: Any = None  # the ASGI app itself: the cloud edge runs the centre's calls through it in-process
+    cloud: CloudService | None = None  # cloud edge client and centre registry, set by the cloud chapter

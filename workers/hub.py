@@ -27,6 +27,14 @@ class HubClosed(Exception):
     """The source was deleted or stopped for good; consumers should close."""
 
 
+class HubInterrupted(HubClosed):
+    """The source went away for now (a cloud edge went offline): consumers close with the offline reason.
+
+    A HubClosed, so every consumer ends as it would for a closed hub; a viewer tells its player to come
+    back later (1013) rather than that the source is gone, and the hub itself stays usable.
+    """
+
+
 @dataclass(eq=False)
 class Fragment:
     """One moof+mdat (one frame of one track), with what consumers need to know about it."""
@@ -89,6 +97,8 @@ class StreamHub:
         self.fragments_in = 0
         self.bytes_in = 0
         self.last_arrival = 0.0
+        self.interrupts = 0  # how many times interrupt() was called; cursors made before one raise
+        self.interrupt_reason = ""
         self._event = asyncio.Event()
 
     # -- producer side --------------------------------------------------------------------------------
@@ -147,6 +157,14 @@ class StreamHub:
 
     def close(self) -> None:
         self.closed = True
+        self._wake()
+
+    def interrupt(self, reason: str) -> None:
+        """Its input is gone for now: every current consumer gets HubInterrupted(reason), and the hub is not
+        ready (no keyframe) until new media comes, so a new viewer waits for it instead of a stale picture."""
+        self.interrupts += 1
+        self.interrupt_reason = reason
+        self.keyframe_seq = None
         self._wake()
 
     def _wake(self) -> None:
@@ -219,6 +237,7 @@ class Cursor:
         self.slow_seconds = slow_seconds
         self.seq = hub.keyframe_seq if hub.keyframe_seq is not None else hub.next_seq
         self.skips = 0
+        self.interrupts = hub.interrupts
 
     def _skip_to_keyframe(self) -> None:
         hub = self.hub
@@ -234,6 +253,8 @@ class Cursor:
         hub = self.hub
         if hub.closed:
             raise HubClosed(hub.name)
+        if hub.interrupts != self.interrupts:
+            raise HubInterrupted(hub.interrupt_reason)
         if self.seq < hub.first_seq:
             self._skip_to_keyframe()
         frag = hub.get(self.seq)

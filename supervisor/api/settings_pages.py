@@ -1,9 +1,8 @@
-"""The consoles' settings pages: log, IP/port check, storage, HTTP/HTTPS, WebRTC, cloud, configuration backups.
+"""The consoles' settings pages: log, IP/port check, storage, HTTP/HTTPS, WebRTC, configuration backups.
 
 Get/SetLogLevel, Get/SetRotatingLog, Get/SetIpPortCheck, Get/SetStorageConf, Get/SetHTTPConf, the three
 WebRTC pairs (Get/SetRTCCloudModeInfo, Get/SetRTCRelayModeInfo, Get/SetRTCTurnServerInfo),
-GetCloudClientInfo/SetCloudInfo (stored and shown; registering with a cloud server is issue #13, so
-bOnline stays false), GetSnapshotList/CreateSnapshot and h5gate's own GetSnapshotFile (download) and
+GetSnapshotList/CreateSnapshot and h5gate's own GetSnapshotFile (download) and
 RestoreSnapshot (restore, then restart). What each setting does is in supervisor/console_conf.py.
 """
 
@@ -230,48 +229,6 @@ async def set_rtc_turn(request: Request, user: User) -> Any:
     return ok(f"Set TURN server successfully ({RESTART_NOTE})")
 
 
-CLOUD_DEFAULTS: dict[str, Any] = {
-    "bEnable": False,
-    "strServerName": "",
-    "strServerToken": "",
-    "strCloudIp": "",
-    "strCloudPort": "8080",
-    "bSSL": False,
-    "strUser": "",
-    "strPasswd": "",
-    "nKeepaliveTime": 3,
-    "bEdgeTranscoding": False,
-}
-
-
-@endpoint(role="Administrator")
-async def get_cloud_client_info(request: Request, user: User) -> Any:
-    section = dict(services(request).conf.section("cloud", CLOUD_DEFAULTS))
-    section["strPasswd"] = "******" if section["strPasswd"] else ""
-    return {**section, "bOnline": False}  # registering with a cloud server is not built yet (issue #13)
-
-
-@endpoint(role="Administrator")
-async def set_cloud_info(request: Request, user: User) -> Any:
-    svc = services(request)
-    current = svc.conf.section("cloud", CLOUD_DEFAULTS)
-    password = param(request, "password", required=False, maxlen=64)
-    values = {
-        "bEnable": param_bool(request, "enable", False),
-        "strServerName": param(request, "servername", required=False, maxlen=128),
-        "strServerToken": param(request, "servertoken", required=False, maxlen=64),
-        "strCloudIp": _host(request, "cloudip"),
-        "strCloudPort": str(_port(request, "cloudport", 8080)),
-        "bSSL": param_bool(request, "ssl", False),
-        "strUser": param(request, "user", required=False, maxlen=64),
-        "strPasswd": current["strPasswd"] if password in ("", "******") else password,
-        "nKeepaliveTime": int(param_number(request, "keepalivetime", default=3, low=1, high=3600, integer=True)),
-        "bEdgeTranscoding": param_bool(request, "edgetranscoding", False),
-    }
-    await svc.conf.set("cloud", values)
-    return ok("Set cloud info successfully")
-
-
 @endpoint(role="Administrator")
 async def get_snapshot_list(request: Request, user: User) -> Any:
     return {"strName": await asyncio.to_thread(console_conf.list_backups, services(request).settings)}
@@ -324,8 +281,6 @@ routes = [
     Route("/api/v1/SetRTCRelayModeInfo", set_rtc_relay),
     Route("/api/v1/GetRTCTurnServerInfo", get_rtc_turn),
     Route("/api/v1/SetRTCTurnServerInfo", set_rtc_turn),
-    Route("/api/v1/GetCloudClientInfo", get_cloud_client_info),
-    Route("/api/v1/SetCloudInfo", set_cloud_info),
     Route("/api/v1/GetSnapshotList", get_snapshot_list),
     Route("/api/v1/CreateSnapshot", create_snapshot),
     Route("/api/v1/GetSnapshotFile", get_snapshot_file),

@@ -90,11 +90,10 @@ def describe(
         "strOnvifProfileSub": cfg.profile_sub,
         "bOnline": runtime.online,
         "strSnapshotUrl": f"/api/v1/GetImage?token={cfg.token}",
-        "bRec": cfg.record,
-        "strServerToken": "",
-        # a source of an edge server registered here would carry its token there and that server's id;
-        # a local source has neither (the manual's form)
-        "strOriginalToken": "",
+        "bRec": cfg.record or runtime.remote_record,
+        # a cloud edge's source carries the edge's token and its own token there; a local source has neither
+        "strServerToken": cfg.server_token,
+        "strOriginalToken": cfg.original_token,
         "strServerUuid": "",
         "nOriginalType": "H5_CH_SRC",
         "bDisable": False,

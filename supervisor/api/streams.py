@@ -34,7 +34,7 @@ from supervisor.config import Settings
 from supervisor.registry import Stream
 from supervisor.transcode import DEFAULT as DEFAULT_PROFILE
 from workers.fmp4 import InitInfo
-from workers.hub import HubClosed, StreamHub
+from workers.hub import HubClosed, HubInterrupted, StreamHub
 
 log = logging.getLogger("h5gate.ws")
 
@@ -348,6 +348,8 @@ async def _send_live(ws: WebSocket, hub: StreamHub, settings: Settings, live: _L
             batch, size, batch_has_video = [], 0, False
             if live.stopping:
                 return 1000, ""
+    except HubInterrupted as e:
+        return 1013, str(e)[:120] or "source offline"
     except HubClosed:
         return 1000, "source deleted"
 

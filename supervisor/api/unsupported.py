@@ -24,8 +24,6 @@ LISTS: dict[str, dict[str, Any]] = {
     "GetDeviceSrc": {"src": []},
     "GetGbDevice": {"dev": []},
     "GetGbDeviceSrc": {"src": []},
-    "GetCloudDevice": {"dev": []},
-    "GetCloudDeviceSrc": {"src": []},
     "GetCamera": {"cam": []},
     "GetGbPlatform": {"platform": []},
     "GetGPUInfo": {"nvidia": [], "intel": []},
@@ -34,7 +32,6 @@ LISTS: dict[str, dict[str, Any]] = {
     "GetDomainList": {"domain": []},
     "SearchDeviceRecordByTime": {"record": []},
     "SearchDeviceRecordCalendar": {"record": []},
-    "GetServerList": {"server": []},
 }
 
 # Reads of a feature's settings: "not supported", with the switch the page reads shown off.
