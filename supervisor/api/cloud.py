@@ -59,6 +59,7 @@ from supervisor.services import Services
 log = logging.getLogger("h5gate.cloud")
 
 HELLO_TIMEOUT = 10.0
+LISTS_SOURCES = frozenset({"Search", "GetRecordStatus"})  # answers whose strToken names a source of the edge
 CLOSE_REFUSED = 4401
 
 
@@ -319,7 +320,8 @@ async def _forward(
         body = reply.json()
     except ValueError:
         return Response(reply.body, reply.status, media_type=reply.content_type)
-    body = _as_centre(body, edge)
+    if name in LISTS_SOURCES:
+        body = _as_centre(body, edge)
     if name.startswith("AddSrc") and isinstance(body, dict) and body.get("bStatus"):
         original = request.query_params.get("token", "")
         if original in edge.tokens:  # the edge sent its new list before its answer

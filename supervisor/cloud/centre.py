@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from supervisor.api.common import TOKEN_RE
-from supervisor.cloud.cloud_input import cloud_runtime
+from supervisor.cloud.cloud_input import CloudInput, cloud_runtime
 from supervisor.cloud.link import Link, LinkDown
 from supervisor.cloud.protocol import Reply
 from supervisor.errors import NotFound, Unavailable
@@ -110,6 +110,11 @@ class Centre:
             log.warning("cloud: edge %s connected again: the old link is dropped", token)
         log.info("cloud: edge %s (%s) online from %s", token, edge.name, ip)
         await self.save()
+        for original in edge.sources:  # streams that were waiting for it (viewers came back) connect now
+            runtime = self.svc.registry.get(edge.tokens[original])
+            for stream in runtime.streams.values() if runtime is not None else ():
+                if isinstance(stream.process, CloudInput):
+                    await stream.process.reconnect_now()
         return edge
 
     def detach(self, edge: Edge, link: Link, reason: str) -> None:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
-from workers.relay_source import Provider, RelayInput, UpstreamClosed
-
 from supervisor.cloud.link import ChannelClosed, Link, LinkDown
 from supervisor.config import Settings
 from supervisor.registry import SourceConfig, SourceRuntime, Stream
 from workers.hub import StreamHub
+from workers.relay_source import Provider, RelayInput, UpstreamClosed
 
 CLOSE_FORMAT_CHANGED = 4000
 LinkOf = Callable[[], Link | None]
@@ -30,8 +29,14 @@ class CloudInput(RelayInput):
     """
 
     def __init__(self, name: str, hub: StreamHub, provider: Provider, remote_online: Callable[[], bool]) -> None:
-        super().__init__(name, hub, provider, upstream="cloud edge")
+        super().__init__(name, hub, provider, upstream="cloud edge", restart_max=5.0)
         self.remote_online = remote_online
+
+    async def reconnect_now(self) -> None:
+        """The edge is back: a stream waiting out its backoff connects at once instead."""
+        if self.supervisor.running:
+            await self.stop()
+            self.start()
 
     @property
     def online(self) -> bool:
