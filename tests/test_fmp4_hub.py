@@ -10,7 +10,7 @@ import pytest
 
 from workers.ffmpeg import PIPE_MOVFLAGS
 from workers.fmp4 import Splitter, TimingRepair, parse_fragment, parse_init
-from workers.hub import HubClosed, StreamHub
+from workers.hub import HubClosed, HubInterrupted, StreamHub
 from workers.process import FfmpegProcess
 
 DEMO = Path(__file__).resolve().parents[1] / "media" / "demo.mp4"
@@ -118,6 +118,41 @@ async def test_cursor_waits_then_sees_close() -> None:
     hub.close()
     with pytest.raises(HubClosed):
         await task
+
+
+async def test_an_interrupt_ends_current_cursors_with_its_reason_and_the_hub_waits_for_a_keyframe(
+    pipe_bytes: bytes,
+) -> None:
+    """A cloud edge going offline: its viewers are told why, and a new viewer does not get a stale picture."""
+    parts = split(pipe_bytes)
+    hub = StreamHub("t", ring_seconds=60.0)
+    hub.set_init(parts[0][1])
+    fragments = [(b, parse_fragment(b)) for _, b in parts[1:]]
+    for data, info in fragments[:30]:
+        hub.publish(data, info)
+    watching = hub.cursor()
+    assert hub.ready and await watching.next(1) is not None
+    while watching.next_nowait() is not None:  # caught up: it now waits for the source
+        pass
+    waiting = asyncio.create_task(watching.next(5))
+    await asyncio.sleep(0.01)
+    hub.interrupt("source offline: cloud edge e1 is offline")
+    with pytest.raises(HubInterrupted, match="cloud edge e1 is offline"):
+        await waiting
+    assert isinstance(HubInterrupted("x"), HubClosed)  # every consumer ends as for a closed hub
+    assert not hub.ready and not hub.closed
+    after = hub.cursor()  # made after the interrupt: not affected by it
+    assert await after.next(0.05) is None
+    video = parse_init(parts[0][1]).video
+    assert video is not None
+    keyframes = [i for i, (_, info) in enumerate(fragments) if info.keyframe and info.track_id == video.track_id]
+    for data, info in fragments[30 : keyframes[-1]]:
+        hub.publish(data, info)  # what comes before the next keyframe cannot start a picture: dropped
+    assert not hub.ready
+    hub.publish(*fragments[keyframes[-1]])
+    assert hub.ready and (await after.next(1)) is not None
+    with pytest.raises(HubInterrupted):
+        watching.next_nowait()
 
 
 def test_a_run_whose_init_browsers_cannot_play_never_reaches_the_hub(pipe_bytes: bytes) -> None:

@@ -445,12 +445,20 @@ def test_unsupported_actions(admin: Vendor, name: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "key"),
-    [("GetDevice", "dev"), ("GetGbDevice", "dev"), ("GetCloudDevice", "dev"), ("GetDeviceSrc", "src"),
+    [("GetDevice", "dev"), ("GetGbDevice", "dev"), ("GetDeviceSrc", "src"),
      ("GetGbPlatform", "platform"), ("GetCamera", "cam"), ("SearchDeviceRecordByTime", "record")],
 )  # fmt: skip
 def test_unsupported_lists_are_empty(admin: Vendor, name: str, key: str) -> None:
     status, body = admin.call(name, token="x")
     assert status == 200 and body[key] == [] and body["strCode"] == "not supported by h5gate"
+
+
+def test_cloud_lists_are_real_and_empty_without_edges(admin: Vendor) -> None:
+    """Cloud edges are built (tests/test_cloud.py): with none registered the consoles' lists are empty."""
+    assert admin.ok("GetCloudDevice") == {"dev": []}
+    assert admin.ok("GetServerList") == {"server": []}
+    status, body = admin.call("GetCloudDeviceSrc", token="nowhere")
+    assert status == 200 and body["bStatus"] is False and "unknown cloud device" in body["strCode"]
 
 
 def test_gpu_info_lists_nothing(admin: Vendor) -> None:

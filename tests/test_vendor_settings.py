@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.harness.camera import free_port
+from tools.harness.camera import free_port, wait_until
 from tools.harness.gateway import Gateway
 
 
@@ -94,11 +94,17 @@ def test_pages_store_and_show(gw: Gateway) -> None:
     assert gw.ok("GetRTCTurnServerInfo")["nTurnServerPort"] == 3479
     info = gw.ok("GetCloudClientInfo")
     assert info["bOnline"] is False and info["bEnable"] is False
-    gw.ok("SetCloudInfo", enable="true", servername="edge1", servertoken="e1", cloudip="192.0.2.10", cloudport=8080,
+    # enabled, towards a centre that is not there (a closed loopback port): saved, shown, and offline with the reason
+    gw.ok("SetCloudInfo", enable="true", servername="edge1", servertoken="e1", cloudip="127.0.0.1", cloudport=9,
           ssl="false", user="u", password="0" * 32, keepalivetime=3, edgetranscoding="false")  # fmt: skip
     info = gw.ok("GetCloudClientInfo")
     assert info["bEnable"] is True and info["strServerName"] == "edge1" and info["bOnline"] is False
-    assert info["strPasswd"] == "******"
+    assert info["strPasswd"] == "******" and info["strCloudPort"] == "9"
+    assert wait_until(lambda: "refused" in gw.ok("GetCloudClientInfo")["strLastError"].lower(), 10)
+    status, body = gw.get("SetCloudInfo", enable="true", servertoken="e1", cloudip="127.0.0.1", password="12345")
+    assert status == 400 and "MD5" in body["strCode"], body
+    gw.ok("SetCloudInfo", enable="false", servertoken="e1", cloudip="127.0.0.1", cloudport=9)
+    assert gw.ok("GetCloudClientInfo")["bEnable"] is False
 
 
 def test_https_served_by_h5gate_after_restart(gw: Gateway, tmp_path: Path) -> None:

@@ -175,6 +175,7 @@ async def get_device_summary(request: Request, user: User) -> Any:
     rtsp_total, rtsp_online = count(("H5_STREAM", "H5_FILE"))
     onvif_total, onvif_online = count(("H5_ONVIF",))
     push_total, push_online = count(("H5_RTMP_PUSH",))
+    cloud_total, cloud_online = count(("H5_CLOUD",))
     summary: dict[str, Any] = {
         "nRTSPRTMPTotal": rtsp_total,
         "nRTSPRTMPOnline": rtsp_online,
@@ -182,8 +183,8 @@ async def get_device_summary(request: Request, user: User) -> Any:
         "nONVIFOnline": onvif_online,
         "nRTMPPushTotal": push_total,
         "nRTMPPushOnline": push_online,
-        "nCloudTotal": 0,
-        "nCloudOnline": 0,
+        "nCloudTotal": cloud_total,  # the cameras of cloud edges registered here
+        "nCloudOnline": cloud_online,
         "nTotal": len(runtimes),
         "nOnline": sum(1 for r in runtimes if r.online),
     }
