@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from workers.relay_source import RelayInput
-
 from supervisor.api.common import TOKEN_RE
 from supervisor.config import Settings
 from supervisor.db import Database
@@ -29,6 +27,7 @@ from workers.ffmpeg import STREAM_SCHEMES, Plan
 from workers.hub import StreamHub
 from workers.process import FfmpegProcess
 from workers.push_source import PushInput
+from workers.relay_source import RelayInput
 
 log = logging.getLogger("h5gate.registry")
 
