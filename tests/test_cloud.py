@@ -102,19 +102,21 @@ def edge2(net: NatNetwork, centre: Gateway, tmp_path_factory: pytest.TempPathFac
     with net.enter(net.edges[1]):
         cam = GstCamera()
         gw = _edge_gateway(net, 2, tmp_path_factory.mktemp("edge2"), {})
-        body = gw.ok(
-            "SetCloudInfo",
-            enable="true",
-            servername="Site two",
-            servertoken="site2",
-            cloudip=CENTRE_IP,
-            cloudport=centre.port,
-            ssl="false",
-            user="admin",
-            password=ADMIN_MD5,
-            keepalivetime=KEEPALIVE,
-            edgetranscoding="false",
-        )
+        form = {
+            "enable": "true",
+            "servername": "Site two",
+            "servertoken": "site2",
+            "cloudip": CENTRE_IP,
+            "cloudport": centre.port,
+            "ssl": "false",
+            "user": "admin",
+            "keepalivetime": KEEPALIVE,
+            "edgetranscoding": "false",
+        }
+        gw.ok("SetCloudInfo", password=hashlib.md5(b"wrong").hexdigest(), **form)  # the centre refuses it
+        assert wait_until(lambda: "refused by the centre" in gw.ok("GetCloudClientInfo")["strLastError"], 20)
+        assert gw.ok("GetCloudClientInfo")["bOnline"] is False
+        body = gw.ok("SetCloudInfo", password=ADMIN_MD5, **form)
         assert body["bStatus"] is True, body
     edge = Edge(2, net.edges[1], gw, cam)
     try:
@@ -354,9 +356,18 @@ async def test_image_recording_search_and_playback_through_the_link(
     assert await asyncio.to_thread(wait_until, search, 15), found
     assert {r["strToken"] for r in found} == {token}  # the edge's token shown as the centre's
     assert all(r["strOriginalToken"] == "cam" and r["strServerToken"] == "site1" for r in found)
-    on_disk = edge1.gw.data_dir / "mediastore" / found[0]["strPath"].removeprefix("/mediastore/")
+    rest = found[0]["strPath"].split("/", 4)[4]  # /cloudstore/record/<centre token>/<the edge's dated path>
+    on_disk = edge1.gw.data_dir / "mediastore" / "record" / "cam" / rest
     assert on_disk.is_file() and on_disk.stat().st_size > 10_000  # recorded on the edge, not on the centre
     assert not (centre.data_dir / "mediastore" / "record" / "cam").exists()
+    # downloaded from the centre by the strPath its Search gave: the edge's file, byte for byte, over the link
+    assert all(r["strPath"].startswith(f"/cloudstore/record/{token}/") for r in found), found
+    code, headers, data = centre.request(f"{found[0]['strPath']}?session={centre.session}")
+    assert code == 200 and headers["content-type"] == "video/mp4", (code, headers, data[:300])
+    assert data == on_disk.read_bytes()
+    code, _, _ = centre.request(f"/cloudstore/record/{token}/../../etc/passwd?session={centre.session}")
+    assert code in (400, 404)
+    assert centre.request(found[0]["strPath"])[0] == 401  # behind the session, as /mediastore is
 
     url = centre.ws_url(
         token, playback="true", serverpb="true", begintime=manual_time(started - 5), endtime=iso_time(time.time())
@@ -413,3 +424,20 @@ async def test_an_offline_edge_closes_its_viewers_and_they_resume_when_it_return
     resumed = await watch(centre.ws_url("site2.door"), 4.0)
     frames_ok(resumed, at_least=30)
     print(f"edge back online and watched {time.monotonic() - back:.1f}s after its cable came back")
+
+
+def test_a_restarted_centre_keeps_its_edges_and_their_tokens(net: NatNetwork, centre: Gateway, edge1: Edge) -> None:
+    wait_edges_online(centre, "site1")
+    token = "site1.cam" if "site1.cam" in {s["strToken"] for s in centre.ok("GetSrc")["src"]} else None
+    token = token or add_camera(net, centre, edge1, "cam")
+    centre.stop()
+    down = time.monotonic()
+    centre.start()
+    listed = servers(centre)  # known from before the restart, before the edge is back
+    assert "site1" in listed and centre_src(centre, token)["strOriginalToken"] == "cam"
+    wait_edges_online(centre, "site1", timeout=40)  # the edge reconnects by itself (backoff from 1 s)
+    back = time.monotonic() - down
+    assert wait_until(lambda: centre_src(centre, token)["bOnline"], 10)
+    watched = asyncio.run(watch(centre.ws_url(token), 3.0))
+    frames_ok(watched, at_least=30)
+    print(f"edge back on the restarted centre {back:.1f}s after it stopped")

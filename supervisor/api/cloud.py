@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -59,6 +61,7 @@ from supervisor.services import Services
 log = logging.getLogger("h5gate.cloud")
 
 HELLO_TIMEOUT = 10.0
+CLOUD_STORE = "/cloudstore"  # an edge's files, as /cloudstore/<kind>/<centre token>/<the rest of its strPath>
 LISTS_SOURCES = frozenset({"Search", "GetRecordStatus"})  # answers whose strToken names a source of the edge
 CLOSE_REFUSED = 4401
 
@@ -336,12 +339,63 @@ def _as_centre(value: Any, edge: Edge) -> Any:
     if not isinstance(value, dict):
         return value
     out = {k: _as_centre(v, edge) for k, v in value.items()}
+    parts = out["strPath"].split("/", 4) if isinstance(out.get("strPath"), str) else []
+    if len(parts) == 5 and parts[1] == "mediastore" and parts[3] in edge.tokens:  # /mediastore/kind/token/rest
+        out["strPath"] = f"{CLOUD_STORE}/{parts[2]}/{edge.tokens[parts[3]]}/{parts[4]}"
     original = out.get("strToken")
     if isinstance(original, str) and original in edge.tokens:
         out["strToken"] = edge.tokens[original]
         out.setdefault("strOriginalToken", original)
         out.setdefault("strServerToken", edge.token)
     return out
+
+
+# -- files of an edge (recordings, snapshots), by the strPath Search gave --------------------------------------
+async def cloud_file(request: Request) -> Response:
+    """/cloudstore/<kind>/<centre token>/<rest>: the edge's /mediastore/<kind>/<its token>/<rest>, streamed."""
+    svc = services(request)
+    user = svc.auth.check(session_of(request))
+    if user is None:
+        return fail("session is missing, invalid or expired", 401)
+    kind, token, rest = request.path_params["kind"], request.path_params["token"], request.path_params["rest"]
+    if ".." in rest.split("/") or rest.startswith("/") or any(ord(c) < 32 for c in rest):
+        return fail("invalid path", 400)
+    mapped = svc.cloud.centre.source_of(token) if svc.cloud is not None else None
+    if mapped is None or not svc.auth.sees(user, token) or kind not in ("record", "snapshot", "archive"):
+        return fail("file not found", 404)
+    edge, original = mapped
+    link = edge.link
+    if link is None or link.down is not None:
+        return fail(f"cloud edge {edge.token} is offline", 503)
+    try:
+        channel = await link.open(f"/mediastore/{kind}/{original}/{rest}", [])
+        head = await asyncio.wait_for(channel.receive(), 30)
+    except (LinkDown, TimeoutError):
+        return fail(f"cloud edge {edge.token} did not answer", 503)
+    try:
+        assert isinstance(head, str)
+        info = json.loads(head)
+        status = int(info["status"])
+    except (AssertionError, ValueError, KeyError, TypeError):
+        await channel.close()
+        reason = head.reason if isinstance(head, ChannelClosed) else "no proper answer"
+        return fail(f"cloud edge {edge.token}: {reason}", 502)
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                chunk = await channel.receive()
+                if isinstance(chunk, ChannelClosed):
+                    return
+                if isinstance(chunk, bytes):
+                    yield chunk
+        finally:
+            await channel.close()
+
+    headers = {"Cache-Control": "no-cache"}
+    if str(info.get("length", "")).isdigit():
+        headers["Content-Length"] = str(info["length"])
+    return StreamingResponse(body(), status, headers, media_type=str(info.get("type") or "") or None)
 
 
 # -- playback of an edge's recordings: the player's socket is tunnelled to the edge ------------------------
@@ -431,5 +485,6 @@ routes = [
     Route("/api/v1/GetServerList", get_server_list),
     Route("/api/v1/GetCloudDevice", get_cloud_device),
     Route("/api/v1/GetCloudDeviceSrc", get_cloud_device_src),
+    Route(CLOUD_STORE + "/{kind}/{token}/{rest:path}", cloud_file),
 ]
 chapter = Chapter("cloud", routes, start=start, started=started, stop=stop)

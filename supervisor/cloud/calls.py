@@ -40,3 +40,4 @@ FORWARDED: dict[str, str] = {
 CHANGES_SOURCES = frozenset({"AddSrcRTSP", "AddSrcFile", "AddSrcONVIF", "DelSrc", "SetRecord", "UpdateSrcRTSP",
                              "UpdateSrcFile", "UpdateSrcONVIF"})  # fmt: skip
 SOCKETS = frozenset({"/api/v1/h5swsapi"})  # live video and playback, tunnelled
+FILES = "/mediastore/"  # recordings and snapshots, streamed by their strPath

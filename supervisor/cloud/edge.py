@@ -26,7 +26,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from supervisor.cloud import local
-from supervisor.cloud.calls import CHANGES_SOURCES, FORWARDED, SOCKETS
+from supervisor.cloud.calls import CHANGES_SOURCES, FILES, FORWARDED, SOCKETS
 from supervisor.cloud.link import Channel, Link
 from supervisor.cloud.protocol import ProtocolError, Reply, control, parse_control
 from supervisor.cloud.settings import CloudConf
@@ -217,7 +217,9 @@ class EdgeClient:
         return reply
 
     async def _open(self, channel: Channel, path: str, query: list[tuple[str, str]]) -> None:
-        if path not in SOCKETS:
+        if path.startswith(FILES) and ".." not in path.split("/"):
+            await local.http_stream(self.svc.app, channel, path, query, await self._local_session())
+        elif path in SOCKETS:
+            await local.websocket(self.svc.app, channel, path, query, await self._local_session())
+        else:
             await channel.close(4403, "not opened for the centre")
-            return
-        await local.websocket(self.svc.app, channel, path, query, await self._local_session())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -71,6 +72,45 @@ async def http_get(app: ASGIApp, path: str, query: list[tuple[str, str]], sessio
 
     await app(_scope("http", path, query, session), receive, send)
     return Reply(status, content_type, b"".join(body))
+
+
+async def http_stream(app: ASGIApp, channel: Channel, path: str, query: list[tuple[str, str]], session: str) -> None:
+    """GET `path` into a channel: a text message {status, type} first, then the body in chunks, then close.
+
+    For files (a recording downloaded by its strPath): streamed as the app sends them, never whole in memory.
+    """
+    started = requested = False
+    await channel.link.send(control("opened", ch=channel.ident))
+
+    async def receive() -> dict[str, Any]:
+        """The request once; then (a response listening for the client leaving) the centre's end closing."""
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        while not isinstance(await channel.receive(), ChannelClosed):
+            pass
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal started
+        if channel.closed is not None:
+            raise OSError("the centre's end of the channel closed")
+        if message["type"] == "http.response.start":
+            started = True
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in message.get("headers", [])}
+            head = {"status": int(message["status"]), "type": headers.get("content-type", "")}
+            await channel.send(json.dumps({**head, "length": headers.get("content-length", "")}))
+        elif message["type"] == "http.response.body" and message.get("body"):
+            await channel.send(bytes(message["body"]))
+
+    try:
+        await app(_scope("http", path, query, session), receive, send)
+    except OSError:
+        return
+    except Exception:
+        log.exception("%s: streamed %s failed", channel.link.name, path)
+    await channel.close(1000 if started else 1011, "")
 
 
 async def websocket(app: ASGIApp, channel: Channel, path: str, query: list[tuple[str, str]], session: str) -> None:
