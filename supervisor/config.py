@@ -99,6 +99,7 @@ class Settings:
     cloud_user: str = ""  # user: an Administrator of the centre
     cloud_password: str = ""  # password: that user's password as MD5 hex, as Login takes it
     cloud_keepalive: int = 3  # keepalivetime: seconds between keepalives; the link is dropped after 3 missed
+    cloud_idle_seconds: float = 30.0  # centre: an edge camera's stream stops this long after its last viewer
     cloud_edge_transcoding: bool = False  # edgetranscoding: stored and shown (transcoding runs where the viewer is)
 
     @property
@@ -198,6 +199,7 @@ def validate(settings: Settings) -> None:
         need(ordered, "webrtc_port_max", "must not be below webrtc_port_min")
     need(1 <= settings.cloud_port <= 65535, "cloud_port", "must be between 1 and 65535")
     need(1 <= settings.cloud_keepalive <= 3600, "cloud_keepalive", "must be between 1 and 3600 seconds")
+    need(settings.cloud_idle_seconds >= 0, "cloud_idle_seconds", "must not be negative")
     need(settings.log_level.upper() in _LOG_LEVELS, "log_level", "must be one of " + ", ".join(_LOG_LEVELS))
     flavours = [k.strip() for k in settings.hls.split(",") if k.strip()]
     need(all(k in ("v1", "v2") for k in flavours), "hls", 'must be "v1", "v2", "v1,v2" or ""')

@@ -117,6 +117,7 @@ class Stream:
         self.always = always
         self.users = 0
         self.running = False
+        self.idle_seconds = IDLE_STOP_SECONDS  # an on-demand stream stops this long after its last consumer
         self._idle_task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -139,11 +140,11 @@ class Stream:
             self._idle_task = asyncio.create_task(self._stop_when_idle())
 
     async def _stop_when_idle(self) -> None:
-        await asyncio.sleep(IDLE_STOP_SECONDS)
+        await asyncio.sleep(self.idle_seconds)
         self._idle_task = None
         if self.users == 0 and not self.always:
             log.info(
-                "%s/%s: no consumers for %.0fs, stopping", self.runtime.config.token, self.profile, IDLE_STOP_SECONDS
+                "%s/%s: no consumers for %.0fs, stopping", self.runtime.config.token, self.profile, self.idle_seconds
             )
             await self.stop()
 

@@ -35,6 +35,7 @@ from workers.fmp4 import boxes, parse_fragment, parse_init
 ADMIN_MD5 = hashlib.md5(b"12345").hexdigest()
 KEEPALIVE = 1  # seconds: the centre drops a silent edge after 3 of them + 2
 ONVIF_USER, ONVIF_PASSWORD = "onvif", "secret"
+IDLE_SECONDS = 3  # the centre stops taking an edge camera's stream this long after its last viewer left
 
 
 @dataclass
@@ -55,7 +56,8 @@ def net() -> Iterator[NatNetwork]:
 
 @pytest.fixture(scope="module")
 def centre(net: NatNetwork, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gw = Gateway(tmp_path_factory.mktemp("centre"), extra_args=["--no-demo", "--host", "0.0.0.0"])
+    env = {"H5GATE_CLOUD_IDLE_SECONDS": str(IDLE_SECONDS), "H5GATE_HLS_IDLE_SECONDS": "5"}
+    gw = Gateway(tmp_path_factory.mktemp("centre"), extra_args=["--no-demo", "--host", "0.0.0.0"], env=env)
     gw.start()
     try:
         yield gw
@@ -84,8 +86,9 @@ def edge1(net: NatNetwork, centre: Gateway, tmp_path_factory: pytest.TempPathFac
     with net.enter(net.edges[0]):
         cam = GstCamera()
         onvif = VirtualOnvif(
-            rtsp_url=cam.url("h264", credentials=False), user=ONVIF_USER, password=ONVIF_PASSWORD
+            "--name", "Gate", rtsp_url=cam.url("h264", credentials=False), user=ONVIF_USER, password=ONVIF_PASSWORD
         ).__enter__()
+        env["H5GATE_ONVIF_DISCOVERY_TARGET"] = onvif.discovery  # WS-Discovery by unicast, inside the edge's namespace
         gw = _edge_gateway(net, 1, tmp_path_factory.mktemp("edge1"), env)
     edge = Edge(1, net.edges[0], gw, cam, onvif)
     try:
@@ -274,6 +277,9 @@ def test_calls_with_servertoken_run_on_the_edge(net: NatNetwork, centre: Gateway
 
     # ONVIF: probe and add a camera that only the edge can reach, then PTZ it from the centre
     assert edge1.onvif is not None
+    found = centre.ok("OnvifSearch", servertoken="site1", timeout=1)["device"]
+    assert [(d["strIp"], d["strPort"], d["strName"]) for d in found] == [("127.0.0.1", str(edge1.onvif.port), "Gate")]
+    assert centre.ok("OnvifSearch", timeout=1)["device"] == []  # the centre's own search finds nothing of the edge's
     device = {"ip": "127.0.0.1", "port": edge1.onvif.port, "user": ONVIF_USER, "password": ONVIF_PASSWORD}
     probed = centre.ok("OnvifProbe", servertoken="site1", **device)
     assert {p["strToken"] for p in probed["profile"]} == {"main", "sub"}, probed
@@ -331,6 +337,10 @@ async def test_live_video_of_an_edge_camera_crosses_the_link_once(
     finally:
         await rtc.close()
     assert on_edge(net, edge1, "h5swsapi/Status")["nTotalConnects"] - before == 1  # HLS, WebRTC: no second stream
+    # nobody watches any more: the stream over the link stops (HLS keeps it while its playlist was fetched lately)
+    assert await asyncio.to_thread(
+        wait_until, lambda: on_edge(net, edge1, "h5swsapi/Status")["nConnectCount"] == 0, 60
+    ), on_edge(net, edge1, "h5swsapi/Status")
 
 
 async def test_image_recording_search_and_playback_through_the_link(

@@ -77,5 +77,7 @@ def cloud_runtime(
         name = f"{cfg.token}/{profile}"
         hub = StreamHub(name, settings.ring_seconds)
         provider = channel_provider(link_of, cfg.server_token, cfg.original_token, profile)
-        runtime.streams[profile] = Stream(runtime, profile, hub, CloudInput(name, hub, provider, remote_online), False)
+        stream = Stream(runtime, profile, hub, CloudInput(name, hub, provider, remote_online), False)
+        stream.idle_seconds = settings.cloud_idle_seconds
+        runtime.streams[profile] = stream
     return runtime
