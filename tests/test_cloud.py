@@ -420,6 +420,7 @@ async def test_an_offline_edge_closes_its_viewers_and_they_resume_when_it_return
         took = watched.closed_at - cut
         assert watched.close_code == 1013 and "offline" in watched.close_reason, watched
         assert took < 3 * KEEPALIVE + 2 + 3, f"viewer closed {took:.1f}s after the cut"
+        print(f"viewer closed with 1013 {took:.1f}s after the edge's cable was cut (keepalive {KEEPALIVE}s)")
         frames_ok(watched, at_least=40)
         assert servers(centre)["site2"]["bOnline"] is False
         assert centre_src(centre, "site2.door")["bOnline"] is False
