@@ -386,6 +386,19 @@ async def test_image_recording_search_and_playback_through_the_link(
     frames_ok(played, at_least=50)  # 5 s recorded at 25 fps
     assert "H5S_EVENT_PB_TIME" in events and events[-1] == "H5S_EVENT_PB_END", events  # the edge's text messages
 
+    # the same recording over WebRTC from the centre: the edge plays it, the centre's sidecar sends it
+    query = url.split("?", 1)[1]
+    rtc = RtcViewer(f"{centre.ws_base}/api/v1/h5srtcapi?{query}&profile=main")
+    try:
+        await rtc.start(timeout=20)
+        await rtc.ws.send(json.dumps({"cmd": "H5_START"}))
+        await rtc.wait_frames(40, timeout=15)
+        assert any(m.get("type") == "H5S_EVENT_PB_TIME" for m in rtc.messages), rtc.messages
+        stamps = [t for t, _ in rtc.video]
+        assert all(b > a for a, b in zip(stamps, stamps[1:], strict=False))
+    finally:
+        await rtc.close()
+
 
 async def play(url: str, seconds: float) -> tuple[Watched, list[str]]:
     """A playback player: H5_START once the init came (the command crosses the link up), read until the end."""

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -47,6 +47,7 @@ from supervisor.api.common import (
     session_of,
     vendor_status,
 )
+from supervisor.api.playback_sinks import PlaybackServer
 from supervisor.api.sources import describe
 from supervisor.api.users import MD5_RE
 from supervisor.auth import User
@@ -57,6 +58,8 @@ from supervisor.cloud.protocol import LINK_PATH, ProtocolError, control, parse_c
 from supervisor.cloud.service import CloudService
 from supervisor.cloud.settings import CloudConf
 from supervisor.services import Services
+from workers.fmp4 import boxes
+from workers.playback import PlaybackSink
 
 log = logging.getLogger("h5gate.cloud")
 
@@ -423,6 +426,67 @@ def _cloud_playback(svc: Services, local: Any) -> Any:
     return playback
 
 
+def _cloud_playback_sink(svc: Services, local: PlaybackServer) -> PlaybackServer:
+    """Playback into any sink (WebRTC's) of an edge camera: the edge plays it, its messages feed the sink here."""
+
+    async def play(sink: PlaybackSink, q: Mapping[str, str], user: User) -> None:
+        cloud = svc.cloud
+        token = q.get("token", "")
+        mapped = cloud.centre.source_of(token) if cloud is not None and TOKEN_RE.match(token) else None
+        if mapped is None:
+            return await local(sink, q, user)
+        edge, original = mapped
+        link = edge.link
+        if link is None or link.down is not None:
+            return await sink.close(1013, f"source offline: cloud edge {edge.token} is offline")
+        query = [(k, original if k == "token" else v) for k, v in q.items() if k != "session"]
+        query.append(("playback", "true"))
+        try:
+            channel = await link.open("/api/v1/h5swsapi", list(dict(query).items()))
+        except (LinkDown, TimeoutError) as e:
+            return await sink.close(1013, f"source offline: {str(e) or 'the edge did not answer'}")
+
+        async def commands() -> None:
+            while (command := await sink.receive_command()) is not None:
+                await channel.send(json.dumps(command))
+            await channel.close(1000, "the viewer left")
+
+        upward = asyncio.create_task(commands())
+        try:
+            mime_sent = False
+            while not isinstance(message := await channel.receive(), ChannelClosed):
+                if isinstance(message, str):
+                    with contextlib.suppress(ValueError):
+                        await sink.send_event(json.loads(message))
+                elif not mime_sent:
+                    await sink.send_mime(message.decode("ascii", "replace"))
+                    mime_sent = True
+                elif message[4:8] == b"ftyp":
+                    await sink.send_init(message)
+                else:
+                    for piece in _fragments(message):
+                        await sink.send_fragment(piece)
+            await sink.close(message.code, message.reason)
+        finally:
+            upward.cancel()
+            await asyncio.gather(upward, return_exceptions=True)
+            await channel.close(1000, "")
+
+    return play
+
+
+def _fragments(message: bytes) -> list[bytes]:
+    """The moof+mdat pairs of one message (the edge may send several in one)."""
+    pieces, moof = [], -1
+    for kind, pos, _, size in boxes(message):
+        if kind == b"moof":
+            moof = pos
+        elif kind == b"mdat" and moof >= 0:
+            pieces.append(message[moof : pos + size])
+            moof = -1
+    return pieces
+
+
 async def tunnel(ws: WebSocket, channel: Channel) -> None:
     """Messages both ways between a viewer's socket and a channel, until either end closes."""
 
@@ -470,6 +534,8 @@ async def started(svc: Services) -> None:
     assert svc.cloud is not None
     if svc.playback_ws is not None:
         svc.playback_ws = _cloud_playback(svc, svc.playback_ws)
+    if svc.playback is not None:
+        svc.playback = _cloud_playback_sink(svc, svc.playback)
     await svc.cloud.start()
 
 
