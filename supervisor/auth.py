@@ -284,18 +284,27 @@ class Auth:
         if self.shared is not None and self.clustered:  # the node synced while the password was checked:
             return await self.login(name, password, client)  # the cluster's user and session, not ours
         self.faults.pop(key, None)
-        session = await self.open_session(name)
-        log.info("login %s from %s", name, client)
-        return session, Faults()
-
-    async def open_session(self, name: str) -> str:
-        """A new session of user `name`, who must exist; Login's, and the cloud link's for its own calls."""
-        if name not in self.users:
-            raise KeyError(name)
         session = str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
         entry = self.sessions[session_hash(session)] = Session(name, time.time())
         if self.shared is not None:  # degraded: attach takes it into the cluster if `password` is the cluster's
             self._born_local[session_hash(session)] = password
+        await self.db.execute(
+            "INSERT OR REPLACE INTO sessions (id_hash, user, last_seen) VALUES (?, ?, ?)",
+            (session_hash(session), name, entry.last_seen),
+        )
+        log.info("login %s from %s", name, client)
+        return session, Faults()
+
+    async def open_session(self, name: str) -> str:
+        """A session of user `name` made without a password: the cloud link's, for the calls of its centre that
+        this server carries out (the centre is trusted by this server's own cloud settings, not by a login)."""
+        if name not in self.users:
+            raise KeyError(name)
+        session = str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
+        if self.shared is not None and self.clustered:
+            await self._shared(self.shared.add_session(session_hash(session), name, self.timeout * 1000))
+            return session
+        entry = self.sessions[session_hash(session)] = Session(name, time.time())
         await self.db.execute(
             "INSERT OR REPLACE INTO sessions (id_hash, user, last_seen) VALUES (?, ?, ?)",
             (session_hash(session), name, entry.last_seen),

@@ -197,8 +197,9 @@ async def link_socket(ws: WebSocket) -> None:
     if session is None:
         log.warning("cloud: edge %s from %s refused: wrong user or password", token, ip)
         return await _refuse(ws, "wrong user or password (or the user is locked)")
-    svc.auth.logout(session)  # the link itself is the credential from here on
-    if not svc.auth.may(svc.auth.users[user_name], "Administrator"):
+    await svc.auth.logout(session)  # the link itself is the credential from here on
+    account = await svc.auth.user(user_name)
+    if account is None or not svc.auth.may(account, "Administrator"):
         return await _refuse(ws, f"user {user_name} is not an Administrator here")
     keepalive = hello.get("keepalive")
     every = float(keepalive) if isinstance(keepalive, int) and 1 <= keepalive <= 3600 else 3.0
@@ -294,12 +295,12 @@ async def _forward(
     centre = svc.cloud.centre
     role = FORWARDED[name]
     if name == "GetImage":  # as the local GetImage: live view without a session when anonymous view is on
-        user = svc.auth.viewer(session_of(request))
+        user = await svc.auth.viewer(session_of(request))
         if user is None:
             raise ApiError("session is missing, invalid or expired", 401)
     else:
         check_action(request)
-        user = require_user(request, role)
+        user = await require_user(request, role)
     if server_token:
         if not TOKEN_RE.match(server_token):
             raise ApiError("invalid servertoken: use 1-64 letters, digits, '_', '-' or '.'")
@@ -357,7 +358,7 @@ def _as_centre(value: Any, edge: Edge) -> Any:
 async def cloud_file(request: Request) -> Response:
     """/cloudstore/<kind>/<centre token>/<rest>: the edge's /mediastore/<kind>/<its token>/<rest>, streamed."""
     svc = services(request)
-    user = svc.auth.check(session_of(request))
+    user = await svc.auth.check(session_of(request))
     if user is None:
         return fail("session is missing, invalid or expired", 401)
     kind, token, rest = request.path_params["kind"], request.path_params["token"], request.path_params["rest"]

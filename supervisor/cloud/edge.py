@@ -80,7 +80,7 @@ class EdgeClient:
                 await task
         self.online = False
         if self._session:
-            self.svc.auth.logout(self._session)
+            await self.svc.auth.logout(self._session)
             self._session = ""
 
     async def configure(self, conf: CloudConf) -> None:
@@ -197,7 +197,7 @@ class EdgeClient:
     async def _local_session(self) -> str:
         """A session of one of this server's Administrators for the centre's calls (made once, renewed by use)."""
         auth = self.svc.auth
-        if self._session and auth.check(self._session) is not None:
+        if self._session and await auth.check(self._session) is not None:
             return self._session
         admins = sorted(n for n, u in auth.users.items() if auth.kind_of(u) == "Administrator")
         if not admins:
