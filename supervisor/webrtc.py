@@ -83,7 +83,7 @@ class Session:
         self.offer_sent = False
         self.connected = False
         self.playback: PlaybackCommands | None = None  # where its H5_* commands go, for recordings
-        self.on_push: Callable[[int, bytes], None] | None = None  # a publisher's FLV video tags (ms, body)
+        self.on_push: Callable[[int, int, bytes], None] | None = None  # a publisher's FLV tags (type, ms, body)
 
 
 class WebRTCService:
@@ -163,10 +163,10 @@ class WebRTCService:
         try:
             while True:
                 kind, channel, payload = await wire.read_frame(reader)
-                if kind == wire.PUSH:  # video a browser publishes (h5srtcpushapi)
+                if kind == wire.PUSH:  # what a browser publishes (h5srtcpushapi): ms time, FLV tag type, body
                     session = self.sessions.get(channel)
-                    if session is not None and session.on_push is not None and len(payload) > 4:
-                        session.on_push(int.from_bytes(payload[:4], "big"), payload[4:])
+                    if session is not None and session.on_push is not None and len(payload) > 5:
+                        session.on_push(payload[4], int.from_bytes(payload[:4], "big"), payload[5:])
                     continue
                 if kind != wire.CONTROL:
                     raise wire.ProtocolError("the sidecar sent media")
@@ -290,15 +290,16 @@ class WebRTCService:
         self._link.send("open", peer=peer_id, token=token, profile=profile, codec=codec, audio=audio, feed=private_feed)
         return session
 
-    def open_push(self, token: str, on_push: Callable[[int, bytes], None]) -> Session:
-        """Register a browser publisher; the sidecar answers its offer and sends its video back as PUSH frames."""
+    def open_push(self, token: str, on_push: Callable[[int, int, bytes], None], audio: bool) -> Session:
+        """Register a browser publisher; the sidecar answers its offer and sends its media back as PUSH frames
+        (FLV tag type 9 video, 8 audio, the time in ms, the tag body)."""
         assert self._link is not None
         peer_id = self._next_peer
         self._next_peer += 1
         session = Session(peer_id, token)
         session.on_push = on_push
         self.sessions[peer_id] = session
-        self._link.send("push_open", peer=peer_id, token=token)
+        self._link.send("push_open", peer=peer_id, token=token, audio=audio)
         return session
 
     def private_feed(self) -> int:

@@ -30,8 +30,10 @@ from tools.harness.gateway import ROOT, Gateway
 from tools.harness.webrtc_viewer import private_network
 from workers.fmp4 import FragInfo, boxes, parse_fragment
 from workers.hub import Fragment, StreamHub
+from workers.mp4mux import AUDIO_TRACK
 from workers.push_source import HOLD_MIN, PushInput
 from workers.webrtc.push import KEYFRAME_EVERY, H264ToFlv, RtpClock
+from workers.webrtc.push_audio import AAC_CONFIG
 
 PUSH_ARGS = [
     "--allow-loopback-in-peer-connection",
@@ -287,6 +289,55 @@ def test_browser_push_is_a_source_until_it_stops(gw: Gateway, page: Page) -> Non
     assert "Traceback" not in gw.log()
 
 
+def test_browser_audio_arrives_as_aac(gw: Gateway, page: Page) -> None:
+    """The browser's Opus becomes AAC beside the video: one init with both tracks, AAC frames back to back
+    and in step with the video, and the fake microphone's beeps audible through the audio listen socket."""
+    gw.ok("AddRTMPPush", name="With sound", token="browsera", audio="true")
+    page.goto(f"{gw.base}/login")
+    assert page.evaluate(PUBLISH, push_url(gw, "browsera")) == "answered"
+    page.wait_for_function("window.push.state === 'connected'", timeout=20000)
+    src = gw.wait_online("browsera", timeout=20)
+    assert (src["strVideoCodec"], src["strAudioCodec"]) == ("h264", "aac"), src
+    got = in_thread(lambda: watch_sync(gw.ws_url("browsera"), frames=90, seconds=30))
+    assert got.mime.startswith('video/mp4; codecs="avc1.42') and got.mime.endswith(', mp4a.40.2"'), got.mime
+    assert len(got.inits) == 1 and all(i == 0 for i, _, _ in got.fragments), "one init, with both tracks"
+    init = got.inits[0]
+    audio = [f for _, f, _ in got.fragments if init.tracks[f.track_id].handler == "soun"]
+    video = got.video()
+    assert init.tracks[audio[0].track_id].timescale == 48000 and all(f.duration == 1024 for f in audio)
+    assert all(a.tfdt + 1024 == b.tfdt for a, b in zip(audio, audio[1:], strict=False)), "AAC back to back"
+    assert all(a.tfdt + a.duration == b.tfdt for a, b in zip(video, video[1:], strict=False))
+    assert init.video is not None
+    video_end = (video[-1].tfdt + video[-1].duration) / init.video.timescale
+    audio_end = (audio[-1].tfdt + 1024) / 48000
+    print(f"{len(audio)} AAC frames; audio ends {audio_end - video_end:+.3f} s from the video")
+    assert abs(audio_end - video_end) < 0.5, (audio_end, video_end)  # sent together: in step
+    # what the audio says: the fake microphone beeps (PCM from the audio listen socket, 8 kHz mono)
+    pcm = in_thread(lambda: asyncio.run(_listen(gw, "browsera", 3.0)))
+    samples = [int.from_bytes(pcm[i : i + 2], "little", signed=True) for i in range(0, len(pcm) - 1, 2)]
+    loud = sum(1 for v in samples if abs(v) > 2000)
+    print(f"{len(samples)} PCM samples, {loud} loud, peak {max(map(abs, samples))}")
+    assert len(samples) >= 8000 * 2 and loud > 100, (len(samples), loud)
+    page.evaluate("clearInterval(window.push.keepalive); window.push.pc.close(); window.push.ws.close()")
+    gw.wait_online("browsera", online=False, timeout=20)
+    assert wait_until(lambda: "AAC frames)" in gw.log(), 10)
+
+
+async def _listen(gw: Gateway, token: str, seconds: float) -> bytes:
+    query = urllib.parse.urlencode({"token": token, "session": gw.session, "format": "pcm"})
+    pcm = bytearray()
+    deadline = time.monotonic() + seconds
+    async with websockets.connect(f"{gw.ws_base}/api/v1/h5saudapi?{query}", compression=None) as ws:
+        while time.monotonic() < deadline:
+            try:
+                message = await asyncio.wait_for(ws.recv(), deadline - time.monotonic())
+            except TimeoutError:
+                break
+            if isinstance(message, bytes):
+                pcm += message
+    return bytes(pcm)
+
+
 def test_refusals(gw: Gateway) -> None:
     gw.ok("AddRTMPPush", name="Other", token="browser2", audio="false")
     status, body = gw.get("Login", session=None, user="watcher", password="watch1234")
@@ -395,3 +446,35 @@ async def _variable_frame_rate() -> None:
     session.end("browser publisher left")
     second = [f for f in hub.ring if f.video and f.gen == hub.gen]
     assert len(second) == 1 and second[0].info.tfdt >= first_run[-1].info.tfdt + first_run[-1].info.duration
+
+
+def test_video_put_early_comes_back_beside_the_audio() -> None:
+    in_thread(lambda: asyncio.run(_back_beside_audio()))
+
+
+async def _back_beside_audio() -> None:
+    """With audio, a late frame's shift (video early against the timeline) is taken back a little per frame."""
+    hub = StreamHub("av/main")
+    source = PushInput("av/main", hub, audio=True)
+    source.start()
+    session = source.begin("webrtc test", lambda: None, exact_durations=True)
+    session.on_audio(0, b"\xaf\x00" + AAC_CONFIG)
+    units = access_units(30)
+    flv = H264ToFlv()
+    ms = 0
+    for i, unit in enumerate(units):
+        step = 700 if i == 5 else 40  # frame 4 waits for its successor past HOLD_MIN: it goes out alone
+        if i:
+            ms += step
+            await asyncio.sleep(step / 1000)
+        for tag in flv.feed(unit):
+            session.on_video(ms, tag)
+    assert AUDIO_TRACK in hub.init.tracks if hub.init else False
+    video = [f for f in hub.ring if f.video]
+    assert session.late == 1 and len(video) == 29 and contiguous(video)
+    late = [f.info.duration for f in video[4:6]]
+    assert HOLD_MIN * 90000 <= late[0] < 700 * 90, late  # it lasted as long as it waited, not the whole gap
+    stretched = [f.info.duration for f in video[6:]]
+    assert all(40 * 90 <= d <= 45 * 90 for d in stretched), stretched  # at most an eighth longer
+    assert stretched[0] == 45 * 90 and session.shift < (700 - HOLD_MIN * 1000) * 90 - 20 * 5 * 90, session.shift
+    session.end("gone")

@@ -20,7 +20,9 @@ frame arrives, and the last interval is a poor guess (frames overlap or leave ho
 it exactly the gap to it: every frame ends where the next begins. A frame whose successor is late (a still
 screen, a stalled encoder) goes out after HOLD_MIN (or three frame intervals) lasting as long as it waited;
 the next frame then starts where it ended, so the output runs that much earlier than the input from then on
-(no hole either way; `shift` keeps the difference). A new publish starts no earlier than the last frame's end.
+(no hole either way; `shift` keeps the difference). With audio beside it, the video then comes back to the
+timeline by stretching its frames by at most an eighth, so the two stay in step. A new publish starts no
+earlier than the last frame's end.
 """
 
 from __future__ import annotations
@@ -235,6 +237,12 @@ class PushSession:
         self._cancel_timer()
         held, self._held = self._held, None
         if held is not None:
+            if self.shift and self._has_audio():
+                # Audio follows the timeline: video put early (or late) by a late frame comes back beside it,
+                # each frame stretched (or shortened) by at most an eighth.
+                step = mapped - (held.dts + self.shift)
+                adjust = min(abs(self.shift), step // 8)
+                self.shift -= adjust if self.shift > 0 else -adjust
             out = mapped - self.shift
             self._send_video(held, out - held.dts)  # > 0: the timeline's times strictly increase
             return out
@@ -247,6 +255,9 @@ class PushSession:
             out = max(mapped, end)  # a new publish: after the previous publish's last frame, never over it
         self.shift = mapped - out
         return out
+
+    def _has_audio(self) -> bool:
+        return self.init is not None and AUDIO_TRACK in self.init.tracks
 
     def _successor_late(self) -> None:
         """The held frame waited long enough (a still screen, a stalled encoder): out, lasting until now."""

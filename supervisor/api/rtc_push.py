@@ -6,9 +6,10 @@ it: the browser sends `open`, the server answers `iceserver`, the browser makes 
 source through the same PushSession an RTMP encoder uses. So the token names an `H5_RTMP_PUSH` source
 (AddRTMPPush): a source like any other while the browser publishes (viewers, recording, snapshots, online
 state), one publisher at a time whichever way it arrives. The session stands for the RTMP key: the user
-must be an Operator or Administrator whose role sees the camera. Browser audio is not kept (see
-workers/webrtc/push.py). A browser's frame rate varies: the session holds each frame for its successor's
-time, so durations are exact (workers/push_source.py).
+must be an Operator or Administrator whose role sees the camera. Browser audio (Opus) arrives as AAC
+(workers/webrtc/push_audio.py) where the source keeps audio and the publisher says audio=true. A
+browser's frame rate varies: the session holds each frame for its successor's time, so durations are
+exact (workers/push_source.py).
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from supervisor.api.common import (
     CLOSE_UNKNOWN,
     CLOSE_UNSUPPORTED,
     TOKEN_RE,
+    ApiError,
     Chapter,
     cross_site,
+    param_bool,
     services,
     session_of,
 )
@@ -67,7 +70,15 @@ async def h5srtcpushapi(ws: WebSocket) -> None:
     except Refused as e:
         log.info("%s: browser publisher %s refused: %s", token, client, e)
         return await _refuse(ws, CLOSE_BUSY, str(e))
-    session = service.open_push(token, publish.on_video)
+    audio = source.audio and param_bool(ws, "audio", True)
+
+    def on_push(kind: int, ms: int, body: bytes) -> None:
+        if kind == 9:
+            publish.on_video(ms, body)
+        elif kind == 8:
+            publish.on_audio(ms, body)
+
+    session = service.open_push(token, on_push, audio)
     log.info("%s: browser publisher %s (%s) opening", token, client, ws.query_params.get("type", "media")[:16])
     result: tuple[int, str] | None = None
     try:
@@ -102,6 +113,10 @@ async def _check(ws: WebSocket, token: str) -> Refusal | tuple[PushInput, WebRTC
         return Refusal(CLOSE_UNAUTHORIZED, "publishing needs an Operator or Administrator")
     if ws.query_params.get("type", "media") not in ("media", "sharing"):
         return Refusal(CLOSE_BAD_REQUEST, "type must be media or sharing")
+    try:
+        param_bool(ws, "audio", True)
+    except ApiError as e:
+        return Refusal(CLOSE_BAD_REQUEST, str(e))
     runtime = svc.registry.get(token) if TOKEN_RE.match(token) and svc.auth.sees(user, token) else None
     if runtime is None:
         return Refusal(CLOSE_UNKNOWN, f"unknown token: {token[:64]}")

@@ -6,7 +6,13 @@ The vendor's `H5sRTCPush` is the offerer: it sends `offer` after the server's `i
 one that passes H.264 access units on as they were reassembled from RTP (Annex B, 90 kHz clock), so
 the video reaches the hub byte for byte. Each access unit becomes one FLV tag (an AVC sequence header
 when SPS/PPS appear or change), so the supervisor feeds it to the same push-source code RTMP uses.
-Audio from the browser is not kept (Opus would need a transcode to AAC).
+The browser's audio (Opus) becomes AAC in the same thread (workers/webrtc/push_audio.py), as FLV audio
+tags; its sequence header goes out when the track is negotiated, before any video, so the source's first
+init segment already has both tracks.
+
+A/V: aiortc counts each track's RTP time from that track's first packet (RTCP sender reports, which would
+tie the two clocks, are not exposed), so each track is placed by the arrival of its first frame relative to
+the publish's first media, plus its RTP time from there: in step within the network's jitter.
 
 A WebRTC sender makes a keyframe at the start and then only when asked: the hub's GOP cache (everything
 since the newest keyframe, which a new viewer is sent) would grow without bound. So the sidecar asks for
@@ -25,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiortc.rtcrtpreceiver
+import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
 
@@ -39,19 +46,24 @@ from workers.webrtc.peer import (
     SignallingError,
     parse_candidate,
 )
+from workers.webrtc.push_audio import AAC_CONFIG, RATE, AacFrame, OpusToAac
 
 log = logging.getLogger("h5gate.webrtc")
 
 KEYFRAME_EVERY = 2.0  # seconds between the keyframes asked of the browser (RTCP PLI)
+BIAS_MS = 1000  # added to every time sent, so a track that starts a little before the other stays positive
+VIDEO_TAG, AUDIO_TAG = 9, 8  # FLV tag types, the byte after the time in a PUSH frame
 
 
-def _pass_h264(
+def _pass_media(
     loop: asyncio.AbstractEventLoop,
     input_q: queue.Queue[Any],
     output_q: asyncio.Queue[Any],
     decode_error: threading.Event,
 ) -> None:
-    """aiortc's decoder thread, for received H.264 only: the reassembled access unit, undecoded."""
+    """aiortc's decoder thread, for browser push: H.264 access units passed on undecoded, as
+    (RTP time, Annex B); Opus transcoded to AacFrames."""
+    opus: OpusToAac | None = None
     while True:
         task = input_q.get()
         if task is None:
@@ -60,10 +72,17 @@ def _pass_h264(
         codec, frame = task
         if codec.name == "H264":
             asyncio.run_coroutine_threadsafe(output_q.put((frame.timestamp, bytes(frame.data))), loop)
+        elif codec.name.lower() == "opus":
+            try:
+                opus = opus or OpusToAac(codec)
+                for aac in opus.feed(frame):
+                    asyncio.run_coroutine_threadsafe(output_q.put(aac), loop)
+            except (av.FFmpegError, ValueError) as e:
+                log.warning("browser push: an Opus frame not transcoded: %s", e)
 
 
 # The sidecar's viewers only send; what it receives is browser push, whose video must stay encoded.
-aiortc.rtcrtpreceiver.decoder_worker = _pass_h264
+aiortc.rtcrtpreceiver.decoder_worker = _pass_media
 
 
 def split_annexb(data: bytes) -> list[bytes]:
@@ -133,13 +152,22 @@ class PushPeer:
     """One browser publishing: answer its offer, then every received access unit goes to `media`."""
 
     def __init__(
-        self, peer_id: int, token: str, public_ip: str, emit: Callable[..., None], media: Callable[[bytes], None]
+        self,
+        peer_id: int,
+        token: str,
+        public_ip: str,
+        emit: Callable[..., None],
+        media: Callable[[bytes], None],
+        audio: bool = True,
     ) -> None:
         self.id = peer_id
         self.token = token
         self.public_ip = public_ip
         self.emit = emit
-        self.media = media  # one PUSH frame payload (4-byte ms time + FLV tag body)
+        self.media = media  # one PUSH frame payload (4-byte ms time, FLV tag type, FLV tag body)
+        self.audio = audio  # keep the browser's audio (the publisher's audio=true)
+        self._origin: float | None = None  # arrival of the publish's first media frame (monotonic)
+        self.audio_frames = 0
         self.inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.closed = False
         self.pc: RTCPeerConnection | None = None
@@ -216,6 +244,10 @@ class PushPeer:
             raise SignallingError("the offer has no video")
         for transceiver in video:
             transceiver.setCodecPreferences(h264)
+        if not self.audio:  # audio=false, or the source keeps none: the browser need not send it
+            for transceiver in pc.getTransceivers():
+                if transceiver.kind == "audio":
+                    transceiver.direction = "inactive"
         try:
             await pc.setLocalDescription(await pc.createAnswer())
         except (ValueError, OperationError, InvalidStateError) as e:
@@ -226,12 +258,26 @@ class PushPeer:
         self.emit("answer", sdp=advertise_public_ip(pc.localDescription.sdp, self.public_ip))
 
     def _on_track(self, track: Any) -> None:
-        if track.kind != "video":
-            return  # browser audio is not kept (see the module docstring)
-        for work in (self._read_video(track), self._ask_keyframes()):
+        if track.kind == "audio":
+            if not self.audio:
+                return  # not asked for: the answer made it inactive (see _answer)
+            self._send(AUDIO_TAG, 0, b"\xaf\x00" + AAC_CONFIG)  # AAC sequence header, before any video
+            works = [self._read_audio(track)]
+        else:
+            works = [self._read_video(track), self._ask_keyframes()]
+        for work in works:
             task = asyncio.create_task(work)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _send(self, kind: int, ms: int, body: bytes) -> None:
+        self.media(struct.pack(">IB", (ms + BIAS_MS) & 0xFFFFFFFF, kind) + body)
+
+    def _since_origin(self, arrival: float) -> int:
+        """Milliseconds from the publish's first media frame (of either track) to `arrival`."""
+        if self._origin is None:
+            self._origin = arrival
+        return round((arrival - self._origin) * 1000)
 
     async def _ask_keyframes(self) -> None:
         """An RTCP PLI to every video sender every KEYFRAME_EVERY seconds (see the module docstring)."""
@@ -245,19 +291,34 @@ class PushPeer:
     async def _read_video(self, track: Any) -> None:
         flv = H264ToFlv()
         clock = RtpClock()
+        base: int | None = None
         while not self.closed:
             try:
                 timestamp, annexb = await track.recv()
             except aiortc.mediastreams.MediaStreamError:
                 return
-            ms = clock.ms(timestamp)
+            if base is None:
+                base = self._since_origin(time.monotonic())
+            ms = base + clock.ms(timestamp)
             for tag in flv.feed(annexb):
-                self.media(struct.pack(">I", ms) + tag)
+                self._send(VIDEO_TAG, ms, tag)
             if self.frames == 0:
                 log.info(
                     "%s: first frame %.0f ms after the offer", self.name, (time.monotonic() - self._started) * 1000
                 )
             self.frames += 1
+
+    async def _read_audio(self, track: Any) -> None:
+        base: int | None = None
+        while not self.closed:
+            try:
+                aac: AacFrame = await track.recv()
+            except aiortc.mediastreams.MediaStreamError:
+                return
+            if base is None:
+                base = self._since_origin(aac.first_arrival) - aac.first_pts * 1000 // RATE
+            self._send(AUDIO_TAG, base + aac.pts * 1000 // RATE, b"\xaf\x01" + aac.data)
+            self.audio_frames += 1
 
     def _on_state(self) -> None:
         pc = self.pc

@@ -134,7 +134,7 @@ class Sidecar:
         def media(payload: bytes) -> None:
             self.link.send_media(wire.PUSH, peer_id, payload)
 
-        push = PushPeer(peer_id, token, self.config.public_ip, emit, media)
+        push = PushPeer(peer_id, token, self.config.public_ip, emit, media, bool(message.get("audio", True)))
         self.pushes[peer_id] = push
         log.info("%s: webrtc publisher %d opening", token, peer_id)
         self._spawn(self._run_push(push))
@@ -144,7 +144,13 @@ class Sidecar:
             await push.run()
         finally:
             self.pushes.pop(push.id, None)
-            log.info("%s: webrtc publisher %d gone (%d frames)", push.token, push.id, push.frames)
+            log.info(
+                "%s: webrtc publisher %d gone (%d video frames, %d AAC frames)",
+                push.token,
+                push.id,
+                push.frames,
+                push.audio_frames,
+            )
 
     async def _run_peer(self, peer: Peer) -> None:
         try:

@@ -17,7 +17,7 @@ HEADER = struct.Struct(">BII")
 CONTROL = ord("J")  # JSON object, channel 0
 INIT = ord("I")  # init segment (ftyp+moov) of feed `channel`
 FRAGMENT = ord("F")  # one moof+mdat of feed `channel`
-PUSH = ord("P")  # sidecar -> supervisor: one FLV video tag of browser push `channel` (4-byte ms time + tag body)
+PUSH = ord("P")  # sidecar -> supervisor: one FLV tag of browser push `channel` (4-byte ms, 1-byte tag type, body)
 MAX_PAYLOAD = 64 * 1024 * 1024
 
 
