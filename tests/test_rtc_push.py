@@ -349,6 +349,7 @@ def test_refusals(gw: Gateway) -> None:
     check_refusal(refused(push_url(gw, "nosuch")), 4404, "unknown token: nosuch")
     check_refusal(refused(push_url(gw, "../etc")), 4404, "unknown token")
     check_refusal(refused(push_url(gw, "browser2", type="file")), 4400, "type must be media or sharing")
+    check_refusal(refused(push_url(gw, "browser2", audio="maybe")), 4400, "invalid value for audio")
     check_refusal(refused(push_url(gw, "browser2"), "http://evil.example"), 4401, "another site's page")
     # an offer that is not SDP: an error message, and the socket closes
     code, reason, messages = in_thread(lambda: asyncio.run(_bad_offer(push_url(gw, "browser2"))))
