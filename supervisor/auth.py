@@ -33,13 +33,13 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from supervisor import passwords
 from supervisor.conf_store import ConfStore
 from supervisor.db import Database
 from supervisor.errors import BadValue, Conflict, Forbidden, NotFound, Unavailable
-from supervisor.shared_auth import DOWN, SharedAuth, Snapshot, StoredRole, StoredUser
+from supervisor.shared_auth import DOWN, SHARED_CONF, SharedAuth, Snapshot, StoredRole, StoredUser
 
 log = logging.getLogger("h5gate.auth")
 T = TypeVar("T")
@@ -216,6 +216,10 @@ class Auth:
         return bool(self.conf.get("login_lock", True))
 
     async def set_lock_enabled(self, enabled: bool) -> None:
+        if self.shared is not None:  # for every node (see shared_auth.SHARED_CONF)
+            self._need_cluster()
+            await self._shared(self.shared.put_conf("login_lock", enabled))
+            await self.refresh(force=True)
         await self.conf.set("login_lock", enabled)
         if not enabled:
             self.faults.clear()
@@ -411,7 +415,7 @@ class Auth:
         await shared.fresh()
         stored_users = [StoredUser(u.name, u.password_md5, u.role) for u in self.users.values()]
         stored_roles = [StoredRole(r.token, r.kind, r.all_cams, dict(r.cams)) for r in self.roles.values()]
-        seeded = await self._shared(shared.seed(stored_users, stored_roles))
+        seeded = await self._shared(shared.seed(stored_users, stored_roles, self.conf.snapshot()))
         if not seeded:
             await self._push_local_changes(shared)
         snap = await self._shared(shared.snapshot())
@@ -436,7 +440,7 @@ class Auth:
         self.faults.clear()
         self._attached = True
         await self.db.execute("DELETE FROM sessions")  # the cluster's sessions are in Redis, not here
-        await self._write_local()
+        await self._write_local(snap.conf)
         log.info(
             "users, roles and sessions shared through Redis (%s; %d users)",
             "seeded from this node" if seeded else "the cluster's users",
@@ -498,10 +502,10 @@ class Auth:
                 log.warning("the cluster's Redis holds no users: seeding it again from this node's copy")
                 users = [StoredUser(u.name, u.password_md5, u.role) for u in self.users.values()]
                 roles = [StoredRole(r.token, r.kind, r.all_cams, dict(r.cams)) for r in self.roles.values()]
-                await self._shared(shared.seed(users, roles))
+                await self._shared(shared.seed(users, roles, self.conf.snapshot()))
                 snap = await self._shared(shared.snapshot())
             self._apply(snap)
-            await self._write_local()
+            await self._write_local(snap.conf)
 
     def _apply(self, snap: Snapshot) -> None:
         users = {u.name: User(u.name, u.password, u.role) for u in snap.users.values()}
@@ -514,8 +518,13 @@ class Auth:
         for digest in [d for d, e in self.sessions.items() if e.user in changed]:  # kept for outages: see
             del self.sessions[digest]  # _check_shared
 
-    async def _write_local(self) -> None:
-        """The mirror into the local users and roles tables, in one transaction (see the module docstring)."""
+    async def _write_local(self, conf: dict[str, Any]) -> None:
+        """The mirror into the local users and roles tables, in one transaction (see the module docstring),
+        and the cluster's user switches (login lock, anonymous view) into the local settings, where the
+        rest of the code reads them."""
+        for name in SHARED_CONF:
+            if name in conf and self.conf.get(name) != conf[name]:
+                await self.conf.set(name, conf[name])
         users = [(u.name, u.password_md5, u.role) for u in self.users.values()]
         roles = [(r.token, r.kind, int(r.all_cams)) for r in self.roles.values()]
         cams = [(r.token, cam, name) for r in self.roles.values() for cam, name in r.cams.items()]
@@ -863,6 +872,10 @@ class Auth:
         await self.refresh()
         if role is not None and role not in self.roles:
             raise NotFound(f"no such role: {role}")
+        if self.shared is not None:  # for every node (see shared_auth.SHARED_CONF)
+            self._need_cluster()
+            await self._shared(self.shared.put_conf("anonymous_view", role or ""))
+            await self.refresh(force=True)
         await self.conf.set("anonymous_view", role or "")
         log.info("anonymous view %s", f"on (role {role})" if role else "off")
 

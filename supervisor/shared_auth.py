@@ -32,6 +32,7 @@ Redis errors become errors.Unavailable with the reason, so callers answer bStatu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -53,6 +54,9 @@ log = logging.getLogger("h5gate.auth")
 
 PREFIX = "h5gate:auth:"
 DOWN = "the cluster's shared user store (Redis) is unreachable"
+# ConfStore values that are about users, so one console page sets them for every node (SetLoginLockStatus,
+# SetAnonymousView): with a load balancer in front, the next request must not meet the old switch
+SHARED_CONF = ("login_lock", "anonymous_view")
 MAX_IN_FLIGHT = 32  # Redis operations of this store at once (see SharedAuth._call)
 
 # KEYS: session, version. ARGV: idle timeout (ms). The session's user (renewed) and the users/roles version.
@@ -129,11 +133,12 @@ class StoredRole:
 
 @dataclass
 class Snapshot:
-    """Users and roles as one transaction read them, and the version they are at."""
+    """Users, roles and their switches as one transaction read them, and the version they are at."""
 
     users: dict[str, StoredUser]
     roles: dict[str, StoredRole]
     version: int
+    conf: dict[str, Any]  # SHARED_CONF names -> JSON values (the login lock and anonymous view switches)
 
 
 def _s(value: Any) -> str:
@@ -199,7 +204,7 @@ class SharedAuth:
 
     # ------------------------------------------------------------------ users and roles
 
-    async def seed(self, users: list[StoredUser], roles: list[StoredRole]) -> bool:
+    async def seed(self, users: list[StoredUser], roles: list[StoredRole], conf: dict[str, Any]) -> bool:
         """Make this node's users and roles the cluster's, if the cluster has none yet (the first node to join).
 
         WATCH makes it all or nothing against another node seeding at the same moment: one wins, the other
@@ -220,6 +225,9 @@ class SharedAuth:
                 cams: dict[Any, Any] = {f"{r.token}\n{cam}": name for r in roles for cam, name in r.cams.items()}
                 if cams:
                     pipe.hset(self.p + "role-cams", mapping=cams)
+                values: dict[Any, Any] = {k: json.dumps(v) for k, v in conf.items() if k in SHARED_CONF}
+                if values:
+                    pipe.hset(self.p + "conf", mapping=values)
                 pipe.incr(self.p + "version")
                 await pipe.execute()
             except WatchError:
@@ -233,7 +241,8 @@ class SharedAuth:
             pipe.hgetall(self.p + "roles")
             pipe.hgetall(self.p + "role-cams")
             pipe.get(self.p + "version")
-            raw_users, raw_roles, raw_cams, version = await pipe.execute()
+            pipe.hgetall(self.p + "conf")
+            raw_users, raw_roles, raw_cams, version, raw_conf = await pipe.execute()
         users: dict[str, StoredUser] = {}
         for name, value in raw_users.items():
             try:
@@ -252,7 +261,11 @@ class SharedAuth:
             role, _, cam = _s(field).partition("\n")
             if role in roles and cam:
                 roles[role].cams[cam] = _s(name)
-        return Snapshot(users, roles, _version(version))
+        conf: dict[str, Any] = {}
+        for name, value in raw_conf.items():
+            with contextlib.suppress(ValueError):
+                conf[_s(name)] = json.loads(_s(value))
+        return Snapshot(users, roles, _version(version), conf)
 
     async def version(self) -> int:
         async with self._call():
@@ -265,6 +278,12 @@ class SharedAuth:
     @staticmethod
     def _role_json(role: StoredRole) -> str:
         return json.dumps({"kind": role.kind, "all": role.all_cams})
+
+    async def put_conf(self, name: str, value: Any) -> None:
+        async with self._call(), self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.p + "conf", name, json.dumps(value))
+            pipe.incr(self.p + "version")
+            await pipe.execute()
 
     async def put_user(self, user: StoredUser, *, new: bool = False) -> bool:
         """Write a user (a new one only if the name is free, when `new`); False when the name was taken."""

@@ -189,11 +189,25 @@ async def test_the_login_lock_counts_failures_on_every_node(nodes: tuple[Auth, A
     assert session is None and faults.count == 1
     assert (await b.login("admin", "12345", client))[0] is not None  # a good login clears the count
     assert (await a.login("admin", "wrong", client))[1].count == 1
-    await b.set_lock_enabled(False)  # turning the lock off lifts the cluster's counts too
-    await a.set_lock_enabled(False)
+    await b.set_lock_enabled(False)  # turning the lock off on one node: off on all, and the counts go
     for node in (a, b, a, b, a):
         assert (await node.login("admin", "wrong", client))[1].count == 0
     assert (await b.login("admin", "12345", client))[0] is not None
+
+
+async def test_the_anonymous_view_switch_set_on_one_node_holds_on_the_other(nodes: tuple[Auth, Auth]) -> None:
+    a, b = nodes
+    assert await b.viewer(None) is None
+    await a.create_role("public", "Viewer")
+    await a.add_cam("public", "lobby", "")
+    await a.set_anonymous("public")
+    viewer = await b.viewer(None)  # the next session-less request on B
+    assert viewer is not None and viewer.role == "public" and b.sees(viewer, "lobby") and not b.sees(viewer, "x")
+    assert b.anonymous_role == "public"
+    await b.set_anonymous(None)
+    assert await a.viewer(None) is None
+    rows = await a.db.fetchall("SELECT value FROM conf WHERE name = 'anonymous_view'")
+    assert [r["value"] for r in rows] == ['""']  # the local copy follows (a node leaving keeps it)
 
 
 async def test_redis_holds_no_usable_session_or_password(nodes: tuple[Auth, Auth], redis_server: RedisServer) -> None:
