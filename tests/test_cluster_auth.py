@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -497,6 +499,26 @@ def test_a_gateway_that_leaves_the_cluster_keeps_its_sessions_and_the_clusters_u
     assert b.ok("SetEnableRedis", enable="true")["bStatus"] is True
     _wait(lambda: _status(b, nora) == 200, what="B back in the cluster")
     assert "nora" in {u["strUser"] for u in b.ok("GetUserList")["users"]}
+
+
+def test_the_passwd_tool_on_one_gateways_data_rescues_the_password_on_every_node(
+    pair: tuple[Gateway, Gateway],
+) -> None:
+    a, b = pair
+    old = _session(b, "admin", "12345")
+    done = subprocess.run(
+        [sys.executable, "-m", "supervisor.cli", "passwd", "admin", "--data-dir", str(a.data_dir)],
+        input="rescued-pw\n",
+        text=True,
+        capture_output=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    # A notices its database changed (within a second) and sends the user up: B takes the new password
+    _wait(lambda: _login(b, "admin", "rescued-pw")["bStatus"], what="the rescued password on B")
+    assert _login(b, "admin", "12345")["bStatus"] is False
+    assert _status(b, old) == 401  # a new password ends the other sessions, on every node
 
 
 def test_a_restarted_gateway_finds_the_clusters_sessions(pair: tuple[Gateway, Gateway]) -> None:
