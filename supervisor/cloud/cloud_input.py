@@ -10,50 +10,53 @@ so the stream resumes by itself when the edge returns.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 
-from supervisor.cloud.link import ChannelClosed, Link, LinkDown
+from supervisor.cloud.link import Channel, ChannelClosed, Link, LinkDown
 from supervisor.config import Settings
 from supervisor.registry import SourceConfig, SourceRuntime, Stream
 from workers.hub import StreamHub
-from workers.relay_source import Provider, RelayInput, UpstreamClosed
+from workers.relay_source import RelayInput, UpstreamClosed
+
+log = logging.getLogger("h5gate.cloud")
 
 CLOSE_FORMAT_CHANGED = 4000
 LinkOf = Callable[[], Link | None]
+OnlineOf = Callable[[], bool]
 
 
 class CloudInput(RelayInput):
-    """A RelayInput whose `online` is what the edge says of its source, while the edge is online.
+    """A RelayInput fed by a channel of an edge's link, whose `online` is what the edge says of its source.
 
     GetSrc shows an edge camera online when the edge has it, whether or not anyone here watches it now.
+    The channel in use is kept here too: stopping the stream closes it at once, so the edge's stream ends
+    with the last viewer here, whatever point the relay's read had reached when it was stopped.
     """
 
-    def __init__(self, name: str, hub: StreamHub, provider: Provider, remote_online: Callable[[], bool]) -> None:
-        super().__init__(name, hub, provider, upstream="cloud edge", restart_max=5.0)
+    def __init__(
+        self, name: str, hub: StreamHub, link_of: LinkOf, cfg: SourceConfig, profile: str, remote_online: OnlineOf
+    ) -> None:
+        self.link_of = link_of
+        self.edge = cfg.server_token
+        self.query = [("token", cfg.original_token), ("profile", profile)]
         self.remote_online = remote_online
-
-    async def reconnect_now(self) -> None:
-        """The edge is back: a stream waiting out its backoff connects at once instead."""
-        if self.supervisor.running:
-            await self.stop()
-            self.start()
+        self.channel: Channel | None = None
+        super().__init__(name, hub, self._messages, upstream=f"cloud edge {self.edge}", restart_max=5.0)
 
     @property
     def online(self) -> bool:
         return self.remote_online()
 
-
-def channel_provider(link_of: LinkOf, edge: str, original: str, profile: str) -> Provider:
-    """Messages of the edge's h5swsapi for `original`/`profile`, over a channel of the edge's current link."""
-
-    async def messages() -> AsyncIterator[bytes]:
-        link = link_of()
+    async def _messages(self) -> AsyncIterator[bytes]:
+        """Messages of the edge's h5swsapi for this source and profile, over a channel of the edge's link."""
+        link = self.link_of()
         if link is None or link.down is not None:
-            raise UpstreamClosed(f"cloud edge {edge} is offline", 1013)
+            raise UpstreamClosed(f"cloud edge {self.edge} is offline", 1013)
         try:
-            channel = await link.open("/api/v1/h5swsapi", [("token", original), ("profile", profile)])
+            channel = self.channel = await link.open("/api/v1/h5swsapi", self.query)
         except (LinkDown, TimeoutError) as e:
-            raise UpstreamClosed(f"cloud edge {edge}: {str(e) or 'no answer'}", 1013) from None
+            raise UpstreamClosed(f"cloud edge {self.edge}: {str(e) or 'no answer'}", 1013) from None
         try:
             while True:
                 message = await channel.receive()
@@ -63,9 +66,22 @@ def channel_provider(link_of: LinkOf, edge: str, original: str, profile: str) ->
                 if isinstance(message, bytes):
                     yield message
         finally:
-            await channel.close()
+            if self.channel is channel:
+                self.channel = None
+            await channel.close(1000, "no viewer here")
 
-    return messages
+    async def stop(self) -> None:
+        await super().stop()
+        channel, self.channel = self.channel, None
+        if channel is not None:  # the run was stopped before its read ended: the edge is told all the same
+            log.info("%s: stopped mid-read; its channel to edge %s closed", self.name, self.edge)
+            await channel.close(1000, "no viewer here")
+
+    async def reconnect_now(self) -> None:
+        """The edge is back: a stream waiting out its backoff connects at once instead."""
+        if self.supervisor.running:
+            await self.stop()
+            self.start()
 
 
 def cloud_runtime(
@@ -76,8 +92,7 @@ def cloud_runtime(
     for profile in ("main", "sub"):
         name = f"{cfg.token}/{profile}"
         hub = StreamHub(name, settings.ring_seconds)
-        provider = channel_provider(link_of, cfg.server_token, cfg.original_token, profile)
-        stream = Stream(runtime, profile, hub, CloudInput(name, hub, provider, remote_online), False)
+        stream = Stream(runtime, profile, hub, CloudInput(name, hub, link_of, cfg, profile, remote_online), False)
         stream.idle_seconds = settings.cloud_idle_seconds
         runtime.streams[profile] = stream
     return runtime
