@@ -118,8 +118,12 @@ def edge2(net: NatNetwork, centre: Gateway, tmp_path_factory: pytest.TempPathFac
             "edgetranscoding": "false",
         }
         gw.ok("SetCloudInfo", password=hashlib.md5(b"wrong").hexdigest(), **form)  # the centre refuses it
-        assert wait_until(lambda: "refused by the centre" in gw.ok("GetCloudClientInfo")["strLastError"], 20)
+        assert wait_until(lambda: "wrong user or password" in gw.ok("GetCloudClientInfo")["strLastError"], 20)
         assert gw.ok("GetCloudClientInfo")["bOnline"] is False
+        with net.enter(net.centre):  # a centre user who is no Administrator may not register an edge
+            centre.ok("CreateUser", user="watcher", password=ADMIN_MD5, roletoken="Viewer")
+        gw.ok("SetCloudInfo", password=ADMIN_MD5, **{**form, "user": "watcher"})
+        assert wait_until(lambda: "not an Administrator" in gw.ok("GetCloudClientInfo")["strLastError"], 20)
         body = gw.ok("SetCloudInfo", password=ADMIN_MD5, **form)
         assert body["bStatus"] is True, body
     edge = Edge(2, net.edges[1], gw, cam)
