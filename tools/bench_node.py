@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.machinery
 import json
 import os
@@ -111,10 +112,14 @@ def viewer_main(args: argparse.Namespace) -> int:
 
 
 # -- the run ------------------------------------------------------------------------------------------------
-def skips_now(gw: Gateway) -> int:
-    """h5swsapi/Status's skip count; waits up to 60 s (a saturated server answers late: that is a finding)."""
+def skips_now(gw: Gateway) -> int | None:
+    """h5swsapi/Status's skip count; None if no answer within 60 s (a saturated server: that is a finding)."""
     started = time.monotonic()
-    status, _, body = gw.request(f"/api/v1/h5swsapi/Status?session={gw.session}", timeout=60)
+    try:
+        status, _, body = gw.request(f"/api/v1/h5swsapi/Status?session={gw.session}", timeout=60)
+    except TimeoutError:
+        print("[bench_node] Status did not answer within 60 s", file=sys.stderr)
+        return None
     waited = time.monotonic() - started
     if waited > 2:
         print(f"[bench_node] Status took {waited:.1f}s", file=sys.stderr)
@@ -150,7 +155,8 @@ def run_step(
         pss.append(pss_mb(pid))
         time.sleep(1.0)
     cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
-    skips = skips_now(gw) - skips0
+    skips1 = skips_now(gw)
+    skips = skips1 - skips0 if skips0 is not None and skips1 is not None else None
     out, _ = child.communicate(timeout=seconds + 60)
     counts: list[int] = json.loads(out)
     sent = _bench.source_frames(clock, start, end, 0.0)
@@ -178,6 +184,7 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--settle", type=float, default=6.0)
     p.add_argument("--no-record", action="store_true")
+    p.add_argument("--cameras", type=int, default=1, help="GStreamer cameras the sources are spread over")
     p.add_argument("--viewer", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--urls", help=argparse.SUPPRESS)
     p.add_argument("--start", type=float, help=argparse.SUPPRESS)
@@ -187,7 +194,11 @@ def main() -> int:
         return viewer_main(a)
     steps = [int(x) for x in a.sources.split(",")]
     rows = []
-    with GstCamera(width=1280, height=720, fps=FPS, gop=50, bitrate=2000) as cam, tempfile.TemporaryDirectory() as t:
+    cams = [GstCamera(width=1280, height=720, fps=FPS, gop=50, bitrate=2000) for _ in range(a.cameras)]
+    cam = cams[0]
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as t:
+        for c in cams:
+            stack.enter_context(c)
         tmp = Path(t)
         gw = Gateway(tmp / "gw", extra_args=["--no-demo"]).start()
         try:
@@ -202,7 +213,8 @@ def main() -> int:
             added = 0
             for n in steps:
                 for i in range(added, n):
-                    gw.ok("AddSrcRTSP", token=f"s{i}", name=f"s{i}", url=cam.url("h264"))
+                    url = cams[i % len(cams)].url("h264")  # one test camera serves ~32 sessions at most
+                    gw.ok("AddSrcRTSP", token=f"s{i}", name=f"s{i}", url=url)
                     if not a.no_record:
                         gw.ok("SetRecord", token=f"s{i}", enable="true")
                 for i in range(added, n):
@@ -219,6 +231,7 @@ def main() -> int:
             {
                 "cpu_count": os.cpu_count(),
                 "record": not a.no_record,
+                "cameras": a.cameras,
                 "server_cores_idle": round(idle, 3),
                 "server_pss_mb_idle": round(idle_pss, 1),
                 "steps": rows,
