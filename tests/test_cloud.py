@@ -289,6 +289,24 @@ def test_calls_with_servertoken_run_on_the_edge(net: NatNetwork, centre: Gateway
     assert status == 400 and body["bStatus"] is False and "not on edge site2" in body["strCode"], body
     assert centre.get("DelSrc", servertoken="site1", token="cam2")[1]["bStatus"] is False  # the edge's own answer
 
+    # camera rights hold for edge cameras, whichever token names them: a role with one local camera only
+    centre.ok("AddSrcRTSP", token="local", name="Local", url="rtsp://127.0.0.1:9/none", connecttype="ondemand")
+    centre.ok("CreateRole", roletoken="guards", role="Operator")
+    centre.ok("AddCamToRole", roletoken="guards", camtoken="local")
+    centre.ok("CreateUser", user="guard", password=ADMIN_MD5, roletoken="guards")
+    guard = centre.ok("Login", session=None, user="guard", password=ADMIN_MD5)["strSession"]
+    window = {"type": "record", "start": manual_time(time.time() - 60), "end": iso_time(time.time())}
+    for params in ({"token": token}, {"servertoken": "site1", "token": "cam"}):
+        status, body = centre.get("Search", session=guard, **params, **window)
+        assert status == 404 and body["bStatus"] is False, (params, body)
+    status, body = centre.get("Search", session=guard, servertoken="site1", **window)
+    assert status == 403 and "Administrator" in body["strCode"], body
+    centre.ok("AddCamToRole", roletoken="guards", camtoken=token)
+    assert centre.ok("Search", session=guard, token=token, **window)["record"] == []
+    status, body = centre.get("DelSrc", session=guard, token=token)
+    assert status == 403 and body["bStatus"] is False  # an Operator deletes nothing, here or on an edge
+    centre.ok("DelSrc", token="local")
+
     # ONVIF: probe and add a camera that only the edge can reach, then PTZ it from the centre
     assert edge1.onvif is not None
     found = centre.ok("OnvifSearch", servertoken="site1", timeout=1)["device"]

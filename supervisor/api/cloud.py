@@ -312,8 +312,13 @@ async def _forward(
     else:
         assert mapped is not None
         edge = mapped[0]
+    token = request.query_params.get("token", "")
     if mapped is not None:
-        require_camera(request, user, request.query_params["token"])
+        require_camera(request, user, token)
+    elif token in edge.tokens:  # the edge's own token of a camera: the rights are those of its token here
+        require_camera(request, user, edge.tokens[token])
+    elif not svc.auth.may(user, "Administrator"):  # a call for no camera of the edge this user may see
+        raise errors.Forbidden(f"{name} on edge {edge.token} without a camera token needs the Administrator role")
     if not edge.online:
         raise errors.Unavailable(f"cloud edge {edge.token} is offline")
     query = [(k, v) for k, v in request.query_params.multi_items() if k not in ("session", "servertoken")]
