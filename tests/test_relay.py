@@ -11,10 +11,11 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
-from tools.harness.camera import GstCamera
+from tools.harness.camera import FaultProxy, GstCamera
 from tools.harness.gateway import Gateway
 from workers.fmp4 import parse_init
 from workers.hub import Cursor, StreamHub
@@ -256,3 +257,38 @@ def test_split_message_takes_real_init_and_batches(pair: tuple[Gateway, Gateway]
     assert kinds[0] == ("other", 0) and kinds[1] == ("init", 1)
     assert all(k == "fragments" and n >= 1 for k, n in kinds[2:])
     assert max(n for _, n in kinds[2:]) > 1, "the GOP cache, and audio with video, arrive batched"
+
+
+def test_relay_carries_an_upstream_source_restart_in_the_same_connection(cam: GstCamera, tmp_path: Path) -> None:
+    """The upstream's camera connection drops and comes back: h5swsapi sends a new init on the same socket;
+    the relay keeps its connection, takes the new init, and its decode times still only move forward."""
+    with FaultProxy.for_camera(cam) as proxy:
+        gw = Gateway(tmp_path / "c", extra_args=["--no-demo"]).start()
+        try:
+            gw.ok("AddSrcRTSP", token="cam", name="Camera", url=proxy.url("h264"))
+            gw.wait_online("cam", timeout=30)
+
+            async def run() -> None:
+                hub = StreamHub("relay/c")
+                relay = RelayInput("relay/c", hub, provider_of(gw), restart_min=0.2, restart_max=1.0)
+                seen = Seen()
+                relay.start()
+                reader = asyncio.create_task(collect(hub, seen))
+                try:
+                    assert await until(lambda: len(seen.video()) >= 25, 20), relay.state.last_error
+                    gen, runs = hub.gen, relay.runs
+                    proxy.set_mode("drop")  # the upstream's camera connection is cut; it reconnects
+                    dropped = time.monotonic()
+                    assert await until(lambda: hub.gen > gen and bool(seen.video(dropped + 0.5)), 30)
+                    assert relay.runs == runs, "the relay kept its connection across the upstream's restart"
+                    await asyncio.sleep(3.0)
+                    assert_forward(seen)
+                    assert relay.online and seen.video()[-1][4] == hub.gen
+                finally:
+                    reader.cancel()
+                    await relay.stop()
+                    await asyncio.gather(reader, return_exceptions=True)
+
+            asyncio.run(run())
+        finally:
+            gw.stop()
