@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from supervisor.api.common import TOKEN_RE
@@ -104,8 +105,29 @@ def check_file_path(path: str, roots: list[Path]) -> Path:
 StreamInput = FfmpegProcess | PushInput | RelayInput  # what feeds a stream's hub: the same start/stop/state/online
 
 
+class Placement(Protocol):
+    """Where each source is pulled (the cluster's ownership): here, or by another node that this one relays from."""
+
+    def local(self, token: str) -> bool: ...
+
+    def remote_input(self, runtime: SourceRuntime, profile: str, hub: StreamHub) -> StreamInput: ...
+
+
+class SharedSources(Protocol):
+    """The cluster's source list, written before the local one: a change that cannot be shared is not made.
+
+    Each raises errors.Conflict (add: the token exists in the cluster) or errors.Unavailable (Redis is away).
+    """
+
+    async def add(self, cfg: SourceConfig) -> None: ...
+
+    async def put(self, cfg: SourceConfig) -> None: ...
+
+    async def delete(self, token: str) -> None: ...
+
+
 class Stream:
-    """One profile of a source: its ffmpeg (or, pushed, its PushInput) and its hub, with a count of who uses it."""
+    """One profile of a source: its input (ffmpeg, a PushInput, a relay) and its hub, with a count of who uses it."""
 
     def __init__(
         self, runtime: SourceRuntime, profile: str, hub: StreamHub, process: StreamInput, always: bool
@@ -162,6 +184,10 @@ class SourceRuntime:
         self.streams: dict[str, Stream] = {}
         self.created = time.time()
         self.remote_record = False  # a cloud edge's source: the edge records it (this server does not)
+        self.attached = False  # made elsewhere, not stored (a cloud edge's source): never in the cluster's list
+        self.local = True  # pulled here; False: another cluster node pulls it and this one relays on demand
+        self.owner = ""  # in a cluster, the node that pulls it ("" = none known yet, or no cluster)
+        self.remote_online: bool | None = None  # the owner's bOnline, as it last told the cluster
 
     @property
     def main(self) -> Stream:
@@ -169,7 +195,9 @@ class SourceRuntime:
 
     @property
     def online(self) -> bool:
-        return self.main.process.online
+        if self.local or self.main.process.online or self.remote_online is None:
+            return self.main.process.online
+        return self.remote_online
 
     def stream(self, profile: str) -> Stream | None:
         """The stream for a WS `profile=`: main, sub (falls back to main where there is no sub)."""
@@ -220,6 +248,8 @@ class Registry:
         self.snapshot_fallbacks: dict[str, SnapshotFallback] = {}
         self.on_delete: list[Callable[[str], Awaitable[None]]] = []
         self.port_check = PortCheck()  # told each deleted token (roles, regions)
+        self.shared: SharedSources | None = None  # the cluster's list, while this node is in one
+        self.placement: Placement | None = None  # the cluster's ownership, while this node is in one
         self._lock = asyncio.Lock()
         self._box: SecretBox | None = None
 
@@ -279,18 +309,21 @@ class Registry:
         elif cfg.kind == "H5_RTMP_PUSH" and len(cfg.password) < 16:
             raise BadValue("an RTMP push source needs its publish key")
 
-    async def add(self, cfg: SourceConfig) -> SourceRuntime:
+    async def add(self, cfg: SourceConfig, *, announce: bool = True) -> SourceRuntime:
+        """A new source; `announce=False` for one that comes from the cluster's list (not written back to it)."""
         self.validate(cfg)
         async with self._lock:
             if cfg.token in self.sources:
                 raise Conflict(f"token already exists: {cfg.token}")
+            if announce and self.shared is not None:
+                await self.shared.add(cfg)
             row = (cfg.token, self.stored(cfg), time.time())
             await self.db.execute("INSERT INTO sources (token, config, created) VALUES (?, ?, ?)", row)
             runtime = self._start(cfg)
         log.info("%s: source added (%s %s)", cfg.token, cfg.kind, redact_url(cfg.url))
         return runtime
 
-    async def update(self, token: str, **changes: object) -> SourceConfig:
+    async def update(self, token: str, *, announce: bool = True, **changes: object) -> SourceConfig:
         """Change and persist config fields that need no ffmpeg restart (such as `record`), in place."""
         names = {f.name for f in dataclasses.fields(SourceConfig)} - {"token"}
         unknown = set(changes) - names
@@ -302,13 +335,15 @@ class Registry:
                 raise NotFound(f"no such source: {token}")
             # Names were checked above; mypy cannot match dynamic keyword names to field types.
             cfg = dataclasses.replace(runtime.config, **changes)  # type: ignore[arg-type]
+            if announce and self.shared is not None:
+                await self.shared.put(cfg)
             await self.db.execute("UPDATE sources SET config = ? WHERE token = ?", (self.stored(cfg), token))
             for name, value in changes.items():
                 setattr(runtime.config, name, value)
         log.info("%s: source updated (%s)", token, ", ".join(f"{k}={v}" for k, v in changes.items()))
         return runtime.config
 
-    async def replace(self, cfg: SourceConfig) -> SourceRuntime:
+    async def replace(self, cfg: SourceConfig, *, announce: bool = True) -> SourceRuntime:
         """Edit a source: the same token and kind with new settings, persisted, its ffmpeg started afresh.
 
         Done here, under the lock, rather than as DelSrc + AddSrc from a client, so nothing can take the
@@ -322,7 +357,9 @@ class Registry:
                 raise NotFound(f"no such source: {cfg.token}")
             if old.config.kind != cfg.kind:
                 raise BadValue(f"source {cfg.token} is of type {old.config.kind}; delete it and add it anew")
-            await self.db.execute("UPDATE sources SET config = ? WHERE token = ?", (cfg.to_json(), cfg.token))
+            if announce and self.shared is not None:
+                await self.shared.put(cfg)
+            await self.db.execute("UPDATE sources SET config = ? WHERE token = ?", (self.stored(cfg), cfg.token))
             del self.sources[cfg.token]
             await self._stop_runtime(old)
             runtime = self._start(cfg)
@@ -330,11 +367,13 @@ class Registry:
         log.info("%s: source edited (%s %s)", cfg.token, cfg.kind, redact_url(cfg.url))
         return runtime
 
-    async def delete(self, token: str) -> None:
+    async def delete(self, token: str, *, announce: bool = True) -> None:
         async with self._lock:
-            runtime = self.sources.pop(token, None)
-            if runtime is None:
+            if token not in self.sources:
                 raise NotFound(f"no such source: {token}")
+            if announce and self.shared is not None:
+                await self.shared.delete(token)
+            runtime = self.sources.pop(token)
             await self.db.execute("DELETE FROM sources WHERE token = ?", (token,))
         await self._stop_runtime(runtime)
         for forget in self.on_delete:
@@ -345,6 +384,7 @@ class Registry:
         """A source whose runtime is made elsewhere and not stored here (a cloud edge's, supervisor/cloud/)."""
         if runtime.config.token in self.sources:
             raise Conflict(f"token already exists: {runtime.config.token}")
+        runtime.attached = True
         self.sources[runtime.config.token] = runtime
         for stream in runtime.streams.values():
             if stream.always:
@@ -369,35 +409,70 @@ class Registry:
             await stream.stop()
             stream.hub.close()
 
+    async def reseat(self, token: str, local: bool) -> bool:
+        """Pull a source here (local) or relay it from the node that does, keeping its hubs and their viewers.
+
+        The cluster calls this when ownership moves. Each stream's input is stopped and replaced; a stream
+        that runs (it is always on here, or someone watches it) starts its new input at once, so viewers
+        and recorders stay attached to the same hub and see the stream carry on. True if anything changed.
+        """
+        async with self._lock:
+            runtime = self.sources.get(token)
+            if runtime is None or runtime.local == local:
+                return False
+            runtime.local = local
+            for profile, stream in runtime.streams.items():
+                await stream.process.stop()
+                stream.running = False
+                stream.process = self._input(runtime, profile, stream.hub)
+                stream.always = self._always(runtime, profile)
+                if stream.always or stream.users > 0:
+                    stream.start()
+                elif stream.users == 0 and stream._idle_task is not None:
+                    stream._idle_task.cancel()
+                    stream._idle_task = None
+        log.info("%s: %s", token, "pulled here now" if local else f"pulled by node {runtime.owner or '?'}, relayed")
+        return True
+
+    def _always(self, runtime: SourceRuntime, profile: str) -> bool:
+        """Whether a stream runs with no consumer: a local main stream, unless on demand; a relay never."""
+        if not runtime.local or profile != "main":
+            return False
+        return runtime.config.kind == "H5_RTMP_PUSH" or runtime.config.connect_type != "H5_ONDEMAND"
+
+    def _input(self, runtime: SourceRuntime, profile: str, hub: StreamHub) -> StreamInput:
+        cfg = runtime.config
+        if not runtime.local and self.placement is not None:
+            return self.placement.remote_input(runtime, profile, hub)
+        if cfg.kind == "H5_RTMP_PUSH":  # nothing to pull: it waits for an encoder (supervisor/rtmp_push.py)
+            return PushInput(f"{cfg.token}/{profile}", hub, audio=cfg.audio)
+        return FfmpegProcess(
+            f"{cfg.token}/{profile}",
+            self.ffmpeg,
+            hub,
+            self._planner(cfg, profile),
+            rtsp_type=cfg.rtsp_type,
+            stall_timeout=self.settings.stall_timeout,
+            restart_min=self.settings.restart_min,
+            restart_max=self.settings.restart_max,
+            secrets=tuple(
+                s for s in (cfg.password, *query_secrets(cfg.url), *query_secrets(cfg.url_sub)) if len(s) >= 3
+            ),
+            own_rtsp=self.settings.rtsp_client != "ffmpeg",
+        )
+
     def _start(self, cfg: SourceConfig) -> SourceRuntime:
         runtime = SourceRuntime(cfg)
-        if cfg.kind == "H5_RTMP_PUSH":  # nothing to pull: it waits for an encoder (supervisor/rtmp_push.py)
-            hub = StreamHub(f"{cfg.token}/main", self.settings.ring_seconds)
-            runtime.streams["main"] = Stream(
-                runtime, "main", hub, PushInput(f"{cfg.token}/main", hub, audio=cfg.audio), True
-            )
-            self.sources[cfg.token] = runtime
-            runtime.main.start()
-            return runtime
-        has_sub = bool(cfg.url_sub) or (cfg.kind == "H5_ONVIF" and (cfg.profile_sub or cfg.profile_auto))
-        for profile in ("main", "sub") if has_sub else ("main",):
+        runtime.local = self.placement is None or self.placement.local(cfg.token)
+        if cfg.kind == "H5_RTMP_PUSH":
+            profiles: tuple[str, ...] = ("main",)
+        else:
+            has_sub = bool(cfg.url_sub) or (cfg.kind == "H5_ONVIF" and (cfg.profile_sub or cfg.profile_auto))
+            profiles = ("main", "sub") if has_sub else ("main",)
+        for profile in profiles:
             hub = StreamHub(f"{cfg.token}/{profile}", self.settings.ring_seconds)
-            process = FfmpegProcess(
-                f"{cfg.token}/{profile}",
-                self.ffmpeg,
-                hub,
-                self._planner(cfg, profile),
-                rtsp_type=cfg.rtsp_type,
-                stall_timeout=self.settings.stall_timeout,
-                restart_min=self.settings.restart_min,
-                restart_max=self.settings.restart_max,
-                secrets=tuple(
-                    s for s in (cfg.password, *query_secrets(cfg.url), *query_secrets(cfg.url_sub)) if len(s) >= 3
-                ),
-                own_rtsp=self.settings.rtsp_client != "ffmpeg",
-            )
-            always = profile == "main" and cfg.connect_type != "H5_ONDEMAND"
-            runtime.streams[profile] = Stream(runtime, profile, hub, process, always)
+            process = self._input(runtime, profile, hub)
+            runtime.streams[profile] = Stream(runtime, profile, hub, process, self._always(runtime, profile))
         self.sources[cfg.token] = runtime
         if runtime.main.always:
             runtime.main.start()

@@ -58,7 +58,9 @@ class PushGate:
         if not hmac.compare_digest(given.encode(), runtime.config.password.encode()):
             raise Refused("wrong key", "NetStream.Publish.Unauthorized")
         source = runtime.main.process
-        assert isinstance(source, PushInput)
+        if not isinstance(source, PushInput):  # in a cluster, another node owns this source
+            owner = runtime.owner or "another node"
+            raise Refused(f"this node does not own {token[:64]}: publish to {owner[:64]}")
         return source.begin(request.peer, kick)
 
 

@@ -102,12 +102,22 @@ async def connect_redis_status(request: Request, user: User) -> Any:
         "nServerPort": cluster.conf.port,
         "strNodeId": cluster.node_id,
         "strError": status["error"],
+        "nodes": status["nodes"],
     }
 
 
 async def start(svc: Services) -> None:
-    svc.cluster = Cluster(svc.settings, svc.conf, svc.host_id)
+    svc.cluster = Cluster(svc.settings, svc.conf, svc.host_id, svc.registry)
     await svc.cluster.start()
+
+
+async def started(svc: Services) -> None:
+    """The sources are loaded: the node may join now; recordings follow the cameras it comes to pull."""
+    cluster = svc.cluster
+    assert cluster is not None
+    if svc.recordings is not None:
+        cluster.on_moved.append(svc.recordings.reconcile)
+    cluster.sources_loaded()
 
 
 async def stop(svc: Services) -> None:
@@ -122,4 +132,4 @@ routes = [
     Route("/api/v1/SetEnableRedis", set_enable_redis, methods=["GET", "POST"]),
     Route("/api/v1/ConnectRedisStatus", connect_redis_status),
 ]
-chapter = Chapter("cluster", routes, start=start, stop=stop)
+chapter = Chapter("cluster", routes, start=start, started=started, stop=stop)

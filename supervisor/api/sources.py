@@ -107,6 +107,9 @@ def describe(
         "strVideoCodec": state.video_codec,
         "strAudioCodec": state.audio_codec,
         "nViewers": sum(s.users for s in runtime.streams.values()),
+        # cluster: the node that pulls the camera ("" outside a cluster), and whether that is this one
+        "strNodeId": runtime.owner,
+        "bPulledHere": runtime.local,
     }
 
 

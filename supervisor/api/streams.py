@@ -125,15 +125,20 @@ async def _read_commands(ws: WebSocket) -> None:
 async def h5swsapi(ws: WebSocket) -> None:
     svc = services(ws)
     playback = ws.query_params.get("playback", "").lower() == "true"
+    # another cluster node relaying a camera this one pulls shows the cluster secret (supervisor/cluster/node.py)
+    peer = svc.cluster.peer(ws.headers) if svc.cluster is not None and not playback else None
     # live video may be watched without a session when anonymous view is on; playback needs one
-    user = await svc.auth.check(session_of(ws)) if playback else await svc.auth.viewer(session_of(ws))
+    if peer is not None:
+        user: User | None = User(f"node:{peer}", "", "")
+    else:
+        user = await svc.auth.check(session_of(ws)) if playback else await svc.auth.viewer(session_of(ws))
     if user is None:
         return await _reject(ws, CLOSE_UNAUTHORIZED, "session is missing, invalid or expired")
     if playback:
         if svc.playback_ws is None:
             return await _reject(ws, CLOSE_UNSUPPORTED, "playback is not available on this server")
         return await svc.playback_ws(ws, user)
-    stream = await open_live(ws, user)
+    stream = await open_live(ws, user, peer=peer is not None)
     if stream is None:
         return
     hub = stream.hub
@@ -185,7 +190,7 @@ async def h5swsapi(ws: WebSocket) -> None:
         stream.release()
 
 
-async def open_live(ws: WebSocket, user: User) -> Stream | None:
+async def open_live(ws: WebSocket, user: User, *, peer: bool = False) -> Stream | None:
     """The live stream a viewer's query names, running and ready, with the socket accepted.
 
     None when it cannot be had: the socket has then been closed with the reason (unknown token or profile,
@@ -194,10 +199,13 @@ async def open_live(ws: WebSocket, user: User) -> Stream | None:
     """
     token = ws.query_params.get("token", "")
     svc = services(ws)
-    visible = TOKEN_RE.match(token) and svc.auth.sees(user, token)
+    visible = TOKEN_RE.match(token) and (peer or svc.auth.sees(user, token))
     runtime = svc.registry.get(token) if visible else None
     if runtime is None:
         await _reject(ws, CLOSE_UNKNOWN, f"unknown token: {token[:64]}")
+        return None
+    if peer and not runtime.local:  # a node relays only from the owner: never a relay of a relay, nor a loop
+        await _reject(ws, 1013, f"{token[:64]} is not pulled by this node")
         return None
     profile = ws.query_params.get("profile", "main") or "main"
     transcoder = svc.transcoder

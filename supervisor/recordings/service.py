@@ -302,6 +302,8 @@ class Recordings:
     # -- continuous and scheduled recording ------------------------------------------------------------
     def wants_continuous(self, runtime: SourceRuntime, now: float) -> bool:
         token = runtime.config.token
+        if not runtime.local:  # in a cluster, the node that pulls the camera records it (no second copy)
+            return False
         return bool(runtime.config.record) or (
             token in self.schedules and in_schedule(parse_schedule(self.schedules[token]), now)
         )
