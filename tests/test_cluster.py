@@ -16,6 +16,7 @@ import pytest
 import redis
 import websockets
 
+from supervisor.cluster.ownership import assign
 from tests.cluster_nodes import lease, sources, start_node, wait_for
 from tests.wsclient import watch_sync
 from tools.harness.camera import GstCamera
@@ -133,3 +134,17 @@ def test_refused_while_redis_is_away(tmp_path: Path, cam: GstCamera) -> None:
             assert gw.ok("AddSrcRTSP", token="new", name="new", url=cam.url("h264"))["bStatus"] is True
         finally:
             gw.stop()
+
+
+def test_assignment_is_balanced_and_moves_little() -> None:
+    """The plan every node computes alike: at most ceil(T/N) per node; a node's death moves little else."""
+    tokens = [f"cam{i}" for i in range(60)]
+    nodes = ["n1", "n2", "n3", "n4"]
+    plan = assign(tokens, nodes)
+    assert assign(list(reversed(tokens)), list(reversed(nodes))) == plan  # order of the views does not matter
+    assert sorted(sum(1 for o in plan.values() if o == n) for n in nodes) == [15, 15, 15, 15]
+    after = assign(tokens, ["n1", "n2", "n4"])
+    assert sorted(sum(1 for o in after.values() if o == n) for n in ("n1", "n2", "n4")) == [20, 20, 20]
+    moved = [t for t in tokens if plan[t] != "n3" and after[t] != plan[t]]
+    assert len(moved) <= 10, moved  # the dead node's 15 move; of the others, few
+    assert assign([], nodes) == {} and assign(tokens, []) == {}

@@ -192,6 +192,18 @@ def test_kill_a_node(cluster: tuple[RedisServer, dict[str, Gateway]]) -> None:
             "the new owner's recording growing",
         )
 
+        # the killed node comes back: once it has lived a while, the overloaded nodes hand it its share
+        nodes[victim].start()
+        back_at = time.monotonic()
+
+        def balanced() -> bool:
+            owners = {t: lease(server, t) for t in TOKENS}
+            load = sorted(sum(1 for o in owners.values() if o == n) for n in nodes)
+            return load == [2, 2, 2] and all(s["bOnline"] for s in sources(nodes[victim]).values())
+
+        wait_for(balanced, 40, "two sources per node again, all online")
+        print(f"{victim} back: balanced again {time.monotonic() - back_at:.1f}s after its restart")
+
 
 def search(gw: Gateway, token: str, since: float) -> list[dict[str, Any]]:
     found = gw.ok("Search", token=token, type="record", start=iso(since - 5), end=iso(time.time() + 60))["record"]
