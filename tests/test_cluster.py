@@ -8,6 +8,7 @@ everywhere; two nodes adding the same token cannot both win; node-to-node relays
 from __future__ import annotations
 
 import asyncio
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,3 +149,30 @@ def test_assignment_is_balanced_and_moves_little() -> None:
     moved = [t for t in tokens if plan[t] != "n3" and after[t] != plan[t]]
     assert len(moved) <= 10, moved  # the dead node's 15 move; of the others, few
     assert assign([], nodes) == {} and assign(tokens, []) == {}
+
+
+def test_a_node_that_stops_hands_over_at_once(tmp_path: Path, cam: GstCamera) -> None:
+    """SIGTERM: the node gives its leases back as it leaves, so the other pulls its cameras within a tick or two."""
+    with RedisServer() as server:
+        a = start_node(tmp_path, "a", server, lease=10.0)  # a long lease: only the hand-over can be this quick
+        b = start_node(tmp_path, "b", server, lease=10.0)
+        try:
+            for token in ("g0", "g1", "g2", "g3"):
+                assert a.ok("AddSrcRTSP", token=token, name=token, url=cam.url("h264"))["bStatus"] is True
+
+            def spread() -> dict[str, str | None] | None:
+                owners = {t: lease(server, t) for t in ("g0", "g1", "g2", "g3")}
+                return owners if sorted(str(o) for o in owners.values()) == ["a", "a", "b", "b"] else None
+
+            owners = wait_for(spread, 30, "two sources each")
+            leaving = [t for t, o in owners.items() if o == "a"]
+            t0 = time.monotonic()
+            a.stop()  # SIGTERM
+            stopped = time.monotonic() - t0
+            wait_for(lambda: all(sources(b)[t]["bPulledHere"] and sources(b)[t]["bOnline"] for t in leaving), 8, "b")
+            print(f"\nhand-over on SIGTERM: {time.monotonic() - t0 - stopped:.1f}s after a had stopped")
+            assert time.monotonic() - t0 - stopped < 5.0  # far less than the 10 s lease
+            assert all(lease(server, t) == "b" for t in owners)
+        finally:
+            a.stop()
+            b.stop()
