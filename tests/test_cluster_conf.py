@@ -47,6 +47,12 @@ def client_names(server: RedisServer) -> list[str]:
         return [c["name"] for c in r.client_list() if c.get("name")]
 
 
+def lease_of(server: RedisServer, token: str) -> str | None:
+    with redis.Redis(host=server.host, port=server.port, socket_timeout=2) as r:
+        value = r.get(f"h5gate:lease:{token}")
+    return value.decode() if isinstance(value, bytes) else None
+
+
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Gateway]:
     gw = Gateway(tmp_path / "gw", extra_args=["--no-demo"]).start()
@@ -101,10 +107,19 @@ def test_console_joins_and_leaves(node: Gateway, redis_server: RedisServer) -> N
     wait_for(lambda: vendor(node, "ConnectRedisStatus")["bOnline"], what="bOnline after restart")
     assert vendor(node, "GetRedisConf")["strNodeId"] == "node-a"
 
+    # a source of its own: pulled here (the only node), its lease in Redis
+    assert node.ok("AddSrcFile", token="clip", name="clip", url="demo.mp4")["bStatus"] is True
+    wait_for(lambda: (src := node.source("clip"))["bPulledHere"] and src["strNodeId"] == "node-a", what="owned")
+    assert lease_of(redis_server, "clip") == "node-a"
+
     assert vendor(node, "SetEnableRedis", enable="false")["bStatus"] is True
     status = vendor(node, "ConnectRedisStatus")
     assert status["bOnline"] is False and status["bEnable"] is False
     wait_for(lambda: "h5gate-node-a" not in client_names(redis_server), what="the client gone from redis")
+    # left the cluster: its lease given back at once, the source pulled here as a standalone gateway
+    assert lease_of(redis_server, "clip") is None
+    src = node.wait_online("clip")
+    assert src["bPulledHere"] is True and src["strNodeId"] == "" and src["strTransport"] != "relay"
 
 
 def test_redis_lost_and_back(node: Gateway, redis_server: RedisServer) -> None:
