@@ -143,6 +143,10 @@ def test_a_node_moved_to_another_redis(node: Gateway, redis_server: RedisServer)
     with RedisServer() as other:
         assert vendor(node, "SetRedisConf", serverport=other.port, nodeid="n2")["bStatus"]
         wait_for(lambda: "h5gate-n2" in client_names(other), what="on the second redis")
+        # another cluster: its users and sessions are that cluster's (supervisor/shared_auth.py); log in there
+        status, body = node.get("Login", user="admin", password="12345", session=None)
+        assert status == 200 and body["bStatus"], body
+        node.session = body["strSession"]
         assert "h5gate-n1" not in client_names(redis_server)
         assert vendor(node, "ConnectRedisStatus")["bOnline"] is True
 

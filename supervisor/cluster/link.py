@@ -32,6 +32,20 @@ COMMAND_TIMEOUT = 3.0  # a Redis that stops answering fails commands instead of 
 Step = Callable[[Redis], Awaitable[None]]
 
 
+async def cancel(task: asyncio.Task[None], what: str, patience: float = 5.0) -> None:
+    """Cancel a task and wait until it ended, cancelling again if it swallowed one (a step mid-command
+    may: redis-py and connect steps of other chapters catch broadly); gives up after `patience` seconds."""
+    deadline = time.monotonic() + patience
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
+        if time.monotonic() > deadline and not task.done():
+            log.error("cluster: %s did not stop when cancelled; left behind", what)
+            return
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("cluster: %s ended with %r", what, task.exception())
+
+
 class RedisLink:
     """One Redis client for the node and the state of its connection (`online`, `last_error`, `connects`)."""
 
@@ -66,14 +80,15 @@ class RedisLink:
             self.client = self._client()
             self._task = asyncio.create_task(self._run(), name="cluster-link")
 
-    async def stop(self) -> None:
+    async def halt(self) -> None:
+        """Stop connecting and checking (a connect step still running is cancelled); the client stays open,
+        so leave steps can still tell Redis goodbye."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            await cancel(task, "the redis link")
+
+    async def stop(self) -> None:
+        await self.halt()
         self._set(False, "")
         client, self.client = self.client, None
         if client is not None:

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from supervisor.cluster.conf import STORED, ClusterConf
-from supervisor.cluster.link import RedisLink, Step
+from supervisor.cluster.link import RedisLink, Step, cancel
 from supervisor.cluster.node import ClusterNode
 from supervisor.conf_store import ConfStore
 from supervisor.config import Settings
@@ -153,16 +153,17 @@ class Cluster:
         node, self.node = self.node, None
         ticker, self._ticker = self._ticker, None
         if ticker is not None:
-            ticker.cancel()
-            await asyncio.gather(ticker, return_exceptions=True)
+            await cancel(ticker, "the cluster tick")
         if link is None:
             return
+        online = link.online
+        await link.halt()  # no connect step may run on after the leave steps (they would undo them)
         for step in list(self.on_leave):
             try:
                 await step()
             except Exception:
                 log.exception("cluster: a leave step failed")
         if node is not None:
-            await node.leave(link.client if link.online else None, shutdown=shutdown)
+            await node.leave(link.client if online else None, shutdown=shutdown)
         await link.stop()
         log.info("cluster: off")
