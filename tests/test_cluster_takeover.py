@@ -108,11 +108,11 @@ def test_kill_a_node(cluster: tuple[RedisServer, dict[str, Gateway]]) -> None:
                 listed = sources(gw)
                 if any(listed[t]["strNodeId"] != owners[t] or not listed[t]["bOnline"] for t in TOKENS):
                     return None
-            return owners  # type: ignore[return-value]
+            load = {n: sum(1 for o in owners.values() if o == n) for n in nodes}
+            # balanced (at once as a rule; a node slow to take its share is relieved of the extra within ~10 s)
+            return owners if sorted(load.values()) == [2, 2, 2] else None  # type: ignore[return-value]
 
-        owners = wait_for(spread, 40, "every source pulled by one node, online everywhere")
-        load = {n: sum(1 for o in owners.values() if o == n) for n in nodes}
-        assert sorted(load.values()) == [2, 2, 2], load  # balanced
+        owners = wait_for(spread, 60, "every source pulled by one node, two per node, online everywhere")
 
         victim = owners["k0"]
         watched = "k0"
