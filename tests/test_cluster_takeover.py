@@ -45,6 +45,7 @@ class Viewer:
 
     url: str
     frames: list[float] = field(default_factory=list)
+    times: list[tuple[float, float]] = field(default_factory=list)  # (arrival, video decode time in seconds)
     closes: list[tuple[float, int | None, str]] = field(default_factory=list)
     connects: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
@@ -68,11 +69,14 @@ class Viewer:
                         if msg[4:8] == b"ftyp":
                             init = parse_init(msg)
                             video_tracks = {t.track_id for t in init.tracks.values() if t.handler == "vide"}
+                            scale = {t.track_id: t.timescale for t in init.tracks.values()}
                             continue
                         now = time.monotonic()
                         for piece in split_fragments(msg):
-                            if parse_fragment(piece).track_id in video_tracks:
+                            info = parse_fragment(piece)
+                            if info.track_id in video_tracks:
                                 self.frames.append(now)
+                                self.times.append((now, info.tfdt / scale[info.track_id]))
             except websockets.ConnectionClosed as e:
                 self.closes.append((time.monotonic(), e.rcvd.code if e.rcvd else None, e.rcvd.reason if e.rcvd else ""))
             except OSError as e:
@@ -162,6 +166,9 @@ def test_kill_a_node(cluster: tuple[RedisServer, dict[str, Gateway]]) -> None:
                 role = "the new owner" if name == new_owner else f"relaying from {new_owner}"
                 print(f"viewer through {name} ({role}): picture gap {gap:.1f}s, reconnects {viewer.connects - 1}")
                 assert gap < TAKEOVER_LIMIT + 2
+                if viewer.connects == 1:  # the same socket: its decode times go on forward, no jump back
+                    decode = [t for _, t in viewer.times]
+                    assert all(b > a for a, b in zip(decode, decode[1:], strict=False)), "decode time went back"
         finally:
             for viewer in viewers.values():
                 viewer.stop.set()
