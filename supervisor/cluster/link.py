@@ -14,8 +14,9 @@ import logging
 import ssl as ssl_module
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -28,6 +29,7 @@ PING_SECONDS = 1.0
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 10.0
 COMMAND_TIMEOUT = 3.0  # a Redis that stops answering fails commands instead of hanging the node
+MAX_CONNECTIONS = 64  # a burst past this waits for a free connection (up to COMMAND_TIMEOUT), never fails at once
 
 Step = Callable[[Redis], Awaitable[None]]
 
@@ -61,19 +63,22 @@ class RedisLink:
         self._lost = asyncio.Event()
 
     def _client(self) -> Redis:
+        """A client on a blocking pool: redis-py's default pool raises at once when a burst of requests (each
+        session check is a command) wants more connections than it holds, which would look like Redis gone."""
         conf = self.conf
-        return Redis(
-            host=conf.host,
-            port=conf.port,
-            password=conf.password or None,
-            ssl=conf.ssl,
-            ssl_cert_reqs=ssl_module.CERT_REQUIRED,  # used only with ssl=True: verify the server
-            socket_timeout=COMMAND_TIMEOUT,
-            socket_connect_timeout=COMMAND_TIMEOUT,
-            decode_responses=False,
-            client_name=f"h5gate-{conf.node_id}"[:64],
-            retry=Retry(NoBackoff(), 0),  # no silent retries inside a command: the link's own backoff decides
-        )
+        options: dict[str, Any] = {
+            "host": conf.host,
+            "port": conf.port,
+            "password": conf.password or None,
+            "socket_timeout": COMMAND_TIMEOUT,
+            "socket_connect_timeout": COMMAND_TIMEOUT,
+            "client_name": f"h5gate-{conf.node_id}"[:64],
+            "retry": Retry(NoBackoff(), 0),  # no silent retries inside a command: the link's own backoff decides
+        }
+        if conf.ssl:
+            options.update(connection_class=SSLConnection, ssl_cert_reqs=ssl_module.CERT_REQUIRED)  # verify the server
+        pool = BlockingConnectionPool(max_connections=MAX_CONNECTIONS, timeout=COMMAND_TIMEOUT, **options)
+        return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
 
     def start(self) -> None:
         if self._task is None:
