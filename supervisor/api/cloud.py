@@ -58,8 +58,8 @@ from supervisor.cloud.protocol import LINK_PATH, ProtocolError, control, parse_c
 from supervisor.cloud.service import CloudService
 from supervisor.cloud.settings import CloudConf
 from supervisor.services import Services
-from workers.fmp4 import boxes
 from workers.playback import PlaybackSink
+from workers.relay_source import split_message
 
 log = logging.getLogger("h5gate.cloud")
 
@@ -470,7 +470,8 @@ def _cloud_playback_sink(svc: Services, local: PlaybackServer) -> PlaybackServer
                 elif message[4:8] == b"ftyp":
                     await sink.send_init(message)
                 else:
-                    for piece in _fragments(message):
+                    kind, pieces = split_message(message)  # the edge may send several moof+mdat in one
+                    for piece in pieces if kind == "fragments" else []:
                         await sink.send_fragment(piece)
             await sink.close(message.code, message.reason)
         finally:
@@ -479,18 +480,6 @@ def _cloud_playback_sink(svc: Services, local: PlaybackServer) -> PlaybackServer
             await channel.close(1000, "")
 
     return play
-
-
-def _fragments(message: bytes) -> list[bytes]:
-    """The moof+mdat pairs of one message (the edge may send several in one)."""
-    pieces, moof = [], -1
-    for kind, pos, _, size in boxes(message):
-        if kind == b"moof":
-            moof = pos
-        elif kind == b"mdat" and moof >= 0:
-            pieces.append(message[moof : pos + size])
-            moof = -1
-    return pieces
 
 
 async def tunnel(ws: WebSocket, channel: Channel) -> None:
