@@ -16,6 +16,7 @@ import sys
 from workers.webrtc import wire
 from workers.webrtc.ice import PortRangeLoop, use_host_addresses
 from workers.webrtc.peer import register_h264_profiles
+from workers.webrtc.push import receive_undecoded
 from workers.webrtc.sidecar import Sidecar, SidecarConfig
 
 
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     config = SidecarConfig(**json.loads(args.config))
     use_host_addresses(config.addresses)
     register_h264_profiles()
+    receive_undecoded()
     with asyncio.Runner(loop_factory=lambda: PortRangeLoop(config.port_min, config.port_max)) as runner:
         runner.run(_main(args.fd, config))
     return 0

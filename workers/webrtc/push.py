@@ -81,8 +81,11 @@ def _pass_media(
                 log.warning("browser push: an Opus frame not transcoded: %s", e)
 
 
-# The sidecar's viewers only send; what it receives is browser push, whose video must stay encoded.
-aiortc.rtcrtpreceiver.decoder_worker = _pass_media
+def receive_undecoded() -> None:
+    """Make aiortc's receivers hand media on as `_pass_media` does: the sidecar's viewers only send, and what it
+    receives is browser push, whose video must stay encoded. Called once by the sidecar process at start, not
+    at import, so a process that merely imports this module (a test does) keeps aiortc's own decoder."""
+    aiortc.rtcrtpreceiver.decoder_worker = _pass_media
 
 
 def split_annexb(data: bytes) -> list[bytes]:
