@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -20,7 +21,12 @@ from tools.harness.gateway import Gateway
 
 def ffmpeg_pids(gw: Gateway) -> list[int]:
     assert gw.proc is not None
-    return [p.pid for p in psutil.Process(gw.proc.pid).children(recursive=True) if p.name() == "ffmpeg"]
+    pids = []
+    for p in psutil.Process(gw.proc.pid).children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):  # a child that ended between the listing and the look
+            if p.name() == "ffmpeg":
+                pids.append(p.pid)
+    return pids
 
 
 def wait_field(gw: Gateway, token: str, check, timeout: float = 20.0) -> dict:  # type: ignore[no-untyped-def]

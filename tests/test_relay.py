@@ -138,10 +138,13 @@ def test_relay_follows_upstream_switches_and_restarts(pair: tuple[Gateway, Gatew
             before = seen.video()[-1]
             relay.set_provider(provider_of(b), "B")
             switched = time.monotonic()
-            assert await until(lambda: bool(seen.video(switched + 0.01)), 10), relay.state.last_error
-            first = seen.video(switched + 0.01)[0]
+            # (a fragment of A's already in flight may still land just after the switch: B's start with a new init)
+            assert await until(lambda: any(f[4] > before[4] for f in seen.video(switched)), 10), (
+                "a new upstream connection is a new init generation",
+                relay.state.last_error,
+            )
+            first = next(f for f in seen.video(switched) if f[4] > before[4])
             assert first[3], "after a switch the hub restarts at a keyframe"
-            assert first[4] > before[4], "a new upstream connection is a new init generation"
             wall_gap = first[2] - before[2]
             assert 0 < first[1] - before[1] <= wall_gap + 0.5, (first, before)
             t1 = time.monotonic() + 0.5

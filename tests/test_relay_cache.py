@@ -54,7 +54,13 @@ def varies(headers: dict[str, str]) -> bool:
 
 
 def playlist(gw: Gateway, version: str, headers: dict[str, str] | None = None, query: str = "") -> tuple[dict, str]:
-    status, h, body = gw.request(f"/hls/{version}/clip/hls.m3u8{query}", headers=headers)
+    """The playlist, once the packager has its first segment (a fresh packager answers 503 until then)."""
+    deadline = time.monotonic() + 20
+    while True:
+        status, h, body = gw.request(f"/hls/{version}/clip/hls.m3u8{query}", headers=headers)
+        if status != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
     assert status == 200, (status, body[:300])
     return h, body.decode()
 
