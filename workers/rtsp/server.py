@@ -26,14 +26,14 @@ import secrets
 import socket
 import struct
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 from workers.hub import HubClosed, StreamHub
 from workers.rtsp.digest import DigestGuard, parse_params
 from workers.rtsp.feed import AUDIO, VIDEO, RtpFeed, RtpFrame, Unsupported, sdp, sender_report
+from workers.rtsp.request import Request, Target, parse_request, parse_target
+from workers.rtsp.udp import UdpPair
 
 log = logging.getLogger("h5gate.rtsp.serve")
 
@@ -66,7 +66,6 @@ REASONS = {
     461: "Unsupported Transport",
     503: "Service Unavailable",
 }
-TRACK_RE = re.compile(r"/?trackID=(\d+)", re.IGNORECASE)
 
 
 Headers = dict[str, str] | list[tuple[str, str]]
@@ -108,82 +107,6 @@ class Gate(Protocol):
 
 
 @dataclass
-class Request:
-    method: str
-    url: str
-    headers: dict[str, str]
-    cseq: str
-
-    def header(self, name: str) -> str:
-        return self.headers.get(name.lower(), "")
-
-
-@dataclass
-class Target:
-    """What a request URL names: the source token, profile, a session id and a track."""
-
-    token: str
-    profile: str
-    session: str
-    track: int | None
-
-
-def parse_target(url: str) -> Target | None:
-    """`rtsp://h:p/<token>`, `/live/<token>`, `?profile=sub`, `?session=`, `/trackID=N` (before or after
-    the query: clients join the control URL either way); None when no token can be read."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    if parts.scheme and parts.scheme.lower() not in ("rtsp", "rtspu"):
-        return None
-    text = parts.path + ("?" + parts.query if parts.query else "")
-    track = None
-    m = TRACK_RE.search(text)
-    if m:
-        track = int(m.group(1)) if len(m.group(1)) < 3 else 999
-        text = text[: m.start()] + text[m.end() :]
-    path, _, query = text.partition("?")
-    segments = [unquote(s) for s in path.split("/") if s]
-    if segments[:1] == ["live"]:
-        segments = segments[1:]
-    if len(segments) != 1:
-        return None
-    params = dict(parse_qsl(query, keep_blank_values=True))
-    profile = params.get("profile", "main") or "main"
-    return Target(segments[0], profile, params.get("session", ""), track)
-
-
-def parse_request(head: bytes) -> Request | str:
-    """A request from its header block, or the reason it is malformed."""
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        return "request is not UTF-8"
-    lines = text.split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("RTSP/"):
-        return "malformed request line"
-    method, url, version = parts
-    if version != "RTSP/1.0":
-        return "unsupported RTSP version"
-    if not method or not method.isupper() or not url:
-        return "malformed request line"
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name.strip() or name != name.strip():
-            return "malformed header line"
-        headers[name.strip().lower()] = value.strip()
-    cseq = headers.get("cseq", "")
-    if not cseq.isdigit() or len(cseq) > 10:
-        return "missing or bad CSeq"
-    return Request(method, url, headers, cseq)
-
-
-@dataclass
 class TrackOut:
     """Where one track of a session goes: an interleaved channel, or a UDP address pair."""
 
@@ -208,54 +131,6 @@ class Session:
     task: asyncio.Task[None] | None = None
     last_seen: float = field(default_factory=time.monotonic)
     udp: bool = False
-
-
-class _RtcpIn(asyncio.DatagramProtocol):
-    """Receiver reports on the server's RTCP port: a UDP client's sign of life."""
-
-    def __init__(self, on_rtcp: Callable[[tuple[str, int]], None]) -> None:
-        self.on_rtcp = on_rtcp
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.on_rtcp((addr[0], addr[1]))
-
-
-class UdpPair:
-    """The server's shared RTP/RTCP ports (an even port and the one above it)."""
-
-    def __init__(self, on_rtcp: Callable[[tuple[str, int]], None]) -> None:
-        self.rtp: asyncio.DatagramTransport | None = None
-        self.rtcp: asyncio.DatagramTransport | None = None
-        self.ports = (0, 0)
-        self.on_rtcp = on_rtcp
-
-    async def open(self, host: str) -> None:
-        loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        for _ in range(64):
-            rtp_sock = socket.socket(family, socket.SOCK_DGRAM)
-            rtcp_sock = socket.socket(family, socket.SOCK_DGRAM)
-            try:
-                rtp_sock.bind((host, 0))
-                port = rtp_sock.getsockname()[1]
-                if port % 2 or port >= 65535:
-                    raise OSError("odd port")
-                rtcp_sock.bind((host, port + 1))
-            except OSError:
-                rtp_sock.close()
-                rtcp_sock.close()
-                continue
-            rtp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-            self.rtp, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, sock=rtp_sock)
-            self.rtcp, _ = await loop.create_datagram_endpoint(lambda: _RtcpIn(self.on_rtcp), sock=rtcp_sock)
-            self.ports = (port, port + 1)
-            return
-        raise OSError("no free UDP port pair for RTP/RTCP")
-
-    def close(self) -> None:
-        for t in (self.rtp, self.rtcp):
-            if t is not None:
-                t.close()
 
 
 @dataclass
